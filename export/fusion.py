@@ -1,0 +1,34 @@
+"""ONNX Runtime's transformer fusions (Attention, EmbedLayerNormalization, SkipLayerNormalization, Gelu)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastdpr.errors import ExportError
+
+# What a fully fused L-layer BERT encoder has; a partial fusion quietly costs most of the speed.
+REQUIRED_FUSIONS = ("Attention", "EmbedLayerNormalization")
+
+
+def fuse(source: Path, target: Path, num_heads: int, hidden_size: int, num_layers: int) -> dict[str, int]:
+    """Fuse ``source`` into ``target`` and return the fused-operator counts.
+
+    Raises :class:`ExportError` unless every layer got an Attention node and the embeddings one
+    EmbedLayerNormalization.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    # opt_level=0: only the Python fusions, so the saved graph stays portable across CPUs (ORT applies
+    # its own hardware-specific optimizations when it loads the model).
+    model = optimize_model(str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+                           opt_level=0, use_gpu=False)
+    counts = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
+    expected = {"Attention": num_layers, "EmbedLayerNormalization": 1}
+    wrong = {k: counts.get(k, 0) for k, v in expected.items() if counts.get(k, 0) != v}
+    if wrong:
+        raise ExportError(
+            f"ONNX Runtime's BERT optimizer fused {wrong} (expected {expected}); the graph would run "
+            "unfused and int8 would get no QAttention. Is this a BERT-family encoder?"
+        )
+    model.save_model_to_file(str(target))
+    return counts

@@ -1,0 +1,41 @@
+"""PyTorch -> ONNX with the TorchScript exporter (``dynamo=False``).
+
+torch 2.13 defaults to the dynamo exporter, whose graphs ONNX Runtime's BERT optimizer does not fuse
+(no Attention / EmbedLayerNormalization, hence no QAttention after quantization): see NOTES, Traps.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from fastdpr.encoder import INPUT_NAMES, OUTPUT_NAME
+
+from .torch_model import PooledEncoder
+
+DEFAULT_OPSET = 17
+
+
+def export_onnx(module: PooledEncoder, path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """Export with dynamic batch and sequence axes; the output is the pooled embedding."""
+    # A short dummy batch with real padding, so the mask path is traced with variable lengths.
+    input_ids = torch.tensor([[101, 2054, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0]], dtype=torch.long)
+    attention_mask = (input_ids != 0).long()
+    token_type_ids = torch.zeros_like(input_ids)
+    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    dynamic_axes[OUTPUT_NAME] = {0: "batch"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript tracer warnings about python control flow
+        torch.onnx.export(
+            module,
+            (input_ids, attention_mask, token_type_ids),
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )

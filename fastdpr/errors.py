@@ -1,0 +1,35 @@
+"""Exception types raised by fastdpr.
+
+Everything fastdpr raises on purpose derives from :class:`FastDPRError`, so callers (and the CLI,
+which turns these into ``click.ClickException``) can tell a user mistake from a bug.
+"""
+
+from __future__ import annotations
+
+
+class FastDPRError(Exception):
+    """Base class of every error fastdpr raises deliberately."""
+
+
+class ArtifactError(FastDPRError):
+    """An export artifact is missing, corrupted, or of an unsupported format."""
+
+
+class IndexLoadError(FastDPRError):
+    """An index directory is missing, corrupted, or does not match its artifact."""
+
+
+class CorpusError(FastDPRError):
+    """A corpus or question file cannot be read (or a row is rejected under ``--strict``)."""
+
+
+class ExportError(FastDPRError):
+    """Exporting a model failed (bad source, failed validation, missing export extra)."""
+
+
+class ValidationError(ExportError):
+    """A stage of the export did not reproduce PyTorch within its threshold."""
+
+
+class MissingDependencyError(FastDPRError):
+    """An optional dependency (the ``export`` extra) is needed but not installed."""
