@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from fastdpr.errors import CorpusError
 
@@ -160,7 +161,7 @@ def check_input_file(path: str | Path, what: str) -> Path:
     return p
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+def _open_binary(path: Path) -> io.BufferedIOBase:
     """Open ``path`` for binary reading, transparently gunzipping it (detected by content)."""
     f = path.open("rb")
     try:
@@ -219,7 +220,8 @@ def detect_corpus_format(path: str | Path) -> Literal["dpr-tsv", "jsonl", "beir"
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise CorpusError(
-                f"cannot detect the format of {p}: line {line_no} is not valid UTF-8; pass the format explicitly"
+                f"cannot detect the format of {p}: line {line_no} is not valid UTF-8; "
+                "pass the format explicitly"
             ) from e
         return _format_of_line(p, line_no, line)
     raise CorpusError(f"corpus file {p} is empty")
@@ -408,7 +410,7 @@ def write_corpus(
     passages: Iterable[Passage],
     fmt: Literal["dpr-tsv", "jsonl", "beir"],
 ) -> int:
-    """Write ``passages`` to ``path`` in ``fmt`` (UTF-8) so :func:`read_corpus` reads them back; returns the count.
+    """Write ``passages`` to ``path`` in ``fmt`` (UTF-8), readable by :func:`read_corpus`; returns the count.
 
     ``dpr-tsv`` gets DPR's header and csv quoting; it cannot hold a newline inside a field (the reader is
     line-based, like DPR's files), so such a passage raises CorpusError.
@@ -423,7 +425,9 @@ def write_corpus(
             for passage in passages:
                 fields = (passage.id, passage.text, passage.title)
                 if any("\n" in value or "\r" in value for value in fields):
-                    raise CorpusError(f"passage {passage.id!r} has a newline in a field; dpr-tsv cannot hold it")
+                    raise CorpusError(
+                        f"passage {passage.id!r} has a newline in a field; dpr-tsv cannot hold it"
+                    )
                 writer.writerow(fields)
                 count += 1
         else:

@@ -1,8 +1,8 @@
 """DPR's answer matching ("does this passage contain the answer?"), reproduced exactly.
 
-This is the rule behind every top-k answer-recall number DPR reports, so it follows
-facebookresearch/DPR ``dpr/data/qa_validation.py::has_answer`` and ``dpr/utils/tokenizers.py::SimpleTokenizer``
-to the letter, quirks included:
+This is the rule behind every top-k answer-recall number DPR reports, so it follows facebookresearch/DPR
+``dpr/data/qa_validation.py::has_answer`` and ``dpr/utils/tokenizers.py::SimpleTokenizer`` to the letter,
+quirks included:
 
 * ``match="string"``: the passage and each answer are NFD-normalized and tokenized with DPR's
   SimpleTokenizer (runs of letters/digits/marks, or single non-space characters); every token is

@@ -35,6 +35,15 @@ __all__ = ["QUESTION_FORMATS", "Question", "QuestionFormat", "read_questions", "
 QuestionFormat = Literal["auto", "dpr-qas", "jsonl", "beir", "text"]
 QUESTION_FORMATS: tuple[str, ...] = ("auto", "dpr-qas", "jsonl", "beir", "text")
 _ConcreteFormat = Literal["dpr-qas", "jsonl", "beir", "text"]
+# What ast.literal_eval raises on malformed or hostile input (deep nesting -> RecursionError/MemoryError).
+_LITERAL_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    SyntaxError,
+    TypeError,
+    MemoryError,
+    RecursionError,
+)
+_DETECT_ERRORS: tuple[type[Exception], ...] = (csv.Error, StopIteration, *_LITERAL_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,7 @@ def _detect(path: Path, text: str) -> _ConcreteFormat:
                 row = next(csv.reader([line], delimiter="\t", strict=True))
                 if len(row) == 2 and isinstance(ast.literal_eval(row[1]), list | tuple):
                     return "dpr-qas"
-            except (csv.Error, StopIteration, ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            except _DETECT_ERRORS:
                 pass
             # A tab but no answer list: more likely a broken DPR file than a question containing a tab.
             raise CorpusError(
@@ -121,7 +130,7 @@ def _detect(path: Path, text: str) -> _ConcreteFormat:
 def _parse_answers(path: Path, line: int, cell: str) -> tuple[str, ...]:
     try:
         value = ast.literal_eval(cell.strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
+    except _LITERAL_ERRORS as e:
         raise _fail(path, line, f"answer list is not a Python list literal ({type(e).__name__})") from e
     if not isinstance(value, list | tuple) or not all(isinstance(a, str) for a in value):
         raise _fail(path, line, "answer list must be a list of strings")
@@ -241,7 +250,7 @@ def write_questions(
     questions: Iterable[Question],
     fmt: Literal["dpr-qas", "jsonl", "beir", "text"],
 ) -> int:
-    """Write ``questions`` to ``path`` in ``fmt`` so :func:`read_questions` reads them back; returns the count.
+    """Write ``questions`` to ``path`` in ``fmt``, readable by :func:`read_questions`; returns the count.
 
     Refuses (CorpusError) to drop what a format cannot hold instead of losing it silently: ids in
     ``dpr-qas`` or ``text``, answers in ``beir`` or ``text``, a missing id in ``beir``, a line break in a

@@ -157,7 +157,9 @@ class PassageStoreWriter:
         return self._conn
 
     @staticmethod
-    def _explain_conflict(conn: sqlite3.Connection, rows: list[Row], exc: sqlite3.IntegrityError) -> CorpusError:
+    def _explain_conflict(
+        conn: sqlite3.Connection, rows: list[Row], exc: sqlite3.IntegrityError
+    ) -> CorpusError:
         # executemany does not say which row failed; re-scan the (rolled back) batch so the user gets
         # the offending passage id or label instead of a bare SQLite constraint name.
         seen_ids: set[str] = set()
@@ -166,9 +168,10 @@ class PassageStoreWriter:
             in_db = conn.execute("SELECT label FROM passages WHERE id = ?", (pid,)).fetchone()
             if pid in seen_ids or in_db is not None:
                 return CorpusError(f"duplicate passage id {pid!r} (label {label})")
-            if label in seen_labels or conn.execute(
-                "SELECT 1 FROM passages WHERE label = ?", (label,)
-            ).fetchone():
+            if (
+                label in seen_labels
+                or conn.execute("SELECT 1 FROM passages WHERE label = ?", (label,)).fetchone()
+            ):
                 return CorpusError(f"duplicate passage label {label} (id {pid!r})")
             seen_ids.add(pid)
             seen_labels.add(label)
@@ -203,7 +206,9 @@ class PassageStore:
             columns = [row[1] for row in self._conn.execute("PRAGMA table_info(passages)")]
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            raise IndexLoadError(f"passage store {self.path} is corrupt or not a SQLite database: {exc}") from exc
+            raise IndexLoadError(
+                f"passage store {self.path} is corrupt or not a SQLite database: {exc}"
+            ) from exc
         if columns != ["label", "id", "title", "text"] or version != SCHEMA_VERSION:
             self._conn.close()
             raise IndexLoadError(

@@ -22,7 +22,8 @@ def test_agrees_with_every_golden_case() -> None:
             counts[match] += 1
             got = has_answer(case["answers"], case["text"], match)
             if got != case["has_answer"]:
-                mismatches.append(f"line {line_no}: expected {case['has_answer']}, got {got}: {case['answers']!r}")
+                expected = case["has_answer"]
+                mismatches.append(f"line {line_no}: expected {expected}, got {got}: {case['answers']!r}")
     assert sum(counts.values()) == 5000
     assert counts["regex"] > 0 and counts["string"] > 0
     assert not mismatches, f"{len(mismatches)} mismatches, first: " + "\n".join(mismatches[:10])

@@ -1,0 +1,311 @@
+"""The ``fastdpr`` command line: export, index, search, info (and demo).
+
+A thin layer: every command calls the Python API and turns :class:`FastDPRError` into a
+``click.ClickException`` (a one-line message and exit 1, never a traceback for a user mistake).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from fastdpr import __version__
+from fastdpr.errors import FastDPRError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn fastdpr's own errors into click errors (message, exit code 1)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FastDPRError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def echo_json(data: Any) -> None:
+    """Print JSON for scripts (UTF-8, no ASCII escaping)."""
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="fastdpr")
+def main() -> None:
+    """fastdpr: CPU-only DPR retrieval with ONNX Runtime.
+
+    \b
+    Typical flow:
+      fastdpr export --question-encoder Q_SRC --context-encoder C_SRC --out ARTIFACT
+      fastdpr index ARTIFACT passages.tsv --out INDEX
+      fastdpr search INDEX "who wrote hamlet?"
+    Or try everything offline on a built-in model and corpus: fastdpr demo
+    """
+
+
+@main.command("export")
+@click.option("--question-encoder", metavar="SRC", help="Question encoder: hub id, local dir, or builtin:NAME.")
+@click.option("--context-encoder", metavar="SRC", help="Context (passage) encoder: hub id, local dir, or builtin:NAME.")
+@click.option("--encoder", metavar="SRC", help="One model for both sides (siamese bi-encoders).")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Artifact directory to create.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option("--pooling", type=click.Choice(["cls", "mean"]), help="Default: cls for DPR/BERT; sentence-transformers: its config.")
+@click.option("--normalize/--no-normalize", default=None, help="L2-normalize embeddings in the graph. Default: from the source.")
+@click.option("--token-types", type=click.Choice(["zeros", "pair"]),
+              help="Token type ids of a passage's text segment: zeros (original DPR; default for DPR) or pair (1s).")
+@click.option("--question-max-length", type=click.IntRange(8, 8192), help="Default: 64 (sentence-transformers: its max).")
+@click.option("--passage-max-length", type=click.IntRange(8, 8192), help="Default: 256 (sentence-transformers: its max).")
+@click.option("--quantize", "quantize", default=None, metavar="RECIPE|none",
+              help="INT8 recipe (see `fastdpr export --list-recipes`), or none for fp32 only.")
+@click.option("--opset", type=click.IntRange(14, 21), default=17, show_default=True, help="ONNX opset.")
+@click.option("--list-recipes", is_flag=True, help="List the INT8 recipes and exit.")
+@user_errors
+def export_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None, out: Path,
+                   force: bool, pooling: str | None, normalize: bool | None, token_types: str | None,
+                   question_max_length: int | None, passage_max_length: int | None, quantize: str | None,
+                   opset: int, list_recipes: bool) -> None:
+    """Export a DPR encoder pair (or one shared encoder) to a validated ONNX artifact.
+
+    Every stage (ONNX fp32, fused fp32, int8) is compared with the PyTorch model on built-in probe
+    texts; a stage that misses its threshold fails the export and leaves nothing at --out.
+
+    \b
+    SRC is a Hugging Face hub id, a local checkpoint directory, or a built-in:
+      builtin:all-MiniLM-L6-v2      the packaged sentence-transformers model (mean pooling)
+      builtin:all-MiniLM-L6-v2-dpr  its weights in DPRQuestionEncoder / DPRContextEncoder (CLS pooling)
+    Needs the export extra: pip install torch==2.13.0 'fastdpr[export]'
+    """
+    try:
+        from fastdpr_export import require_export_extra
+    except ImportError as exc:  # fastdpr installed without its export package (should not happen)
+        raise click.ClickException(f"the export package is missing: {exc}") from exc
+    require_export_extra()
+    from fastdpr_export.pipeline import ExportOptions, export_artifact
+    from fastdpr_export.quantize import DEFAULT_RECIPE, RECIPES
+
+    if list_recipes:
+        for name, recipe in RECIPES.items():
+            click.echo(f"{name}{' (default)' if name == DEFAULT_RECIPE else ''}: {recipe.description}")
+        return
+    options = ExportOptions(
+        out=out, question_encoder=question_encoder, context_encoder=context_encoder, encoder=encoder,
+        force=force, pooling=pooling, normalize=normalize, token_types=token_types,
+        question_max_length=question_max_length, passage_max_length=passage_max_length,
+        quantize=quantize or DEFAULT_RECIPE, opset=opset,
+    )
+    export_artifact(options, log=lambda line: click.echo(line, err=True))
+    click.echo(str(out))
+
+
+@main.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--verify", is_flag=True,
+              help="Artifact: re-encode the probes with the runtime and compare with PyTorch's embeddings.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores).")
+@user_errors
+def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -> None:
+    """Describe an artifact or an index directory (and check its files' sha256)."""
+    from fastdpr.info import describe
+
+    report = describe(path, verify=verify, threads=threads)
+    if as_json:
+        echo_json(report)
+    else:
+        from fastdpr.info import render
+
+        click.echo(render(report))
+    if verify and not report.get("verified", {}).get("passed", True):
+        sys.exit(1)
+
+
+@main.command("index")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Index directory to create.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "dpr-tsv", "jsonl", "beir"]), default="auto",
+              show_default=True, help="Corpus format (auto: detected from the content).")
+@click.option("--precision", type=click.Choice(["int8", "fp32"]),
+              help="Encoder precision. Default: int8 when the artifact has it.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime / hnswlib threads (default: all cores).")
+@click.option("--hnsw-m", type=click.IntRange(2, 256), default=32, show_default=True, help="HNSW graph degree.")
+@click.option("--ef-construction", type=click.IntRange(1, 10000), default=200, show_default=True)
+@click.option("--ef", "ef_search", type=click.IntRange(1, 100000), default=None,
+              help="Default search ef recorded in the index (default: 64, measured; raised to k when k is larger).")
+@click.option("--strict", is_flag=True, help="Fail on the first bad corpus row instead of skipping and counting it.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the index manifest as JSON.")
+@user_errors
+def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: str | None, batch_size: int,
+                  threads: int | None, hnsw_m: int, ef_construction: int, ef_search: int | None, strict: bool,
+                  force: bool, as_json: bool) -> None:
+    """Encode CORPUS with ARTIFACT's context encoder into a searchable index.
+
+    \b
+    CORPUS formats: DPR psgs_w100.tsv (id<TAB>text<TAB>title, header row), JSON lines
+    {"id","title","text"}, BEIR corpus.jsonl {"_id","title","text"}. Bad rows are skipped and
+    counted (see the summary and `fastdpr info INDEX`), or fail the build with --strict.
+    The index is written atomically: an interrupted build leaves no --out behind.
+    """
+    from fastdpr.ann import DEFAULT_EF
+    from fastdpr.index import IndexOptions, build_index
+
+    options = IndexOptions(precision=precision, batch_size=batch_size, threads=threads, hnsw_m=hnsw_m,
+                           ef_construction=ef_construction, ef_search=ef_search or DEFAULT_EF,
+                           strict=strict, force=force)
+    manifest = build_index(artifact, corpus, out, fmt, options)
+    if as_json:
+        echo_json(manifest)
+        return
+    counts, build = manifest["counts"], manifest["build"]
+    click.echo(f"indexed {counts['indexed']} passages into {out} ({manifest['precision']}, "
+               f"{build['passages_per_s']} passages/s)")
+    if counts["skipped_total"]:
+        detail = ", ".join(f"{n} {reason} (lines {counts['skipped_examples'][reason]})"
+                           for reason, n in counts["skipped"].items())
+        click.echo(f"skipped {counts['skipped_total']} rows: {detail}", err=True)
+    if counts["no_title"]:
+        click.echo(f"{counts['no_title']} passages have no title (encoded from their text alone)", err=True)
+
+
+def _print_hits(hits: list[Any], width: int = 100) -> None:
+    for rank, hit in enumerate(hits, 1):
+        text = " ".join(hit.text.split())
+        snippet = text if len(text) <= width else text[: width - 1] + "…"
+        click.echo(f"{rank:>3}. {hit.score:8.3f}  [{hit.id}] {hit.title}")
+        click.echo(f"      {snippet}")
+
+
+@main.command("search")
+@click.argument("index", type=click.Path(path_type=Path))
+@click.argument("question", required=False)
+@click.option("-k", "k", type=click.IntRange(1, 100000), default=None,
+              help="Passages per question (default: 10; 100 with --queries).")
+@click.option("--ef", type=click.IntRange(1, 100000), help="HNSW search breadth (default: the index's; raised to k).")
+@click.option("--exact", is_flag=True, help="Brute-force dot product instead of HNSW (for parity checks).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit: rank, id, title, text, score.")
+@click.option("--queries", type=click.Path(path_type=Path),
+              help="A question file (DPR qas .tsv/.csv, JSON lines, BEIR queries.jsonl, or plain text).")
+@click.option("--queries-format", type=click.Choice(["auto", "dpr-qas", "jsonl", "beir", "text"]), default="auto",
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="With --queries: DPR retrieval-results JSON to write.")
+@click.option("--match", type=click.Choice(["string", "regex"]), default="string", show_default=True,
+              help="has_answer rule: DPR string match, or regex answers (CuratedTREC).")
+@click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@user_errors
+def search_command(index: Path, question: str | None, k: int | None, ef: int | None, exact: bool, as_json: bool,
+                   queries: Path | None, queries_format: str, out: Path | None, match: str,
+                   threads: int | None, batch_size: int) -> None:
+    """Answer QUESTION from INDEX, or every question of --queries into --out (DPR results JSON)."""
+    from fastdpr.retriever import Retriever
+
+    if (question is None) == (queries is None):
+        raise click.UsageError("give a QUESTION or --queries FILE (one of them)")
+    if queries is not None and out is None:
+        raise click.UsageError("--queries needs --out RESULTS.json")
+    if question is not None and not question.strip():
+        raise click.UsageError("the question is empty")
+    retriever = Retriever.load(index, threads=threads, ef=ef, exact=exact)
+    if question is not None:
+        hits = retriever.search(question, k=k or 10)
+        if as_json:
+            for rank, hit in enumerate(hits, 1):
+                click.echo(json.dumps({"rank": rank, "id": hit.id, "title": hit.title, "text": hit.text,
+                                       "score": hit.score}, ensure_ascii=False))
+        else:
+            _print_hits(hits)
+        return
+    _search_file(retriever, queries, queries_format, out, k or 100, match, batch_size)  # type: ignore[arg-type]
+
+
+def _search_file(retriever: Any, queries: Path, fmt: str, out: Path, k: int, match: str, batch_size: int) -> None:
+    from tqdm import tqdm
+
+    from fastdpr.manifest import write_json
+    from fastdpr.questions import read_questions
+    from fastdpr.results import dpr_results, top_k_accuracy
+
+    questions = read_questions(queries, fmt)  # type: ignore[arg-type]
+    hits: list[Any] = []
+    with tqdm(total=len(questions), unit=" questions", disable=None) as bar:
+        for start in range(0, len(questions), 256):
+            chunk = questions[start:start + 256]
+            hits.extend(retriever.search_batch([q.question for q in chunk], k=k, batch_size=batch_size))
+            bar.update(len(chunk))
+    results = dpr_results(questions, hits, match)  # type: ignore[arg-type]
+    write_json(out, results)
+    accuracy = top_k_accuracy(results, [k_ for k_ in (1, 5, 20, 50, 100) if k_ <= k])
+    summary = ", ".join(f"top-{k_} {v * 100:.2f}%" for k_, v in accuracy.items())
+    click.echo(f"wrote {len(results)} results to {out}" + (f"; answer recall: {summary}" if summary else ""))
+
+
+DEMO_QUESTIONS = (
+    "how do I catch an exception and still run cleanup code?",
+    "what does the yield statement do?",
+    "how are default argument values evaluated?",
+)
+
+
+def _demo_home() -> Path:
+    import os
+
+    return Path(os.environ.get("FASTDPR_HOME", Path.home() / ".cache" / "fastdpr")) / "demo"
+
+
+@main.command("demo")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="Where the demo's artifact and index go (default: $FASTDPR_HOME/demo or ~/.cache/fastdpr/demo).")
+@click.option("--question", "questions", multiple=True, help="Ask your own question (repeatable).")
+@click.option("-k", "k", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--rebuild", is_flag=True, help="Export and index again even if the demo files exist.")
+@user_errors
+def demo_command(workdir: Path | None, questions: tuple[str, ...], k: int, rebuild: bool) -> None:
+    """The whole job offline, on built-ins: export the packaged all-MiniLM-L6-v2, index the Python
+    docs' topics (pydoc_data.topics, shipped with every Python) and answer questions."""
+    from fastdpr.artifact import Artifact
+    from fastdpr.builtin_corpus import pydoc_topic_passages
+    from fastdpr.corpus import write_corpus
+    from fastdpr.index import IndexOptions, build_index
+    from fastdpr.retriever import Retriever
+
+    home = workdir or _demo_home()
+    artifact_dir, index_dir, corpus = home / "artifact-minilm", home / "index-pydoc-topics", home / "pydoc-topics.jsonl"
+    home.mkdir(parents=True, exist_ok=True)
+    if rebuild or not (artifact_dir / "manifest.json").is_file():
+        click.echo("1/3 exporting builtin:all-MiniLM-L6-v2 (ONNX, fused, int8; validated against PyTorch)", err=True)
+        from fastdpr_export import require_export_extra
+
+        require_export_extra()
+        from fastdpr_export.pipeline import ExportOptions, export_artifact
+
+        export_artifact(ExportOptions(out=artifact_dir, encoder="builtin:all-MiniLM-L6-v2", force=True),
+                        log=lambda line: click.echo(f"    {line}", err=True))
+    else:
+        Artifact.load(artifact_dir)
+        click.echo(f"1/3 using the exported artifact in {artifact_dir}", err=True)
+    if rebuild or not (index_dir / "manifest.json").is_file():
+        passages = pydoc_topic_passages()
+        write_corpus(corpus, passages, "jsonl")
+        click.echo(f"2/3 indexing {len(passages)} passages of the Python docs' topics", err=True)
+        build_index(artifact_dir, corpus, index_dir, "jsonl", IndexOptions(force=True))
+    else:
+        click.echo(f"2/3 using the index in {index_dir}", err=True)
+    click.echo("3/3 searching\n", err=True)
+    with Retriever.load(index_dir) as retriever:
+        for question in questions or DEMO_QUESTIONS:
+            click.echo(f"Q: {question}")
+            _print_hits(retriever.search(question, k=k))
+            click.echo("")
+    click.echo(f"Try: fastdpr search {index_dir} \"your question\"   |   fastdpr info {artifact_dir} --verify", err=True)

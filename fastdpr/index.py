@@ -1,0 +1,170 @@
+"""Building and opening an index directory: a self-contained, searchable corpus.
+
+Layout of ``INDEX_DIR``::
+
+    manifest.json        format, artifact identity and spec, counts, HNSW settings, sha256 of files
+    encoder/model.onnx   the question encoder at the index's precision (+ tokenizer.json)
+    vectors.npy          float32 [count, dim] passage embeddings (exact search; rebuilding the graph)
+    hnsw.bin             hnswlib graph over inner product, labels 0..count-1
+    passages.sqlite      passage id, title and text by label
+
+The directory is built in a staging directory and renamed into place at the end: an interrupted
+build (Ctrl-C, kill -9) leaves no ``INDEX_DIR`` that loads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from fastdpr.ann import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, build_hnsw, save_hnsw
+from fastdpr.artifact import Artifact
+from fastdpr.corpus import CorpusReport, Passage, read_corpus
+from fastdpr.errors import CorpusError, FastDPRError, IndexLoadError
+from fastdpr.manifest import MANIFEST_NAME, atomic_directory, file_table, read_manifest, verify_files, write_json
+from fastdpr.store import PassageStoreWriter
+
+INDEX_FORMAT = "fastdpr-index"
+INDEX_FORMAT_VERSION = 1
+ENCODE_CHUNK = 2048  # passages tokenized and length-sorted together: bigger chunks, less padding
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How to build an index (CLI: ``fastdpr index``)."""
+
+    precision: str | None = None
+    batch_size: int = 32
+    threads: int | None = None
+    hnsw_m: int = DEFAULT_M
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION
+    ef_search: int = DEFAULT_EF
+    strict: bool = False
+    force: bool = False
+    progress: bool | None = None  # None: a bar on a terminal, quiet when piped
+
+
+def _chunks(passages: Iterable[Passage], size: int) -> Iterator[list[Passage]]:
+    iterator = iter(passages)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _write_npy_from_raw(raw: Path, target: Path, count: int, dim: int) -> None:
+    """Prefix raw float32 rows with a .npy header, streaming (the vectors never sit in memory)."""
+    with open(target, "wb") as out, open(raw, "rb") as src:
+        np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False, "shape": (count, dim)})
+        shutil.copyfileobj(src, out, length=1 << 22)
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("fastdpr", "onnxruntime", "tokenizers", "hnswlib", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, fmt: str = "auto",
+                options: IndexOptions | None = None) -> dict[str, Any]:
+    """Encode ``corpus`` with the artifact's context encoder and write a searchable index to ``out``.
+
+    Returns the index manifest. Raises :class:`FastDPRError` subclasses for bad input; skipped rows
+    are counted (and named in the manifest), never dropped silently.
+    """
+    options = options or IndexOptions()
+    artifact = Artifact.load(artifact_dir)
+    precision = options.precision or artifact.default_precision
+    encoder = artifact.encoder("context", precision, options.threads)
+    reader = read_corpus(corpus, fmt, strict=options.strict)  # fails early on a missing file / unknown format
+    started = time.perf_counter()
+    with atomic_directory(Path(out), options.force, IndexLoadError) as staging:
+        raw = staging / "vectors.f32.partial"
+        count = 0
+        bar = tqdm(unit=" passages", desc="encoding", disable=None if options.progress is None else not options.progress,
+                   dynamic_ncols=True, smoothing=0.1)
+        try:
+            with PassageStoreWriter(staging / "passages.sqlite") as store, open(raw, "wb") as vectors_out:
+                for chunk in _chunks(reader, ENCODE_CHUNK):
+                    vectors = encoder.encode_passages([(p.title, p.text) for p in chunk], options.batch_size,
+                                                      on_batch=bar.update)
+                    if not np.isfinite(vectors).all():
+                        raise FastDPRError("the encoder produced NaN/inf embeddings; is the artifact damaged?")
+                    vectors_out.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+                    store.add_many((count + i, p.id, p.title, p.text) for i, p in enumerate(chunk))
+                    count += len(chunk)
+        finally:
+            bar.close()
+        report: CorpusReport = reader.report
+        if count == 0:  # the reader raises for an empty corpus; this guards a reader change
+            raise CorpusError(f"{corpus}: no passages to index")
+        encode_seconds = time.perf_counter() - started
+        dim = artifact.spec.dim
+        _write_npy_from_raw(raw, staging / "vectors.npy", count, dim)
+        raw.unlink()
+        vectors_map = np.load(staging / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        t0 = time.perf_counter()
+        graph_bar = tqdm(total=count, unit=" vectors", desc="hnsw graph",
+                         disable=None if options.progress is None else not options.progress)
+        graph = build_hnsw(vectors_map, m=options.hnsw_m, ef_construction=options.ef_construction,
+                           threads=options.threads, on_progress=lambda done, total: graph_bar.update(done - graph_bar.n))
+        graph_bar.close()
+        save_hnsw(graph, staging / "hnsw.bin")
+        del graph, vectors_map
+        graph_seconds = time.perf_counter() - t0
+        encoder_dir = staging / "encoder"
+        encoder_dir.mkdir()
+        shutil.copy2(artifact.model_path("question", precision), encoder_dir / "model.onnx")
+        shutil.copy2(artifact.tokenizer_path("question"), encoder_dir / "tokenizer.json")
+        manifest: dict[str, Any] = {
+            "format": INDEX_FORMAT,
+            "format_version": INDEX_FORMAT_VERSION,
+            "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "artifact": {
+                "path": str(Path(artifact_dir).resolve()),
+                "identity": artifact.identity,
+                "sources": {side: s["source"]["source"] for side, s in artifact.manifest["sides"].items()},
+                "quantization": artifact.manifest["quantization"],
+            },
+            "spec": artifact.spec.to_dict(),
+            "precision": precision,
+            "question_encoder": {"model": "encoder/model.onnx", "tokenizer": "encoder/tokenizer.json"},
+            "corpus": {"path": str(Path(corpus).resolve()), "format": reader.format},
+            "counts": {"indexed": count, "skipped_total": report.total_skipped, "skipped": report.skipped,
+                       "skipped_examples": report.examples, "no_title": report.no_title},
+            "vectors": {"file": "vectors.npy", "dtype": "float32", "shape": [count, dim]},
+            "store": "passages.sqlite",
+            "hnsw": {"file": "hnsw.bin", "space": "ip", "score": "dot product (1 - hnswlib distance)",
+                     "m": options.hnsw_m, "ef_construction": options.ef_construction, "ef_search": options.ef_search},
+            "build": {"encode_seconds": round(encode_seconds, 2), "graph_seconds": round(graph_seconds, 2),
+                      "passages_per_s": round(count / max(encode_seconds, 1e-9), 1),
+                      "batch_size": options.batch_size, "threads": options.threads},
+            "versions": _versions(),
+        }
+        manifest["files"] = file_table(staging)
+        write_json(staging / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def load_index_manifest(index_dir: Path | str, check_hashes: bool = True) -> dict[str, Any]:
+    """Read and check an index manifest and every file it lists (sizes, and sha256 by default)."""
+    root = Path(index_dir)
+    manifest = read_manifest(root, INDEX_FORMAT, (INDEX_FORMAT_VERSION,), IndexLoadError)
+    for key in ("spec", "precision", "counts", "hnsw", "vectors", "files", "question_encoder"):
+        if key not in manifest:
+            raise IndexLoadError(f"{root}/{MANIFEST_NAME} lacks {key!r}: not written by fastdpr index?")
+    verify_files(root, manifest["files"], IndexLoadError, check_hashes=check_hashes)
+    return manifest

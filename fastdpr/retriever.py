@@ -1,0 +1,110 @@
+"""The Python API: load an index, answer questions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastdpr.ann import ExactSearcher, HnswSearcher
+from fastdpr.encoder import OnnxEncoder
+from fastdpr.errors import FastDPRError
+from fastdpr.index import load_index_manifest
+from fastdpr.spec import EncoderSpec
+from fastdpr.store import PassageStore
+from fastdpr.tokenization import SpecTokenizer
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved passage. ``score`` is the dot product of question and passage embeddings."""
+
+    id: str
+    title: str
+    text: str
+    score: float
+
+
+class Retriever:
+    """Questions in, passages out, from an index directory built by ``fastdpr index``.
+
+    ``search`` and ``search_batch`` may be called from many threads at once: ONNX Runtime sessions
+    and tokenizers are thread-safe, the HNSW searcher serializes only changes of ``ef``, and the
+    passage store guards its connection.
+    """
+
+    def __init__(self, index_dir: Path, manifest: dict[str, Any], encoder: OnnxEncoder,
+                 searcher: HnswSearcher | ExactSearcher, store: PassageStore, ef: int) -> None:
+        self.index_dir = index_dir
+        self.manifest = manifest
+        self.encoder = encoder
+        self.searcher = searcher
+        self.store = store
+        self.ef = ef
+
+    @classmethod
+    def load(cls, index_dir: Path | str, *, threads: int | None = None, ef: int | None = None,
+             exact: bool = False, check_hashes: bool = True) -> Retriever:
+        """Open ``index_dir``. ``ef`` defaults to the value recorded at build time (hnswlib does not save
+        it); ``exact=True`` searches by brute force instead of HNSW."""
+        root = Path(index_dir)
+        manifest = load_index_manifest(root, check_hashes=check_hashes)
+        spec = EncoderSpec.from_dict(manifest["spec"])
+        tokenizer = SpecTokenizer(root / manifest["question_encoder"]["tokenizer"], spec, "question")
+        encoder = OnnxEncoder(root / manifest["question_encoder"]["model"], tokenizer, threads=threads)
+        count = int(manifest["counts"]["indexed"])
+        ef = int(ef if ef is not None else manifest["hnsw"]["ef_search"])
+        searcher: HnswSearcher | ExactSearcher
+        if exact:
+            searcher = ExactSearcher.load(root / manifest["vectors"]["file"], spec.dim, count)
+        else:
+            searcher = HnswSearcher(root / manifest["hnsw"]["file"], spec.dim, count, ef=ef, threads=threads)
+        store = PassageStore(root / manifest["store"])
+        if store.count() != count:
+            raise FastDPRError(f"{root}: passage store holds {store.count()} passages, manifest says {count}")
+        return cls(root, manifest, encoder, searcher, store, ef)
+
+    @property
+    def count(self) -> int:
+        """Number of indexed passages."""
+        return int(self.manifest["counts"]["indexed"])
+
+    def encode_questions(self, questions: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Question embeddings ``[len(questions), dim]``."""
+        return self.encoder.encode_questions(list(questions), batch_size)
+
+    def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
+        """Search with precomputed question embeddings."""
+        if k < 1:
+            raise FastDPRError(f"k must be at least 1, got {k}")
+        labels, scores = self.searcher.search(vectors, k)
+        results: list[list[Hit]] = []
+        for row_labels, row_scores in zip(labels, scores):
+            stored = self.store.get([int(label) for label in row_labels])
+            results.append([Hit(p.id, p.title, p.text, float(s)) for p, s in zip(stored, row_scores)])
+        return results
+
+    def search(self, question: str, k: int = 10) -> list[Hit]:
+        """The ``k`` best passages for one question, best first (fewer if the index is smaller)."""
+        return self.search_batch([question], k)[0]
+
+    def search_batch(self, questions: Sequence[str], k: int = 100, batch_size: int = 32) -> list[list[Hit]]:
+        """The ``k`` best passages for each question, in input order."""
+        if isinstance(questions, str):
+            raise FastDPRError("search_batch takes a list of questions; use search() for one")
+        if not questions:
+            return []
+        return self.search_vectors(self.encode_questions(questions, batch_size), k)
+
+    def close(self) -> None:
+        """Release the passage store."""
+        self.store.close()
+
+    def __enter__(self) -> Retriever:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,144 @@
+"""The SQLite passage store: round trip, order, constraints, load errors, concurrent readers."""
+
+from __future__ import annotations
+
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastdpr.errors import CorpusError, FastDPRError, IndexLoadError
+from fastdpr.store import PassageStore, PassageStoreWriter, StoredPassage
+
+ROWS = [
+    (0, "wiki:1", "Zürich", "Zürich is the largest city in Switzerland."),
+    (1, "wiki:2", "", "A passage without a title."),
+    (2, "wiki:3", "東京", "東京は日本の首都です。 emoji 🚀 and a tab\tinside"),
+    (3, "wiki:4", "Quotes", "It's \"quoted\" -- with 'both' kinds; DROP TABLE passages;"),
+]
+
+
+def _build(path: Path, rows: list[tuple[int, str, str, str]], batch_size: int = 3) -> Path:
+    with PassageStoreWriter(path, batch_size=batch_size) as writer:
+        writer.add_many(rows)
+    return path
+
+
+def test_round_trip_keeps_unicode_and_empty_title(tmp_path: Path) -> None:
+    path = _build(tmp_path / "passages.sqlite", ROWS)
+    with PassageStore(path) as store:
+        assert store.count() == len(ROWS)
+        assert store.get([0, 1, 2, 3]) == [StoredPassage(*row) for row in ROWS]
+
+
+def test_get_preserves_order_repeats_and_accepts_numpy_labels(tmp_path: Path) -> None:
+    path = _build(tmp_path / "passages.sqlite", ROWS)
+    with PassageStore(path) as store:
+        # Searchers return int64 arrays; sqlite3 rejects numpy integers unless the store converts them.
+        labels = np.array([3, 0, 2, 0], dtype=np.int64)
+        assert [p.label for p in store.get(labels)] == [3, 0, 2, 0]
+        assert [p.id for p in store.get([2, 1])] == ["wiki:3", "wiki:2"]
+        assert store.get([]) == []
+
+
+def test_get_many_labels_beyond_sqlite_parameter_limit(tmp_path: Path) -> None:
+    rows = [(i, f"p{i}", f"t{i}", f"text {i}") for i in range(2500)]
+    path = _build(tmp_path / "passages.sqlite", rows, batch_size=1000)
+    with PassageStore(path) as store:
+        wanted = list(range(2499, -1, -1))
+        assert [p.label for p in store.get(wanted)] == wanted
+
+
+def test_writer_batches_rows_added_one_by_one(tmp_path: Path) -> None:
+    path = tmp_path / "passages.sqlite"
+    with PassageStoreWriter(path, batch_size=2) as writer:
+        for row in ROWS:
+            writer.add(*row)
+        assert writer.written == 4  # two full batches already committed
+    with PassageStore(path) as store:
+        assert store.count() == 4
+
+
+@pytest.mark.parametrize("batch_size", [2, 100])
+def test_duplicate_passage_id_is_rejected_by_name(tmp_path: Path, batch_size: int) -> None:
+    # batch_size 2: the duplicate meets a row of an earlier, committed batch; 100: of the same batch.
+    rows = [*ROWS, (4, "wiki:2", "again", "duplicate id")]
+    writer = PassageStoreWriter(tmp_path / "passages.sqlite", batch_size=batch_size)
+    with pytest.raises(CorpusError, match="duplicate passage id 'wiki:2'"):
+        writer.add_many(rows)
+        writer.close()
+
+
+def test_duplicate_label_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="duplicate passage label 1"), PassageStoreWriter(
+        tmp_path / "passages.sqlite"
+    ) as writer:
+        writer.add_many([*ROWS, (1, "wiki:9", "t", "x")])
+
+
+def test_labels_must_be_contiguous_from_zero(tmp_path: Path) -> None:
+    with pytest.raises(FastDPRError, match=r"labels must be 0\.\.1"), PassageStoreWriter(
+        tmp_path / "passages.sqlite"
+    ) as writer:
+        writer.add_many([(0, "a", "", "x"), (5, "b", "", "y")])
+
+
+def test_writer_refuses_existing_file(tmp_path: Path) -> None:
+    path = _build(tmp_path / "passages.sqlite", ROWS)
+    with pytest.raises(FastDPRError, match="already exists"):
+        PassageStoreWriter(path)
+
+
+def test_missing_store_is_index_load_error(tmp_path: Path) -> None:
+    with pytest.raises(IndexLoadError, match="missing"):
+        PassageStore(tmp_path / "nope.sqlite")
+
+
+def test_garbage_file_is_index_load_error(tmp_path: Path) -> None:
+    path = tmp_path / "passages.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(IndexLoadError, match="corrupt or not a SQLite database"):
+        PassageStore(path)
+
+
+def test_foreign_sqlite_database_is_index_load_error(tmp_path: Path) -> None:
+    path = tmp_path / "passages.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE other (x INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(IndexLoadError, match="unsupported layout"):
+        PassageStore(path)
+
+
+def test_unknown_label_is_index_load_error(tmp_path: Path) -> None:
+    path = _build(tmp_path / "passages.sqlite", ROWS)
+    with PassageStore(path) as store, pytest.raises(IndexLoadError, match="do not match"):
+        store.get([1, 99])
+
+
+def test_store_is_read_only_and_closed_store_raises(tmp_path: Path) -> None:
+    path = _build(tmp_path / "passages.sqlite", ROWS)
+    store = PassageStore(path)
+    assert store._conn is not None
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        store._conn.execute("DELETE FROM passages")
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(FastDPRError, match="closed"):
+        store.get([0])
+
+
+def test_eight_threads_read_the_same_results(tmp_path: Path) -> None:
+    rows = [(i, f"p{i}", f"title {i}", f"text {i} " * (i % 7)) for i in range(3000)]
+    path = _build(tmp_path / "passages.sqlite", rows, batch_size=500)
+    rng = np.random.default_rng(0)
+    requests = [rng.integers(0, len(rows), size=20).tolist() for _ in range(400)]
+    with PassageStore(path) as store:
+        expected = [store.get(labels) for labels in requests]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            got = list(pool.map(store.get, requests))
+    assert got == expected
+    assert all(p == StoredPassage(*rows[p.label]) for batch in got for p in batch)
