@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from fastdpr.errors import ExportError
 from fastdpr.spec import Side
@@ -25,9 +26,11 @@ def make_dpr_checkpoint(bert_dir: Path, side: Side, out_dir: Path) -> Path:
     bert = BertModel.from_pretrained(bert_dir, add_pooling_layer=False).eval()
     config = DPRConfig(**{k: v for k, v in bert.config.to_dict().items() if hasattr(DPRConfig(), k)})
     config.projection_dim = 0
+    # Any: transformers types these submodules as Tensor | Module.
+    model: Any
     if side == "question":
-        model: DPRQuestionEncoder | DPRContextEncoder = DPRQuestionEncoder(config)
-        target = model.question_encoder.bert_model
+        model = DPRQuestionEncoder(config)
+        target: Any = model.question_encoder.bert_model
     else:
         model = DPRContextEncoder(config)
         target = model.ctx_encoder.bert_model

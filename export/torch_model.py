@@ -71,7 +71,7 @@ def build_pooled_encoder(resolved: ResolvedSource, spec: EncoderSpec) -> PooledE
     """Wrap a freshly loaded source model for export."""
     model = load_hf_model(resolved, eager_attention=True)
     if resolved.kind == "dpr":
-        inner = model.question_encoder if resolved.architecture == "DPRQuestionEncoder" else model.ctx_encoder
+        inner: Any = model.question_encoder if resolved.architecture == "DPRQuestionEncoder" else model.ctx_encoder
         projection = inner.encode_proj if getattr(inner, "projection_dim", 0) > 0 else None
         return PooledEncoder(inner.bert_model, projection, spec.pooling, spec.normalize).eval()
     return PooledEncoder(model, None, spec.pooling, spec.normalize).eval()

@@ -68,7 +68,7 @@ def tokenizer_parity(hf_tokenizer: Any, tokenizer: SpecTokenizer,
     ours = tokenizer.encode(inputs)
     max_length = tokenizer.spec.max_length(tokenizer.side)
     equal = 0
-    for item, enc in zip(inputs, ours):
+    for item, enc in zip(inputs, ours, strict=True):
         if isinstance(item, tuple) and item[0].strip():
             theirs = hf_tokenizer(item[0], item[1], truncation=True, max_length=max_length)["input_ids"]
         else:
@@ -94,5 +94,5 @@ def retrieval_agreement(q_ref: np.ndarray, p_ref: np.ndarray, q_test: np.ndarray
     k = min(k, p_ref.shape[0])
     ref_top = np.argsort(-(q_ref @ p_ref.T), axis=1)[:, :k]
     test_top = np.argsort(-(q_test @ p_test.T), axis=1)[:, :k]
-    found = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ref_top, test_top))
+    found = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ref_top, test_top, strict=True))
     return RetrievalAgreement(found / (k * len(ref_top)), k, len(ref_top), p_ref.shape[0])

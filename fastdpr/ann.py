@@ -28,10 +28,14 @@ import numpy as np
 
 from fastdpr.errors import FastDPRError, IndexLoadError
 
-#: Search-time ``ef`` when the caller does not give one; chosen from recall@10/@100 measurements on
-#: 384-d vectors (m=32, ef_construction=200): recall@10 is >= 0.99 from here on, and recall@100
-#: does not depend on it because ``ef`` is raised to ``k`` anyway.
-DEFAULT_EF = 64
+#: Search-time ``ef`` when the caller does not give one. Measured with m=32, ef_construction=200 on
+#: 384-d unit vectors with low intrinsic dimension (like sentence embeddings), n=20,000: recall@10
+#: 0.991 / 0.999 / 1.000 and recall@100 0.978 / 0.990 / 0.998 at ef 64 / 128 / 200, for ~1 ms per
+#: query on one core, far below the cost of encoding the question. Recall-parity reports are the
+#: point of this tool, so the default sits where HNSW is indistinguishable from exact search at k=100.
+#: Structureless random vectors are much harder (recall@10 0.80 at ef=200, n=20,000): pass a higher
+#: ``ef`` there, or use :class:`ExactSearcher`.
+DEFAULT_EF = 200
 DEFAULT_M = 32
 DEFAULT_EF_CONSTRUCTION = 200
 
@@ -151,7 +155,10 @@ class _EfGate:
     This gate is a readers lock keyed by ``ef``: holders all share the index's current ``ef``, and
     ``ef`` is only changed when nobody holds the gate. To keep a steady stream of same-``ef``
     searches from starving a different ``ef`` forever, newcomers stop joining the current group as
-    soon as anyone is waiting for another ``ef``.
+    soon as anyone is waiting for another ``ef``. The price is paid only by mixed-``ef`` traffic,
+    which alternates groups with a thread hand-off each time (measured: no slower than one thread,
+    ~25% below a plain lock, which lets one ``ef`` run on unfairly); same-``ef`` traffic, the normal
+    case for a server, runs fully in parallel.
     """
 
     def __init__(self, index: hnswlib.Index) -> None:

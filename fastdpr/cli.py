@@ -54,17 +54,23 @@ def main() -> None:
 
 
 @main.command("export")
-@click.option("--question-encoder", metavar="SRC", help="Question encoder: hub id, local dir, or builtin:NAME.")
-@click.option("--context-encoder", metavar="SRC", help="Context (passage) encoder: hub id, local dir, or builtin:NAME.")
+@click.option("--question-encoder", metavar="SRC",
+              help="Question encoder: hub id, local dir, or builtin:NAME.")
+@click.option("--context-encoder", metavar="SRC",
+              help="Context (passage) encoder: hub id, local dir, or builtin:NAME.")
 @click.option("--encoder", metavar="SRC", help="One model for both sides (siamese bi-encoders).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Artifact directory to create.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-@click.option("--pooling", type=click.Choice(["cls", "mean"]), help="Default: cls for DPR/BERT; sentence-transformers: its config.")
-@click.option("--normalize/--no-normalize", default=None, help="L2-normalize embeddings in the graph. Default: from the source.")
+@click.option("--pooling", type=click.Choice(["cls", "mean"]),
+              help="Default: cls for DPR/BERT; sentence-transformers: its config.")
+@click.option("--normalize/--no-normalize", default=None,
+              help="L2-normalize embeddings in the graph. Default: from the source.")
 @click.option("--token-types", type=click.Choice(["zeros", "pair"]),
               help="Token type ids of a passage's text segment: zeros (original DPR; default for DPR) or pair (1s).")
-@click.option("--question-max-length", type=click.IntRange(8, 8192), help="Default: 64 (sentence-transformers: its max).")
-@click.option("--passage-max-length", type=click.IntRange(8, 8192), help="Default: 256 (sentence-transformers: its max).")
+@click.option("--question-max-length", type=click.IntRange(8, 8192),
+              help="Default: 64 (sentence-transformers: its max).")
+@click.option("--passage-max-length", type=click.IntRange(8, 8192),
+              help="Default: 256 (sentence-transformers: its max).")
 @click.option("--quantize", "quantize", default=None, metavar="RECIPE|none",
               help="INT8 recipe (see `fastdpr export --list-recipes`), or none for fp32 only.")
 @click.option("--opset", type=click.IntRange(14, 21), default=17, show_default=True, help="ONNX opset.")
@@ -142,7 +148,7 @@ def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -
 @click.option("--hnsw-m", type=click.IntRange(2, 256), default=32, show_default=True, help="HNSW graph degree.")
 @click.option("--ef-construction", type=click.IntRange(1, 10000), default=200, show_default=True)
 @click.option("--ef", "ef_search", type=click.IntRange(1, 100000), default=None,
-              help="Default search ef recorded in the index (default: 64, measured; raised to k when k is larger).")
+              help="Search ef recorded in the index [default: 200, see README]; raised to k when k is larger.")
 @click.option("--strict", is_flag=True, help="Fail on the first bad corpus row instead of skipping and counting it.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the index manifest as JSON.")
@@ -281,7 +287,8 @@ def demo_command(workdir: Path | None, questions: tuple[str, ...], k: int, rebui
     from fastdpr.retriever import Retriever
 
     home = workdir or _demo_home()
-    artifact_dir, index_dir, corpus = home / "artifact-minilm", home / "index-pydoc-topics", home / "pydoc-topics.jsonl"
+    artifact_dir, index_dir = home / "artifact-minilm", home / "index-pydoc-topics"
+    corpus = home / "pydoc-topics.jsonl"
     home.mkdir(parents=True, exist_ok=True)
     if rebuild or not (artifact_dir / "manifest.json").is_file():
         click.echo("1/3 exporting builtin:all-MiniLM-L6-v2 (ONNX, fused, int8; validated against PyTorch)", err=True)
@@ -308,4 +315,5 @@ def demo_command(workdir: Path | None, questions: tuple[str, ...], k: int, rebui
             click.echo(f"Q: {question}")
             _print_hits(retriever.search(question, k=k))
             click.echo("")
-    click.echo(f"Try: fastdpr search {index_dir} \"your question\"   |   fastdpr info {artifact_dir} --verify", err=True)
+    click.echo(f"Try: fastdpr search {index_dir} \"your question\"\n     fastdpr info {artifact_dir} --verify",
+               err=True)

@@ -89,13 +89,13 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
     artifact = Artifact.load(artifact_dir)
     precision = options.precision or artifact.default_precision
     encoder = artifact.encoder("context", precision, options.threads)
-    reader = read_corpus(corpus, fmt, strict=options.strict)  # fails early on a missing file / unknown format
+    reader = read_corpus(corpus, fmt, strict=options.strict)  # type: ignore[arg-type]  # fails early on a missing file / unknown format
     started = time.perf_counter()
     with atomic_directory(Path(out), options.force, IndexLoadError) as staging:
         raw = staging / "vectors.f32.partial"
         count = 0
-        bar = tqdm(unit=" passages", desc="encoding", disable=None if options.progress is None else not options.progress,
-                   dynamic_ncols=True, smoothing=0.1)
+        quiet = None if options.progress is None else not options.progress  # None: tqdm decides by isatty
+        bar = tqdm(unit=" passages", desc="encoding", disable=quiet, dynamic_ncols=True, smoothing=0.1)
         try:
             with PassageStoreWriter(staging / "passages.sqlite") as store, open(raw, "wb") as vectors_out:
                 for chunk in _chunks(reader, ENCODE_CHUNK):
@@ -117,10 +117,10 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
         raw.unlink()
         vectors_map = np.load(staging / "vectors.npy", mmap_mode="r", allow_pickle=False)
         t0 = time.perf_counter()
-        graph_bar = tqdm(total=count, unit=" vectors", desc="hnsw graph",
-                         disable=None if options.progress is None else not options.progress)
+        graph_bar = tqdm(total=count, unit=" vectors", desc="hnsw graph", disable=quiet)
         graph = build_hnsw(vectors_map, m=options.hnsw_m, ef_construction=options.ef_construction,
-                           threads=options.threads, on_progress=lambda done, total: graph_bar.update(done - graph_bar.n))
+                           threads=options.threads,
+                           on_progress=lambda done, total: graph_bar.update(done - graph_bar.n))
         graph_bar.close()
         save_hnsw(graph, staging / "hnsw.bin")
         del graph, vectors_map
@@ -148,7 +148,8 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
             "vectors": {"file": "vectors.npy", "dtype": "float32", "shape": [count, dim]},
             "store": "passages.sqlite",
             "hnsw": {"file": "hnsw.bin", "space": "ip", "score": "dot product (1 - hnswlib distance)",
-                     "m": options.hnsw_m, "ef_construction": options.ef_construction, "ef_search": options.ef_search},
+                     "m": options.hnsw_m, "ef_construction": options.ef_construction,
+                     "ef_search": options.ef_search},
             "build": {"encode_seconds": round(encode_seconds, 2), "graph_seconds": round(graph_seconds, 2),
                       "passages_per_s": round(count / max(encode_seconds, 1e-9), 1),
                       "batch_size": options.batch_size, "threads": options.threads},

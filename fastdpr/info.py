@@ -79,7 +79,8 @@ def render(report: dict[str, Any]) -> str:
                              f"mean {numbers['mean_cosine']:.6f} max |diff| {numbers['max_abs']:.2e}")
         agreement = report["validation"].get("int8_retrieval_agreement")
         if agreement:
-            lines.append(f"  int8 retrieval agreement with fp32: recall@{agreement['k']} {agreement['recall_at_k']:.4f}")
+            lines.append(f"  int8 retrieval agreement with fp32: recall@{agreement['k']} "
+                         f"{agreement['recall_at_k']:.4f}")
         total = sum(report["files"].values())
         lines.append(f"  {len(report['files'])} files, {total / 1e6:.1f} MB")
     else:

@@ -82,9 +82,9 @@ class Retriever:
             raise FastDPRError(f"k must be at least 1, got {k}")
         labels, scores = self.searcher.search(vectors, k)
         results: list[list[Hit]] = []
-        for row_labels, row_scores in zip(labels, scores):
+        for row_labels, row_scores in zip(labels, scores, strict=True):
             stored = self.store.get([int(label) for label in row_labels])
-            results.append([Hit(p.id, p.title, p.text, float(s)) for p, s in zip(stored, row_scores)])
+            results.append([Hit(p.id, p.title, p.text, float(s)) for p, s in zip(stored, row_scores, strict=True)])
         return results
 
     def search(self, question: str, k: int = 10) -> list[Hit]:

@@ -8,13 +8,14 @@ read-only.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, SupportsIndex
 
 from fastdpr.errors import CorpusError, FastDPRError, IndexLoadError
 
@@ -234,14 +235,15 @@ class PassageStore:
                 (self._count,) = self._fetch("SELECT count(*) FROM passages", ())[0]
         return self._count
 
-    def get(self, labels: Sequence[int]) -> list[StoredPassage]:
-        """The passages with these labels, in the given order (repeats allowed).
+    def get(self, labels: Iterable[SupportsIndex]) -> list[StoredPassage]:
+        """The passages with these labels (ints or an integer array), in the given order (repeats allowed).
 
         Raises :class:`~fastdpr.errors.IndexLoadError` if a label is not in the store: labels come from
         the vector index, so a miss means the index and the store do not belong together.
         """
-        # int(): numpy integers (what searchers return) are not valid SQLite parameters.
-        wanted = [int(label) for label in labels]
+        # operator.index: numpy integers (what searchers return) are not valid SQLite parameters, and
+        # unlike int() it rejects floats, which would only reach here by mistake.
+        wanted = [operator.index(label) for label in labels]
         unique = list(dict.fromkeys(wanted))
         found: dict[int, StoredPassage] = {}
         with self._lock:

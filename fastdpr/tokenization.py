@@ -47,11 +47,11 @@ class SpecTokenizer:
         without_title = [i for i, (title, _) in enumerate(passages) if not title.strip()]
         if with_title:
             pairs = [(passages[i][0], passages[i][1]) for i in with_title]
-            for i, enc in zip(with_title, self._tokenizer.encode_batch(pairs)):
+            for i, enc in zip(with_title, self._tokenizer.encode_batch(pairs), strict=True):
                 out[i] = enc
         if without_title:
             texts = [passages[i][1] for i in without_title]
-            for i, enc in zip(without_title, self._tokenizer.encode_batch(texts)):
+            for i, enc in zip(without_title, self._tokenizer.encode_batch(texts), strict=True):
                 out[i] = enc
         return [enc for enc in out if enc is not None]
 

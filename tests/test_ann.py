@@ -221,7 +221,9 @@ def test_hnsw_load_errors(index_path: Path, tmp_path: Path) -> None:
         HnswSearcher(garbage, dim=DIM, count=N)
 
 
-def test_exact_load_memory_maps_and_refuses_pickles(data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+def test_exact_load_memory_maps_and_refuses_pickles(
+    data: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
     vectors = data[0][:100]
     path = tmp_path / "vectors.npy"
     np.save(path, vectors)
@@ -235,5 +237,5 @@ def test_exact_load_memory_maps_and_refuses_pickles(data: tuple[np.ndarray, np.n
         ExactSearcher.load(tmp_path / "nope.npy", dim=DIM, count=100)
     pickled = tmp_path / "objects.npy"
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(IndexLoadError, match="corrupt or not a .npy"):
+    with pytest.raises(IndexLoadError, match=r"corrupt or not a \.npy"):
         ExactSearcher.load(pickled, dim=DIM, count=1)

