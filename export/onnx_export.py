@@ -28,6 +28,7 @@ def export_onnx(module: PooledEncoder, path: Path, opset: int = DEFAULT_OPSET) -
     dynamic_axes[OUTPUT_NAME] = {0: "batch"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript tracer warnings about python control flow
+        dim = int(module(input_ids, attention_mask, token_type_ids).shape[-1])
         torch.onnx.export(
             module,
             (input_ids, attention_mask, token_type_ids),
@@ -39,3 +40,17 @@ def export_onnx(module: PooledEncoder, path: Path, opset: int = DEFAULT_OPSET) -
             do_constant_folding=True,
             dynamo=False,
         )
+    _pin_embedding_dim(path, dim)
+
+
+def _pin_embedding_dim(path: Path, dim: int) -> None:
+    """Declare the output as ``[batch, dim]``: after L2 normalization the TorchScript
+    exporter names the embedding axis symbolically (``Divembedding_dim_1``), hiding the size."""
+    import onnx
+
+    model = onnx.load(str(path))
+    axis = model.graph.output[0].type.tensor_type.shape.dim[1]
+    if axis.dim_value != dim:
+        axis.Clear()
+        axis.dim_value = dim
+        onnx.save(model, str(path))

@@ -1,0 +1,20 @@
+"""``python -m benchmarks parity|latency``: run from a checkout (benchmarks are not installed)."""
+
+from __future__ import annotations
+
+import click
+
+from benchmarks.latency import latency_command
+from benchmarks.parity import parity_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def main() -> None:
+    """fastdpr benchmarks: recall parity with PyTorch, and latency/throughput, measured side by side."""
+
+
+main.add_command(parity_command)
+main.add_command(latency_command)
+
+if __name__ == "__main__":
+    main()

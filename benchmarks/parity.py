@@ -1,0 +1,274 @@
+"""Recall parity with PyTorch on SQuAD v1.1 dev: DPR top-k answer recall and gold-paragraph recall of
+PyTorch fp32 (exact search) against fastdpr's ONNX fp32 / int8 systems (exact and HNSW), in one run.
+
+    python -m benchmarks parity --question-encoder SRC --context-encoder SRC --squad dev-v1.1.json --out DIR
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from benchmarks.common import export_source, log, machine, versions
+from fastdpr.artifact import Artifact
+from fastdpr.corpus import Passage, write_corpus
+from fastdpr.has_answer import prepare_passage
+from fastdpr.index import IndexOptions, build_index
+from fastdpr.manifest import write_json
+from fastdpr.questions import Question
+from fastdpr.retriever import Retriever
+from fastdpr.spec import SIDES
+from fastdpr.squad import load_squad
+
+KS = (1, 5, 20, 50, 100)
+PYTORCH = "pytorch-fp32-exact"
+
+
+@dataclass
+class SystemRun:
+    """One system's ranked passage ids per question, and what encoding the corpus cost it."""
+
+    name: str
+    ranked_ids: list[list[str]]
+    passages_per_s: float | None = None
+    recipe: str | None = None
+
+
+def first_ranks(runs: list[list[str]], questions: list[Question], text_by_id: dict[str, str]) -> tuple[
+        list[int | None], list[int | None]]:
+    """Per question: rank of the first passage with an answer (DPR has_answer), and of the gold passage."""
+    answer_ranks: list[int | None] = []
+    gold_ranks: list[int | None] = []
+    for ids, question in zip(runs, questions, strict=True):
+        answer_ranks.append(next((rank for rank, pid in enumerate(ids)
+                                  if prepare_passage(text_by_id[pid]).has_answer(question.answers)), None))
+        gold_ranks.append(next((rank for rank, pid in enumerate(ids) if pid == question.gold_passage_id), None))
+    return answer_ranks, gold_ranks
+
+
+def recall(ranks: list[int | None]) -> dict[str, float]:
+    """Top-k recall from first-hit ranks, as fractions, for k in KS."""
+    return {str(k): round(sum(1 for r in ranks if r is not None and r < k) / len(ranks), 6) for k in KS}
+
+
+def flips(reference: list[int | None], system: list[int | None]) -> dict[str, dict[str, int]]:
+    """Questions that went hit->miss and miss->hit against the reference, at each k."""
+    out: dict[str, dict[str, int]] = {}
+    for k in KS:
+        ref_hit = [r is not None and r < k for r in reference]
+        sys_hit = [r is not None and r < k for r in system]
+        out[str(k)] = {"hit_to_miss": sum(a and not b for a, b in zip(ref_hit, sys_hit, strict=True)),
+                       "miss_to_hit": sum(b and not a for a, b in zip(ref_hit, sys_hit, strict=True))}
+    return out
+
+
+def exact_top_ids(question_vectors: np.ndarray, passage_vectors: np.ndarray, ids: list[str], k: int) -> list[list[str]]:
+    """Brute-force dot-product top-k (ties broken by position), as ids."""
+    out: list[list[str]] = []
+    for start in range(0, len(question_vectors), 1024):
+        scores = question_vectors[start:start + 1024] @ passage_vectors.T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        out.extend([[ids[i] for i in row] for row in top])
+    return out
+
+
+def pytorch_system(artifact: Artifact, passages: list[Passage], questions: list[Question], threads: int,
+                   workdir: Path) -> SystemRun:
+    """The Hugging Face models in PyTorch fp32 with the artifact's tokenization spec, exact search."""
+    from benchmarks.torch_baseline import TorchEncoder
+    from fastdpr_export.sources import resolve_source
+
+    encoders = {}
+    for side in SIDES:
+        source = artifact.manifest["sides"][side]["source"]
+        resolved = resolve_source(source["source"], side, workdir)
+        encoders[side] = TorchEncoder(str(resolved.directory), resolved.architecture, resolved.kind, artifact.spec,
+                                      side, threads=threads)
+    start = time.perf_counter()
+    passage_vectors = encoders["context"].encode([(p.title, p.text) for p in passages])
+    seconds = time.perf_counter() - start
+    question_vectors = encoders["question"].encode([q.question for q in questions])
+    ranked = exact_top_ids(question_vectors, passage_vectors, [p.id for p in passages], max(KS))
+    return SystemRun(PYTORCH, ranked, passages_per_s=len(passages) / seconds)
+
+
+def onnx_systems(artifact_dir: Path, precision: str, corpus: Path, questions: list[Question], threads: int,
+                 workdir: Path, label: str, recipe: str | None) -> list[SystemRun]:
+    """fastdpr as deployed: an index built by ``build_index``, searched exactly and with HNSW."""
+    index_dir = workdir / f"index-{label}"
+    manifest = build_index(artifact_dir, corpus, index_dir, "jsonl",
+                           IndexOptions(precision=precision, threads=threads, force=True, progress=False))
+    runs = []
+    texts = [q.question for q in questions]
+    for exact in (True, False):
+        with Retriever.load(index_dir, threads=threads, exact=exact) as retriever:
+            hits = retriever.search_batch(texts, k=max(KS))
+        name = f"onnx-{label}-{'exact' if exact else 'hnsw'}"
+        runs.append(SystemRun(name, [[h.id for h in row] for row in hits],
+                              passages_per_s=manifest["build"]["passages_per_s"], recipe=recipe))
+    return runs
+
+
+def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: int | None, seed: int,
+               threads: int, gate_results: dict[str, Any]) -> dict[str, Any]:
+    """Measure every system and write parity.json / parity.md / parity.png into ``out``."""
+    passages, questions = load_squad(squad)
+    if questions_n is not None and questions_n < len(questions):
+        questions = random.Random(seed).sample(questions, questions_n)
+    text_by_id = {p.id: p.text for p in passages}
+    out.mkdir(parents=True, exist_ok=True)
+    first = next(iter(artifacts.values()))
+    artifact = Artifact.load(first)
+    runs: list[SystemRun] = []
+    with tempfile.TemporaryDirectory(prefix="fastdpr-parity-") as tmp:
+        workdir = Path(tmp)
+        corpus = workdir / "squad-passages.jsonl"
+        write_corpus(corpus, passages, "jsonl")
+        log(f"[parity] {len(passages)} passages, {len(questions)} questions; PyTorch fp32 ...")
+        runs.append(pytorch_system(artifact, passages, questions, threads, workdir))
+        log("[parity] ONNX fp32 ...")
+        runs.extend(onnx_systems(first, "fp32", corpus, questions, threads, workdir, "fp32", None))
+        for recipe, artifact_dir in artifacts.items():
+            if "int8" not in Artifact.load(artifact_dir).precisions:
+                continue
+            label = "int8" if len(artifacts) == 1 else f"int8[{recipe}]"
+            log(f"[parity] ONNX {label} ...")
+            runs.extend(onnx_systems(artifact_dir, "int8", corpus, questions, threads, workdir, label, recipe))
+
+    ranks = {run.name: first_ranks(run.ranked_ids, questions, text_by_id) for run in runs}
+    answer = {name: recall(r[0]) for name, r in ranks.items()}
+    gold = {name: recall(r[1]) for name, r in ranks.items()}
+    report: dict[str, Any] = {
+        "dataset": {"name": "SQuAD v1.1 dev", "path": str(squad), "passages": len(passages),
+                    "questions": len(questions), "seed": seed if questions_n else None},
+        "model": {"spec": artifact.spec.to_dict(),
+                  "sources": {s: artifact.manifest["sides"][s]["source"]["source"] for s in SIDES},
+                  "random_weights": False},
+        "date": dt.date.today().isoformat(),
+        "machine": machine(),
+        "versions": versions(),
+        "threads": threads,
+        "answer_recall": answer,
+        "gold_recall": gold,
+        "delta_vs_pytorch": {name: {k: round(v - answer[PYTORCH][k], 6) for k, v in r.items()}
+                             for name, r in answer.items()},
+        "gold_delta_vs_pytorch": {name: {k: round(v - gold[PYTORCH][k], 6) for k, v in r.items()}
+                                  for name, r in gold.items()},
+        "flips": {name: flips(ranks[PYTORCH][0], r[0]) for name, r in ranks.items() if name != PYTORCH},
+        "passages_per_s": {run.name: round(run.passages_per_s, 2) for run in runs if run.passages_per_s},
+        "recipes": {run.name: run.recipe for run in runs if run.recipe},
+        "int8_gate": gate_results,
+    }
+    write_json(out / "parity.json", report)
+    (out / "parity.md").write_text(render_markdown(report), encoding="utf-8")
+    plot(report, out / "parity.png")
+    return report
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The seeds' table format: rows = systems, columns = Top-K, percent with two decimals."""
+    data = report["dataset"]
+    lines = [
+        f"Answer recall on {data['name']} ({data['passages']:,} passages, {data['questions']:,} questions), "
+        f"{report['date']}, {report['machine']['cpu']}, {report['threads']} threads. "
+        f"Model: {report['model']['sources']['question']} / {report['model']['sources']['context']}.",
+        "",
+        "| System | Top-1 | Top-5 | Top-20 | Top-50 | Top-100 | passages/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, values in report["answer_recall"].items():
+        speed = report["passages_per_s"].get(name)
+        cells = " | ".join(f"{values[str(k)] * 100:.2f}" for k in KS)
+        lines.append(f"| {name} | {cells} | {speed:.1f} |" if speed else f"| {name} | {cells} | |")
+    lines += ["", "Difference to pytorch-fp32-exact (points); flips hit->miss / miss->hit:", "",
+              "| System | Top-1 | Top-5 | Top-20 | Top-50 | Top-100 |", "|---|---|---|---|---|---|"]
+    for name, deltas in report["delta_vs_pytorch"].items():
+        if name == PYTORCH:
+            continue
+        f = report["flips"][name]
+        cells = " | ".join(f"{deltas[str(k)] * 100:+.2f} ({f[str(k)]['hit_to_miss']}/{f[str(k)]['miss_to_hit']})"
+                           for k in KS)
+        lines.append(f"| {name} | {cells} |")
+    lines += ["", "Gold-paragraph recall (the paragraph the question was written from):", "",
+              "| System | Top-1 | Top-5 | Top-20 | Top-50 | Top-100 |", "|---|---|---|---|---|---|"]
+    for name, values in report["gold_recall"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[str(k)] * 100:.2f}" for k in KS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Recall vs k, one line per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, values in report["answer_recall"].items():
+        ax.plot(list(KS), [values[str(k)] * 100 for k in KS], marker="o", label=name,
+                linewidth=2.5 if name == PYTORCH else 1.2)
+    ax.set_xscale("log")
+    ax.set_xticks(list(KS), [str(k) for k in KS])
+    ax.set_xlabel("Top-K passages")
+    ax.set_ylabel("answer recall (%)")
+    ax.set_title(f"{report['dataset']['name']}: {report['dataset']['questions']:,} questions")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@click.command("parity")
+@click.option("--question-encoder", metavar="SRC")
+@click.option("--context-encoder", metavar="SRC")
+@click.option("--encoder", metavar="SRC")
+@click.option("--artifact", type=click.Path(path_type=Path), help="Use an exported artifact instead of exporting.")
+@click.option("--squad", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--questions", "questions_n", type=click.IntRange(1), help="A seeded sample (default: all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quantize", "recipes", multiple=True, help="Recipes to measure (repeatable; default: the default).")
+@click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+def parity_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None,
+                   artifact: Path | None, squad: Path, questions_n: int | None, seed: int,
+                   recipes: tuple[str, ...], threads: int, out: Path) -> None:
+    """Recall parity of fastdpr (ONNX fp32/int8, exact/HNSW) with PyTorch fp32 on SQuAD dev."""
+    gate: dict[str, Any] = {}
+    if artifact is not None:
+        if recipes or question_encoder or context_encoder or encoder:
+            raise click.UsageError("--artifact replaces the sources and --quantize")
+        loaded = Artifact.load(artifact)
+        recipe = (loaded.manifest["quantization"] or {}).get("recipe", "none")
+        artifacts = {recipe: artifact}
+        gate[recipe] = loaded.manifest["validation"].get("int8_gate")
+    else:
+        from fastdpr_export.pipeline import ExportOptions  # noqa: F401  (fails early without the extra)
+        from fastdpr_export.quantize import DEFAULT_RECIPE
+
+        if not (encoder or (question_encoder and context_encoder)):
+            raise click.UsageError("give --question-encoder and --context-encoder, --encoder, or --artifact")
+        artifacts = {}
+        for recipe in recipes or (DEFAULT_RECIPE,):
+            log(f"[parity] exporting with recipe {recipe}")
+            target = out / "artifacts" / recipe
+            export_source(target, question_encoder, context_encoder, encoder, recipe, enforce_int8_gate=False)
+            artifacts[recipe] = target
+            gate[recipe] = Artifact.load(target).manifest["validation"]["int8_gate"]
+    report = run_parity(squad, out, artifacts, questions_n, seed, threads, gate)
+    click.echo((out / "parity.md").read_text(encoding="utf-8"))
+    click.echo(f"wrote {out}/parity.json, parity.md, parity.png")
+    del report
+
+
+if __name__ == "__main__":
+    parity_command()
