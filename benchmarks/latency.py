@@ -54,6 +54,11 @@ PYTORCH_SYSTEMS = ("pytorch-fp32-padded", "pytorch-fp32-sorted")
 PARTS = ("tokenize", "encode", "search", "fetch")
 RANDOM_WEIGHTS_LINE = "RANDOM WEIGHTS: speed only"
 WARMUP_QUESTIONS = 3
+# Idle time before every timed call. ONNX Runtime's intra-op threads (one pool per session) and
+# PyTorch's OpenMP threads keep spinning for a moment after a call; without a pause, each system
+# would be timed while the previous system's threads still burn the cores (measured: 2.5x slower
+# single-question ORT calls right after another session's call, back to normal after 5 ms).
+SETTLE_S = 0.02
 # Synthetic workload (shape runs without --squad): token counts, special tokens included.
 SYNTHETIC_PASSAGE_TOKENS = (64, 256)
 SYNTHETIC_QUESTION_TOKENS = (8, 32)
@@ -424,6 +429,7 @@ def measure(systems: dict[str, System], workload: Workload, rounds: int, batch_s
         systems[name].encode_passages(pairs[:batch_size])
     for r in range(rounds):
         for name in _rotated(names, r):
+            time.sleep(SETTLE_S)
             start = time.perf_counter()
             vectors = systems[name].encode_passages(pairs)
             seconds = time.perf_counter() - start
@@ -440,9 +446,11 @@ def measure(systems: dict[str, System], workload: Workload, rounds: int, batch_s
     log(f"[latency] {len(workload.questions)} questions, one at a time, systems interleaved")
     for i, question in enumerate(workload.questions):
         for name in _rotated(names, i):
+            time.sleep(SETTLE_S)
             parts = systems[name].query(question)
             for part, seconds in parts.items():
                 result.parts.setdefault(name, {}).setdefault(part, []).append(seconds * 1000)
+            time.sleep(SETTLE_S)
             total = systems[name].query_total(question)
             result.totals.setdefault(name, []).append(
                 total * 1000 if total is not None else sum(parts.values()) * 1000)
@@ -603,7 +611,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"max {workload['passages']['tokens']['max']}; batch size {workload['batch_size']}; "
         f"median of {workload['rounds']} interleaved rounds",
         f"- questions: {workload['questions']['count']} ({workload['questions']['note']}), one at a time, "
-        f"top-{workload['k']}, systems interleaved per question",
+        f"top-{workload['k']}, systems interleaved per question, {workload['settle_ms']:.0f} ms idle before "
+        "every timed call (so no system pays for the previous one's still-spinning threads)",
         f"- command: `{report['command']}`",
         "",
         "| system | passages/s | query p50 ms | p95 ms | p99 ms | tokenize | encode | search | fetch |",
@@ -825,6 +834,7 @@ def run_latency(out: Path, *, question_encoder: str | None = None, context_encod
                 "k": K, "batch_size": batch_size, "rounds": rounds, "warmup": {
                     "passages": min(batch_size, len(pairs)), "questions": WARMUP_QUESTIONS},
                 "interleaving": "throughput: system order rotates each round; latency: order rotates per question",
+                "settle_ms": SETTLE_S * 1000,
             },
             "systems": system_report,
             "ratios": ratios(system_report),

@@ -7,7 +7,6 @@ PyTorch fp32 (exact search) against fastdpr's ONNX fp32 / int8 systems (exact an
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 import tempfile
 import time
@@ -84,8 +83,9 @@ def exact_top_ids(question_vectors: np.ndarray, passage_vectors: np.ndarray, ids
 def pytorch_system(artifact: Artifact, passages: list[Passage], questions: list[Question], threads: int,
                    workdir: Path) -> SystemRun:
     """The Hugging Face models in PyTorch fp32 with the artifact's tokenization spec, exact search."""
-    from benchmarks.torch_baseline import TorchEncoder
     from fastdpr_export.sources import resolve_source
+
+    from benchmarks.torch_baseline import TorchEncoder
 
     encoders = {}
     for side in SIDES:

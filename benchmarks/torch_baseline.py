@@ -78,10 +78,7 @@ class TorchEncoder:
 
     def encode(self, inputs: Sequence[Any], batch_size: int = 32) -> np.ndarray:
         """Embed all inputs, in input order."""
-        if self.sort_by_length:
-            order = np.argsort(self.token_lengths(inputs), kind="stable")
-        else:
-            order = np.arange(len(inputs))
+        order = np.argsort(self.token_lengths(inputs), kind="stable") if self.sort_by_length else np.arange(len(inputs))
         out = np.zeros((len(inputs), self.spec.dim), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]

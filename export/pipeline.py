@@ -184,7 +184,7 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
         embeddings: dict[str, dict[Side, np.ndarray]] = {"fused": {}, "int8": {}}
         sides_manifest: dict[str, dict[str, Any]] = {}
         fusion_counts: dict[str, dict[str, int]] = {}
-        quant_counts: dict[str, dict[str, int]] = {}
+        quant_counts: dict[str, dict[str, Any]] = {}
         tokenizer_report: dict[str, dict[str, int]] = {}
         for name, (_, sides) in model_sources.items():
             stage_times = _export_one(name, sides, resolved[name], hf_tokenizers[name], spec, options, recipe,
@@ -226,7 +226,7 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
             "spec": spec.to_dict(),
             "sides": sides_manifest,
             "quantization": None if recipe is None else {"recipe": recipe.name, "settings": recipe.settings(),
-                                                          "operators": quant_counts},
+                                                          "per_model": quant_counts},
             "fusion": fusion_counts,
             "opset": options.opset,
             "probes": {"dir": "probes", "questions": len(probes.questions), "passages": len(probes.passages),
@@ -273,7 +273,7 @@ def _export_one(name: str, sides: tuple[Side, ...], resolved: ResolvedSource, hf
                 spec: EncoderSpec, options: ExportOptions, recipe: Any, staging: Path, workdir: Path,
                 inputs: dict[Side, Any], stages: _Stages, references: dict[Side, np.ndarray],
                 embeddings: dict[str, dict[Side, np.ndarray]], fusion_counts: dict[str, dict[str, int]],
-                quant_counts: dict[str, dict[str, int]], tokenizer_report: dict[str, dict[str, int]],
+                quant_counts: dict[str, dict[str, Any]], tokenizer_report: dict[str, dict[str, int]],
                 log: Log) -> dict[str, float]:
     """Export one model directory (serving ``sides``) through every stage, validating each."""
     from .fusion import fuse
@@ -321,7 +321,13 @@ def _export_one(name: str, sides: tuple[Side, ...], resolved: ResolvedSource, hf
 
     if recipe is not None:
         t0 = time.perf_counter()
-        quant_counts[name] = quantize(out_dir / "model.onnx", out_dir / "model.int8.onnx", recipe)
+        calibration = None
+        if recipe.needs_calibration:
+            calibration = [tokenizers[side].feeds(batch) for side in sides
+                           for encoded in [tokenizers[side].encode(inputs[side])]
+                           for batch in (encoded[i:i + PROBE_BATCH_SIZE]
+                                         for i in range(0, len(encoded), PROBE_BATCH_SIZE))]
+        quant_counts[name] = quantize(out_dir / "model.onnx", out_dir / "model.int8.onnx", recipe, calibration)
         seconds["quantize"] = round(time.perf_counter() - t0, 2)
         log(f"{name}: quantized with {recipe.name} {quant_counts[name]} in {seconds['quantize']} s")
         run_stage("int8", out_dir / "model.int8.onnx")

@@ -76,28 +76,38 @@ class Retriever:
         """Question embeddings ``[len(questions), dim]``."""
         return self.encoder.encode_questions(list(questions), batch_size)
 
-    def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
-        """Search with precomputed question embeddings."""
+    def search_vectors(self, vectors: np.ndarray, k: int, ef: int | None = None) -> list[list[Hit]]:
+        """Search with precomputed question embeddings.
+
+        ``ef`` overrides the HNSW search breadth for this call only (default: :attr:`ef`; raised to
+        ``k`` when smaller); exact search ignores it.
+        """
         if k < 1:
             raise FastDPRError(f"k must be at least 1, got {k}")
-        labels, scores = self.searcher.search(vectors, k)
+        if ef is not None and ef < 1:
+            raise FastDPRError(f"ef must be at least 1, got {ef}")
+        if isinstance(self.searcher, HnswSearcher):
+            labels, scores = self.searcher.search(vectors, k, ef=ef)
+        else:
+            labels, scores = self.searcher.search(vectors, k)
         results: list[list[Hit]] = []
         for row_labels, row_scores in zip(labels, scores, strict=True):
             stored = self.store.get([int(label) for label in row_labels])
             results.append([Hit(p.id, p.title, p.text, float(s)) for p, s in zip(stored, row_scores, strict=True)])
         return results
 
-    def search(self, question: str, k: int = 10) -> list[Hit]:
+    def search(self, question: str, k: int = 10, *, ef: int | None = None) -> list[Hit]:
         """The ``k`` best passages for one question, best first (fewer if the index is smaller)."""
-        return self.search_batch([question], k)[0]
+        return self.search_batch([question], k, ef=ef)[0]
 
-    def search_batch(self, questions: Sequence[str], k: int = 100, batch_size: int = 32) -> list[list[Hit]]:
-        """The ``k`` best passages for each question, in input order."""
+    def search_batch(self, questions: Sequence[str], k: int = 100, batch_size: int = 32, *,
+                     ef: int | None = None) -> list[list[Hit]]:
+        """The ``k`` best passages for each question, in input order (``ef``: see :meth:`search_vectors`)."""
         if isinstance(questions, str):
             raise FastDPRError("search_batch takes a list of questions; use search() for one")
         if not questions:
             return []
-        return self.search_vectors(self.encode_questions(questions, batch_size), k)
+        return self.search_vectors(self.encode_questions(questions, batch_size), k, ef=ef)
 
     def close(self) -> None:
         """Release the passage store."""
