@@ -238,6 +238,7 @@ class UnpooledBackbone:
         Returns what the numpy pooling needs beyond the spec: DPR's projection weights, if any.
         """
         import torch
+
         from fastdpr_export.fusion import fuse
         from fastdpr_export.onnx_export import DEFAULT_OPSET
         from fastdpr_export.quantize import get_recipe, quantize
@@ -710,10 +711,10 @@ def run_latency(out: Path, *, question_encoder: str | None = None, context_encod
                 work: Path | None = None) -> dict[str, Any]:
     """Run the whole benchmark and write latency.json / .md / .png into ``out``; return the report."""
     import torch
-    from fastdpr_export.quantize import DEFAULT_RECIPE
-    from fastdpr_export.sources import resolve_source
 
     from fastdpr.index import IndexOptions, build_index
+    from fastdpr_export.quantize import DEFAULT_RECIPE
+    from fastdpr_export.sources import resolve_source
 
     params = {"question_encoder": question_encoder, "context_encoder": context_encoder, "encoder": encoder,
               "shape": shape, "squad": squad, "threads": threads, "passages": passages, "queries": queries,

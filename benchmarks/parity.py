@@ -83,9 +83,8 @@ def exact_top_ids(question_vectors: np.ndarray, passage_vectors: np.ndarray, ids
 def pytorch_system(artifact: Artifact, passages: list[Passage], questions: list[Question], threads: int,
                    workdir: Path) -> SystemRun:
     """The Hugging Face models in PyTorch fp32 with the artifact's tokenization spec, exact search."""
-    from fastdpr_export.sources import resolve_source
-
     from benchmarks.torch_baseline import TorchEncoder
+    from fastdpr_export.sources import resolve_source
 
     encoders = {}
     for side in SIDES:

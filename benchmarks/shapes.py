@@ -61,8 +61,9 @@ def build_shape(name: str, out_dir: Path, seed: int = 0) -> dict[Side, Path]:
     a shape built twice is the same model.
     """
     import torch
-    from fastdpr_export.sources import packaged_minilm_dir
     from transformers import BertTokenizerFast, DPRConfig, DPRContextEncoder, DPRQuestionEncoder
+
+    from fastdpr_export.sources import packaged_minilm_dir
 
     shape = SHAPES[name]
     config = DPRConfig(vocab_size=VOCAB_SIZE, hidden_size=shape.hidden, num_hidden_layers=shape.layers,

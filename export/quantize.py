@@ -60,6 +60,8 @@ RECIPES: dict[str, QuantRecipe] = {
                     "(avoids U8S8 saturation on CPUs without VNNI)", reduce_range=True),
         QuantRecipe("dynamic-per-channel-smooth", "per-channel dynamic int8 after SmoothQuant-style "
                     "activation smoothing (alpha 0.5, calibrated)", smooth_alpha=0.5),
+        QuantRecipe("dynamic-per-channel-keep2", "per-channel dynamic int8; the 2 most sensitive "
+                    "MatMuls (per-node sensitivity pass on calibration data) stay fp32", keep_fp32=2),
         QuantRecipe("dynamic-per-channel-keep4", "per-channel dynamic int8; the 4 most sensitive "
                     "MatMuls (per-node sensitivity pass on calibration data) stay fp32", keep_fp32=4),
     )

@@ -73,13 +73,16 @@ def main() -> None:
               help="Default: 256 (sentence-transformers: its max).")
 @click.option("--quantize", "quantize", default=None, metavar="RECIPE|none",
               help="INT8 recipe (see `fastdpr export --list-recipes`), or none for fp32 only.")
+@click.option("--calibration", type=click.Path(path_type=Path), metavar="CORPUS",
+              help="Validate and calibrate int8 on a sample of this corpus (any `fastdpr index` format) "
+                   "instead of the built-in probe passages.")
 @click.option("--opset", type=click.IntRange(14, 21), default=17, show_default=True, help="ONNX opset.")
 @click.option("--list-recipes", is_flag=True, help="List the INT8 recipes and exit.")
 @user_errors
 def export_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None, out: Path,
                    force: bool, pooling: str | None, normalize: bool | None, token_types: str | None,
                    question_max_length: int | None, passage_max_length: int | None, quantize: str | None,
-                   opset: int, list_recipes: bool) -> None:
+                   calibration: Path | None, opset: int, list_recipes: bool) -> None:
     """Export a DPR encoder pair (or one shared encoder) to a validated ONNX artifact.
 
     Every stage (ONNX fp32, fused fp32, int8) is compared with the PyTorch model on built-in probe
@@ -96,6 +99,7 @@ def export_command(question_encoder: str | None, context_encoder: str | None, en
     except ImportError as exc:  # fastdpr installed without its export package (should not happen)
         raise click.ClickException(f"the export package is missing: {exc}") from exc
     require_export_extra()
+    from fastdpr.probes import probes_from_corpus
     from fastdpr_export.pipeline import ExportOptions, export_artifact
     from fastdpr_export.quantize import DEFAULT_RECIPE, RECIPES
 
@@ -108,6 +112,7 @@ def export_command(question_encoder: str | None, context_encoder: str | None, en
         force=force, pooling=pooling, normalize=normalize, token_types=token_types,
         question_max_length=question_max_length, passage_max_length=passage_max_length,
         quantize=quantize or DEFAULT_RECIPE, opset=opset,
+        probes=None if calibration is None else probes_from_corpus(calibration),
     )
     export_artifact(options, log=lambda line: click.echo(line, err=True))
     click.echo(str(out))

@@ -133,3 +133,27 @@ def builtin_probes(passage_count: int = PROBE_PASSAGE_COUNT) -> Probes:
         step = len(corpus) / passage_count
         chosen = [corpus[int(i * step)] for i in range(passage_count)]
     return Probes(questions=PROBE_QUESTIONS, passages=tuple(chosen))
+
+
+def probes_from_corpus(path: Path, passage_count: int = PROBE_PASSAGE_COUNT, seed: int = 0) -> Probes:
+    """Probes whose passages are a seeded sample of a corpus file (any format ``fastdpr index`` reads),
+    for calibrating and validating int8 on in-domain text (``fastdpr export --calibration``).
+
+    Reservoir sampling: one pass, memory bounded by the sample, whatever the corpus size.
+    """
+    import random
+
+    from fastdpr.corpus import read_corpus
+
+    rng = random.Random(seed)
+    sample: list[Passage] = []
+    for seen, passage in enumerate(read_corpus(path)):
+        if seen < passage_count:
+            sample.append(passage)
+        else:
+            slot = rng.randint(0, seen)
+            if slot < passage_count:
+                sample[slot] = passage
+    if len(sample) < 16:
+        raise ArtifactError(f"{path}: {len(sample)} passages is too few to calibrate on (need at least 16)")
+    return Probes(questions=PROBE_QUESTIONS, passages=tuple(sample))

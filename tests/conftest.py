@@ -24,19 +24,21 @@ def require_export() -> None:
         pytest.importorskip(module, reason="needs the export extra: pip install -e '.[export]'")
 
 
-def make_tiny_dpr(directory: Path, side: str, projection_dim: int = 0, seed: int = 0, layers: int = 2) -> Path:
+def make_tiny_dpr(directory: Path, side: str, projection_dim: int = 0, seed: int = 0, layers: int = 2,
+                  initializer_range: float = 0.2) -> Path:
     """Save a tiny random DPRQuestionEncoder/DPRContextEncoder with the packaged MiniLM's tokenizer."""
     require_export()
     import torch
-    from fastdpr_export.sources import packaged_minilm_dir
     from transformers import BertTokenizerFast, DPRConfig, DPRContextEncoder, DPRQuestionEncoder
+
+    from fastdpr_export.sources import packaged_minilm_dir
 
     torch.manual_seed(seed)
     config = DPRConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                        intermediate_size=64, projection_dim=projection_dim, max_position_embeddings=512,
                        # BERT's default init (0.02) makes every embedding of a tiny random model point the
                        # same way (pairwise cosine > 0.9999), so neighbour sets are noise; 0.2 spreads them.
-                       initializer_range=0.2)
+                       initializer_range=initializer_range)
     model = DPRQuestionEncoder(config) if side == "question" else DPRContextEncoder(config)
     model.eval().save_pretrained(directory)
     BertTokenizerFast.from_pretrained(packaged_minilm_dir()).save_pretrained(directory)

@@ -446,8 +446,8 @@ def collinear_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     points the same way (pairwise cosine > 0.9999), so int8's rounding noise reorders every ranking.
     fp32 reproduces PyTorch; int8's retrieval agreement with fp32 collapses."""
     root = tmp_path_factory.mktemp("collinear")
-    return (make_tiny_dpr(root / "q", "question", projection_dim=PROJECTION_DIM, seed=1),
-            make_tiny_dpr(root / "c", "context", projection_dim=PROJECTION_DIM, seed=2))
+    return (make_tiny_dpr(root / "q", "question", projection_dim=PROJECTION_DIM, seed=1, initializer_range=0.02),
+            make_tiny_dpr(root / "c", "context", projection_dim=PROJECTION_DIM, seed=2, initializer_range=0.02))
 
 
 def test_failed_validation_leaves_nothing(collinear_pair: tuple[Path, Path], tmp_path: Path,

@@ -1,0 +1,109 @@
+"""Issue #5: every INT8 recipe's export path works on a tiny model, the calibration option feeds the
+data-driven recipes, and the int8 quality gate refuses a damaged int8 model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import export, read_manifest, require_export
+
+from fastdpr.artifact import Artifact
+from fastdpr.cli import main
+from fastdpr.corpus import Passage, write_corpus
+from fastdpr.errors import ValidationError
+
+require_export()
+
+from fastdpr_export.quantize import RECIPES  # noqa: E402
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_each_recipe_exports_and_passes_validation(recipe: str, tiny_dpr_pair: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    q, c = tiny_dpr_pair
+    out = export(tmp_path / recipe, question_encoder=str(q), context_encoder=str(c), quantize=recipe)
+    manifest = read_manifest(out)
+    quantization = manifest["quantization"]
+    assert isinstance(quantization, dict)
+    assert quantization["recipe"] == recipe
+    assert quantization["settings"] == RECIPES[recipe].settings()
+    for side in ("question", "context"):
+        details = quantization["per_model"][side]
+        assert details["operators"]["QAttention"] + len(
+            [n for n in details.get("kept_fp32", {}) if n.startswith("Attention")]) == 2
+        kept = details.get("kept_fp32", {})
+        assert len(kept) == RECIPES[recipe].keep_fp32
+        if kept:  # the sensitivity pass ranks nodes: the kept ones are the most sensitive, best first
+            errors = list(kept.values())
+            assert errors == sorted(errors, reverse=True) and errors[0] > 0
+        if RECIPES[recipe].smooth_alpha is not None:
+            assert details["smoothing"]["tensors"] == 4 * 2  # 4 quantizable inputs per layer x 2 layers
+    validation = manifest["validation"]
+    assert validation["int8_gate"]["passed"] is True
+    for side in ("question", "context"):
+        assert validation["stages"]["int8"][side]["passed"] is True
+
+
+def _damage(path: Path) -> None:
+    """Scramble every int8 weight of a quantized model: a realistic "broken quantizer" artifact."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.dtype == np.int8 and array.ndim == 2:
+            init.CopyFrom(numpy_helper.from_array(rng.permutation(array.ravel()).reshape(array.shape), init.name))
+    onnx.save(model, str(path))
+
+
+def test_gate_refuses_a_damaged_int8_model(tiny_dpr_pair: tuple[Path, Path], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import fastdpr_export.quantize as quantize_module
+
+    real = quantize_module.quantize
+
+    def damaged(fused: Path, target: Path, *args: object, **kwargs: object) -> object:
+        details = real(fused, target, *args, **kwargs)  # type: ignore[arg-type]
+        _damage(target)
+        return details
+
+    monkeypatch.setattr(quantize_module, "quantize", damaged)
+    q, c = tiny_dpr_pair
+    out = tmp_path / "damaged"
+    with pytest.raises(ValidationError) as info:
+        export(out, question_encoder=str(q), context_encoder=str(c))
+    message = str(info.value)
+    assert "int8" in message and "--quantize" in message and "none" in message
+    assert not out.exists()
+    # Asking for fp32 only is the way out the message names.
+    kept = export(out, question_encoder=str(q), context_encoder=str(c), quantize="none")
+    assert Artifact.load(kept).precisions == ("fp32",)
+
+
+def test_calibration_corpus_replaces_probe_passages(tiny_dpr_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    corpus = tmp_path / "calib.jsonl"
+    passages = [Passage(id=str(i), title=f"Topic {i % 7}", text=f"passage number {i} about subject {i % 13} " * 3)
+                for i in range(300)]
+    write_corpus(corpus, passages, "jsonl")
+    q, c = tiny_dpr_pair
+    out = tmp_path / "calibrated"
+    result = CliRunner().invoke(main, ["export", "--question-encoder", str(q), "--context-encoder", str(c),
+                                       "--out", str(out), "--quantize", "dynamic-per-channel-keep2",
+                                       "--calibration", str(corpus)])
+    assert result.exit_code == 0, result.output
+    artifact = Artifact.load(out)
+    probes = artifact.probes()
+    assert len(probes.passages) == 256
+    assert {p.id for p in probes.passages} <= {p.id for p in passages}
+
+    tiny = tmp_path / "tiny.jsonl"
+    write_corpus(tiny, passages[:5], "jsonl")
+    result = CliRunner().invoke(main, ["export", "--question-encoder", str(q), "--context-encoder", str(c),
+                                       "--out", str(tmp_path / "x"), "--calibration", str(tiny)])
+    assert result.exit_code == 1 and "too few" in result.output
+    assert isinstance(result.exception, SystemExit)
