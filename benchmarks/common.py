@@ -7,11 +7,12 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fastdpr.manifest import library_versions
 
 
 def machine() -> dict[str, Any]:
@@ -39,14 +40,8 @@ def machine() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     """Library versions that decide the numbers."""
-    out: dict[str, str] = {}
-    for package in ("fastdpr", "onnxruntime", "torch", "transformers", "optimum-onnx", "tokenizers", "hnswlib",
-                    "numpy"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[package] = "not installed"
-    return out
+    return library_versions(("fastdpr", "onnxruntime", "torch", "transformers", "optimum-onnx", "tokenizers",
+                             "hnswlib", "numpy"))
 
 
 def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:

@@ -117,6 +117,25 @@ def onnx_systems(artifact_dir: Path, precision: str, corpus: Path, questions: li
     return runs
 
 
+def interleaved_speed(models: dict[str, Path], artifact: Artifact, passages: list[Passage], threads: int,
+                      rounds: int = 3, sample: int = 400) -> dict[str, float]:
+    """Passage-encoding passages/s of each model on the same passages, rounds interleaved across models
+    (a shared machine's drift hits every model alike); the median round counts. Batch size 32, sorted."""
+    from fastdpr.encoder import OnnxEncoder
+
+    pairs = [(p.title, p.text) for p in passages[:: max(1, len(passages) // sample)]]
+    encoders = {name: OnnxEncoder(path, artifact.tokenizer("context"), threads) for name, path in models.items()}
+    for encoder in encoders.values():
+        encoder.encode(pairs[:32])  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(rounds):
+        for name, encoder in encoders.items():
+            start = time.perf_counter()
+            encoder.encode(pairs)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: round(len(pairs) / float(np.median(s)), 2) for name, s in seconds.items()}
+
+
 def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: int | None, seed: int,
                threads: int, gate_results: dict[str, Any]) -> dict[str, Any]:
     """Measure every system and write parity.json / parity.md / parity.png into ``out``."""
@@ -143,6 +162,14 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
             log(f"[parity] ONNX {label} ...")
             runs.extend(onnx_systems(artifact_dir, "int8", corpus, questions, threads, workdir, label, recipe))
 
+    log("[parity] passage-encoding speed, interleaved ...")
+    speed_models = {"onnx-fp32": artifact.model_path("context", "fp32")}
+    for recipe, artifact_dir in artifacts.items():
+        loaded = Artifact.load(artifact_dir)
+        if "int8" in loaded.precisions:
+            speed_models["onnx-int8" if len(artifacts) == 1 else f"onnx-int8[{recipe}]"] = loaded.model_path(
+                "context", "int8")
+    speed = interleaved_speed(speed_models, artifact, passages, threads)
     ranks = {run.name: first_ranks(run.ranked_ids, questions, text_by_id) for run in runs}
     answer = {name: recall(r[0]) for name, r in ranks.items()}
     gold = {name: recall(r[1]) for name, r in ranks.items()}
@@ -164,6 +191,10 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
                                   for name, r in gold.items()},
         "flips": {name: flips(ranks[PYTORCH][0], r[0]) for name, r in ranks.items() if name != PYTORCH},
         "passages_per_s": {run.name: round(run.passages_per_s, 2) for run in runs if run.passages_per_s},
+        "passage_encoding_interleaved": {
+            "passages_per_s": speed,
+            "speedup_vs_onnx_fp32": {name: round(v / speed["onnx-fp32"], 3) for name, v in speed.items()},
+            "method": "same ~400 SQuAD passages, batch 32 length-sorted, 3 rounds interleaved, median"},
         "recipes": {run.name: run.recipe for run in runs if run.recipe},
         "int8_gate": gate_results,
     }
@@ -197,6 +228,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         cells = " | ".join(f"{deltas[str(k)] * 100:+.2f} ({f[str(k)]['hit_to_miss']}/{f[str(k)]['miss_to_hit']})"
                            for k in KS)
         lines.append(f"| {name} | {cells} |")
+    interleaved = report["passage_encoding_interleaved"]
+    lines += ["", "Passage encoding, measured interleaved on the same passages (speed-up vs ONNX fp32, fused):", "",
+              "| Model | passages/s | speed-up |", "|---|---|---|"]
+    for name, value in interleaved["passages_per_s"].items():
+        lines.append(f"| {name} | {value:.1f} | {interleaved['speedup_vs_onnx_fp32'][name]:.2f}x |")
     lines += ["", "Gold-paragraph recall (the paragraph the question was written from):", "",
               "| System | Top-1 | Top-5 | Top-20 | Top-50 | Top-100 |", "|---|---|---|---|---|---|"]
     for name, values in report["gold_recall"].items():

@@ -7,13 +7,11 @@ stage passed, so a failed export leaves nothing behind.
 from __future__ import annotations
 
 import datetime as dt
-import platform
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import numpy as np
 from fastdpr.artifact import ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION
 from fastdpr.encoder import OnnxEncoder
 from fastdpr.errors import ExportError, ValidationError
-from fastdpr.manifest import MANIFEST_NAME, atomic_directory, file_table, write_json
+from fastdpr.manifest import MANIFEST_NAME, atomic_directory, file_table, library_versions, write_json
 from fastdpr.probes import Probes, builtin_probes
 from fastdpr.spec import SIDES, EncoderSpec, Side
 from fastdpr.tokenization import SpecTokenizer
@@ -70,15 +68,6 @@ class ExportOptions:
             raise ExportError("pass --question-encoder and --context-encoder (or --encoder for one shared model)")
         return {"question": (self.question_encoder, ("question",)), "context": (self.context_encoder, ("context",))}
 
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("fastdpr", "torch", "transformers", "onnx", "onnxruntime", "tokenizers", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
 
 
 def _build_spec(options: ExportOptions, resolved: dict[str, ResolvedSource], hf_tokenizer: Any) -> EncoderSpec:
@@ -243,7 +232,8 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
                               "failures": stages.int8_failures},
                 "passed": not stages.int8_failures,
             },
-            "versions": _versions(),
+            "versions": library_versions(("fastdpr", "torch", "transformers", "onnx", "onnxruntime", "tokenizers",
+                                          "numpy")),
             "export_seconds": round(time.perf_counter() - started, 1),
         }
         manifest["files"] = file_table(staging)

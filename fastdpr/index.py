@@ -15,12 +15,10 @@ build (Ctrl-C, kill -9) leaves no ``INDEX_DIR`` that loads.
 from __future__ import annotations
 
 import datetime as dt
-import platform
 import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,15 @@ from fastdpr.ann import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, build_hn
 from fastdpr.artifact import Artifact
 from fastdpr.corpus import CorpusReport, Passage, read_corpus
 from fastdpr.errors import CorpusError, FastDPRError, IndexLoadError
-from fastdpr.manifest import MANIFEST_NAME, atomic_directory, file_table, read_manifest, verify_files, write_json
+from fastdpr.manifest import (
+    MANIFEST_NAME,
+    atomic_directory,
+    file_table,
+    library_versions,
+    read_manifest,
+    verify_files,
+    write_json,
+)
 from fastdpr.store import PassageStoreWriter
 
 INDEX_FORMAT = "fastdpr-index"
@@ -67,15 +73,6 @@ def _write_npy_from_raw(raw: Path, target: Path, count: int, dim: int) -> None:
         np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False, "shape": (count, dim)})
         shutil.copyfileobj(src, out, length=1 << 22)
 
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("fastdpr", "onnxruntime", "tokenizers", "hnswlib", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
 
 
 def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, fmt: str = "auto",
@@ -153,7 +150,7 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
             "build": {"encode_seconds": round(encode_seconds, 2), "graph_seconds": round(graph_seconds, 2),
                       "passages_per_s": round(count / max(encode_seconds, 1e-9), 1),
                       "batch_size": options.batch_size, "threads": options.threads},
-            "versions": _versions(),
+            "versions": library_versions(("fastdpr", "onnxruntime", "tokenizers", "hnswlib", "numpy")),
         }
         manifest["files"] = file_table(staging)
         write_json(staging / MANIFEST_NAME, manifest)

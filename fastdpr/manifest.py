@@ -54,6 +54,20 @@ def verify_files(root: Path, table: dict[str, dict[str, Any]], error: type[FastD
         raise error(f"{root} failed its integrity check:\n  " + "\n  ".join(problems))
 
 
+def library_versions(packages: tuple[str, ...]) -> dict[str, str]:
+    """Python's and the installed ``packages``' versions, for manifests and reports."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
