@@ -118,7 +118,7 @@ def onnx_systems(artifact_dir: Path, precision: str, corpus: Path, questions: li
 
 
 def interleaved_speed(models: dict[str, Path], artifact: Artifact, passages: list[Passage], threads: int,
-                      rounds: int = 3, sample: int = 400) -> dict[str, float]:
+                      rounds: int = 3, sample: int = 256) -> dict[str, float]:
     """Passage-encoding passages/s of each model on the same passages, rounds interleaved across models
     (a shared machine's drift hits every model alike); the median round counts. Batch size 32, sorted."""
     from fastdpr.encoder import OnnxEncoder
@@ -194,7 +194,7 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
         "passage_encoding_interleaved": {
             "passages_per_s": speed,
             "speedup_vs_onnx_fp32": {name: round(v / speed["onnx-fp32"], 3) for name, v in speed.items()},
-            "method": "same ~400 SQuAD passages, batch 32 length-sorted, 3 rounds interleaved, median"},
+            "method": "same ~256 SQuAD passages, batch 32 length-sorted, 3 rounds interleaved, median"},
         "recipes": {run.name: run.recipe for run in runs if run.recipe},
         "int8_gate": gate_results,
     }
@@ -267,7 +267,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
 @click.option("--question-encoder", metavar="SRC")
 @click.option("--context-encoder", metavar="SRC")
 @click.option("--encoder", metavar="SRC")
-@click.option("--artifact", type=click.Path(path_type=Path), help="Use an exported artifact instead of exporting.")
+@click.option("--artifact", "artifact_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="Use exported artifacts instead of exporting (repeatable: one int8 system pair per artifact; "
+                   "the first also gives the fp32 systems).")
 @click.option("--squad", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--questions", "questions_n", type=click.IntRange(1), help="A seeded sample (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -275,17 +277,19 @@ def plot(report: dict[str, Any], path: Path) -> None:
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 def parity_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None,
-                   artifact: Path | None, squad: Path, questions_n: int | None, seed: int,
+                   artifact_dirs: tuple[Path, ...], squad: Path, questions_n: int | None, seed: int,
                    recipes: tuple[str, ...], threads: int, out: Path) -> None:
     """Recall parity of fastdpr (ONNX fp32/int8, exact/HNSW) with PyTorch fp32 on SQuAD dev."""
     gate: dict[str, Any] = {}
-    if artifact is not None:
+    if artifact_dirs:
         if recipes or question_encoder or context_encoder or encoder:
             raise click.UsageError("--artifact replaces the sources and --quantize")
-        loaded = Artifact.load(artifact)
-        recipe = (loaded.manifest["quantization"] or {}).get("recipe", "none")
-        artifacts = {recipe: artifact}
-        gate[recipe] = loaded.manifest["validation"].get("int8_gate")
+        artifacts = {}
+        for artifact in artifact_dirs:
+            loaded = Artifact.load(artifact)
+            recipe = (loaded.manifest["quantization"] or {}).get("recipe", "none")
+            artifacts[recipe] = artifact
+            gate[recipe] = loaded.manifest["validation"].get("int8_gate")
     else:
         from fastdpr_export.pipeline import ExportOptions  # noqa: F401  (fails early without the extra)
         from fastdpr_export.quantize import DEFAULT_RECIPE
