@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE
 from fastdpr.session import make_session
 from fastdpr.spec import Side
 from fastdpr.tokenization import SpecTokenizer
@@ -49,11 +50,11 @@ class OnnxEncoder:
                 on_batch(len(rows))
         return out
 
-    def encode_questions(self, questions: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def encode_questions(self, questions: Sequence[str], batch_size: int = DEFAULT_QUESTION_BATCH_SIZE) -> np.ndarray:
         """Embed questions."""
         return self.encode(questions, batch_size)
 
-    def encode_passages(self, passages: Sequence[tuple[str, str]], batch_size: int = 32,
+    def encode_passages(self, passages: Sequence[tuple[str, str]], batch_size: int = DEFAULT_PASSAGE_BATCH_SIZE,
                         on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Embed (title, text) passages."""
         return self.encode(passages, batch_size, on_batch)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from fastdpr.ann import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, build_hnsw, save_hnsw
 from fastdpr.artifact import Artifact
+from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE
 from fastdpr.corpus import CorpusReport, Passage, read_corpus
 from fastdpr.errors import CorpusError, FastDPRError, IndexLoadError
 from fastdpr.manifest import (
@@ -51,7 +52,7 @@ class IndexOptions:
     """How to build an index (CLI: ``fastdpr index``)."""
 
     precision: str | None = None
-    batch_size: int = 32
+    batch_size: int = DEFAULT_PASSAGE_BATCH_SIZE
     threads: int | None = None
     hnsw_m: int = DEFAULT_M
     ef_construction: int = DEFAULT_EF_CONSTRUCTION

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from fastdpr.ann import ExactSearcher, HnswSearcher
+from fastdpr.batching import DEFAULT_QUESTION_BATCH_SIZE
 from fastdpr.encoder import OnnxEncoder
 from fastdpr.errors import FastDPRError
 from fastdpr.index import load_index_manifest
@@ -72,7 +73,7 @@ class Retriever:
         """Number of indexed passages."""
         return int(self.manifest["counts"]["indexed"])
 
-    def encode_questions(self, questions: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def encode_questions(self, questions: Sequence[str], batch_size: int = DEFAULT_QUESTION_BATCH_SIZE) -> np.ndarray:
         """Question embeddings ``[len(questions), dim]``."""
         return self.encoder.encode_questions(list(questions), batch_size)
 
@@ -100,7 +101,7 @@ class Retriever:
         """The ``k`` best passages for one question, best first (fewer if the index is smaller)."""
         return self.search_batch([question], k, ef=ef)[0]
 
-    def search_batch(self, questions: Sequence[str], k: int = 100, batch_size: int = 32, *,
+    def search_batch(self, questions: Sequence[str], k: int = 100, batch_size: int = DEFAULT_QUESTION_BATCH_SIZE, *,
                      ef: int | None = None) -> list[list[Hit]]:
         """The ``k`` best passages for each question, in input order (``ef``: see :meth:`search_vectors`)."""
         if isinstance(questions, str):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
+from fastdpr.ann import DEFAULT_EF
 from fastdpr.artifact import Artifact
 from fastdpr.builtin_corpus import pydoc_topic_passages
 from fastdpr.cli import main
@@ -84,7 +85,7 @@ def test_manifest_records_format_artifact_spec_counts_hnsw_and_hashes(tiny_index
     assert manifest["vectors"]["shape"] == [n, artifact.spec.dim]
     assert manifest["hnsw"]["m"] == 32
     assert manifest["hnsw"]["ef_construction"] == 200
-    assert manifest["hnsw"]["ef_search"] == 200
+    assert manifest["hnsw"]["ef_search"] == DEFAULT_EF
     assert manifest["build"]["passages_per_s"] > 0
     # Every file of the directory is listed with its true size and sha256, and nothing else is listed.
     on_disk = {p.relative_to(tiny_index).as_posix() for p in tiny_index.rglob("*") if p.is_file()}

@@ -102,7 +102,7 @@ def test_squad_questions_find_their_own_paragraph(squad: tuple[list[Passage], li
 
 @pytest.mark.slow
 def test_hnsw_top10_agrees_with_exact_search(squad_runs: dict[str, Any]) -> None:
-    # Measured: recall@10 = 1.000 on this sample (0.999-1.000 on other seeds) at the default ef=200.
+    # Measured: recall@10 = 1.000 on this sample (0.999-1.000 on other seeds) at ef=200 (the default is now higher).
     overlap = [len({h.id for h in a[:10]} & {h.id for h in b}) for a, b in zip(squad_runs["hnsw"], squad_runs["exact"],
                                                                               strict=True)]
     assert all(len(b) == 10 for b in squad_runs["exact"])
