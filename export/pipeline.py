@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fastdpr.artifact import ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION
+from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE
 from fastdpr.encoder import OnnxEncoder
 from fastdpr.errors import ExportError, ValidationError
 from fastdpr.manifest import MANIFEST_NAME, atomic_directory, file_table, library_versions, write_json
@@ -218,7 +219,8 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
                                                           "per_model": quant_counts},
             "fusion": fusion_counts,
             "opset": options.opset,
-            "probes": {"dir": "probes", "questions": len(probes.questions), "passages": len(probes.passages),
+            "probes": {"dir": "probes", "source": probes.source,
+                       "questions": len(probes.questions), "passages": len(probes.passages),
                        "batch_size": PROBE_BATCH_SIZE,
                        "reference": {side: f"probes/{side}.npy" for side in SIDES}},
             "validation": {
@@ -257,6 +259,21 @@ def _other_recipes(current: str) -> list[str]:
     from .quantize import RECIPES
 
     return [name for name in RECIPES if name != current]
+
+
+def calibration_batches(tokenizers: dict[Side, SpecTokenizer], inputs: dict[Side, Any]) -> list[dict[str, np.ndarray]]:
+    """The model feeds a data-driven INT8 recipe calibrates on: every probe (or ``--calibration``
+    sample) of each side the model serves, batched as the runtime batches them (length-sorted, the
+    runtime's default batch sizes). Dynamic int8 scales depend on batch composition, padding included,
+    so calibrating on differently padded batches would tune the recipe for inputs it never sees."""
+    batch_sizes: dict[Side, int] = {"question": DEFAULT_QUESTION_BATCH_SIZE, "context": DEFAULT_PASSAGE_BATCH_SIZE}
+    batches = []
+    for side, tokenizer in tokenizers.items():
+        encoded = tokenizer.encode(inputs[side])
+        encoded = [encoded[i] for i in np.argsort([len(e.ids) for e in encoded], kind="stable")]
+        size = batch_sizes[side]
+        batches += [tokenizer.feeds(encoded[i:i + size]) for i in range(0, len(encoded), size)]
+    return batches
 
 
 def _export_one(name: str, sides: tuple[Side, ...], resolved: ResolvedSource, hf_tokenizer: Any,
@@ -311,12 +328,7 @@ def _export_one(name: str, sides: tuple[Side, ...], resolved: ResolvedSource, hf
 
     if recipe is not None:
         t0 = time.perf_counter()
-        calibration = None
-        if recipe.needs_calibration:
-            calibration = [tokenizers[side].feeds(batch) for side in sides
-                           for encoded in [tokenizers[side].encode(inputs[side])]
-                           for batch in (encoded[i:i + PROBE_BATCH_SIZE]
-                                         for i in range(0, len(encoded), PROBE_BATCH_SIZE))]
+        calibration = calibration_batches(tokenizers, inputs) if recipe.needs_calibration else None
         quant_counts[name] = quantize(out_dir / "model.onnx", out_dir / "model.int8.onnx", recipe, calibration)
         seconds["quantize"] = round(time.perf_counter() - t0, 2)
         log(f"{name}: quantized with {recipe.name} {quant_counts[name]} in {seconds['quantize']} s")

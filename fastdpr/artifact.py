@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,9 @@ class Artifact:
 
     def probes(self) -> Probes:
         """The probe texts the export validated on."""
-        return Probes.load(self.root / self.manifest["probes"]["dir"])
+        probes = Probes.load(self.root / self.manifest["probes"]["dir"])
+        source = self.manifest["probes"].get("source")  # absent in artifacts written before it was recorded
+        return replace(probes, source=source) if source else probes
 
     def probe_reference(self, side: Side) -> np.ndarray:
         """PyTorch's embeddings of the probes for ``side`` (computed at export time)."""

@@ -91,6 +91,8 @@ class Probes:
 
     questions: tuple[str, ...]
     passages: tuple[Passage, ...]
+    #: Where the passages came from (recorded in the manifest: int8 calibration depends on it).
+    source: str = "builtin: pydoc_data.topics passages"
 
     def passage_pairs(self) -> list[tuple[str, str]]:
         """The passages as (title, text) pairs, the encoder's input."""
@@ -156,4 +158,5 @@ def probes_from_corpus(path: Path, passage_count: int = PROBE_PASSAGE_COUNT, see
                 sample[slot] = passage
     if len(sample) < 16:
         raise ArtifactError(f"{path}: {len(sample)} passages is too few to calibrate on (need at least 16)")
-    return Probes(questions=PROBE_QUESTIONS, passages=tuple(sample))
+    return Probes(questions=PROBE_QUESTIONS, passages=tuple(sample),
+                  source=f"--calibration {path}: {len(sample)} passages, seeded reservoir sample (seed {seed})")

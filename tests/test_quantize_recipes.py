@@ -39,8 +39,19 @@ def test_each_recipe_exports_and_passes_validation(recipe: str, tiny_dpr_pair: t
         if kept:  # the sensitivity pass ranks nodes: the kept ones are the most sensitive, best first
             errors = list(kept.values())
             assert errors == sorted(errors, reverse=True) and errors[0] > 0
-        if RECIPES[recipe].smooth_alpha is not None:
-            assert details["smoothing"]["tensors"] == 4 * 2  # 4 quantizable inputs per layer x 2 layers
+        alphas = RECIPES[recipe].smooth_alphas
+        if alphas:
+            smoothing = details["smoothing"]
+            assert smoothing["tensors"] == 4 * 2  # 4 quantizable inputs per layer x 2 layers
+            if len(alphas) > 1:  # searched: every alpha was tried, and the closest to fp32 was kept
+                search = smoothing["search_mean_cosine_error"]
+                assert set(search) == {str(a) for a in alphas}
+                assert str(smoothing["alpha"]) == min(search, key=search.__getitem__)
+            else:
+                assert smoothing["alpha"] == alphas[0]
+        # Embedding tables are int8 only when the recipe says so (a lookup gains no speed from int8).
+        embedding_op = "QEmbedLayerNormalization" if RECIPES[recipe].quantize_embeddings else "EmbedLayerNormalization"
+        assert details["operators"][embedding_op] == 1
     validation = manifest["validation"]
     assert validation["int8_gate"]["passed"] is True
     for side in ("question", "context"):
@@ -107,3 +118,44 @@ def test_calibration_corpus_replaces_probe_passages(tiny_dpr_pair: tuple[Path, P
                                        "--out", str(tmp_path / "x"), "--calibration", str(tiny)])
     assert result.exit_code == 1 and "too few" in result.output
     assert isinstance(result.exception, SystemExit)
+
+
+def test_replaying_an_exports_decisions_reproduces_its_int8_model(tiny_artifact: Path, tmp_path: Path) -> None:
+    """``quantize(..., decisions=...)`` (how the benchmarks quantize optimum's unpooled peer) applies the
+    artifact's searched smoothing alpha instead of searching again, and gives the same int8 model."""
+    from fastdpr_export.pipeline import calibration_batches
+    from fastdpr_export.quantize import get_recipe, quantize
+
+    artifact = Artifact.load(tiny_artifact)
+    quantization = artifact.manifest["quantization"]
+    probes = artifact.probes()
+    inputs = {"question": list(probes.questions), "context": probes.passage_pairs()}
+    replayed = tmp_path / "replayed.onnx"
+    decisions = quantization["per_model"]["context"]
+    details = quantize(artifact.model_path("context", "fp32"), replayed, get_recipe(quantization["recipe"]),
+                       calibration_batches({"context": artifact.tokenizer("context")}, inputs), decisions=decisions)
+    assert details["smoothing"]["alpha"] == decisions["smoothing"]["alpha"]
+    assert "search_mean_cosine_error" not in details["smoothing"]  # replayed, not searched
+
+    from fastdpr.encoder import OnnxEncoder
+
+    pairs = probes.passage_pairs()[:32]
+    original = artifact.encoder("context", "int8").encode_passages(pairs)
+    again = OnnxEncoder(replayed, artifact.tokenizer("context")).encode_passages(pairs)
+    np.testing.assert_allclose(again, original, rtol=0, atol=1e-6)
+
+
+def test_manifest_names_the_calibration_data(tiny_artifact: Path, tiny_dpr_pair: tuple[Path, Path],
+                                             tmp_path: Path) -> None:
+    """int8 calibration depends on the probe passages, so the manifest says where they came from."""
+    assert read_manifest(tiny_artifact)["probes"]["source"].startswith("builtin: pydoc_data.topics")  # type: ignore[index]
+    corpus = tmp_path / "calib.jsonl"
+    write_corpus(corpus, [Passage(id=str(i), title=f"T{i}", text=f"text {i} " * 5) for i in range(40)], "jsonl")
+    q, c = tiny_dpr_pair
+    from fastdpr.probes import probes_from_corpus
+
+    out = export(tmp_path / "calibrated", question_encoder=str(q), context_encoder=str(c),
+                 probes=probes_from_corpus(corpus))
+    source = read_manifest(out)["probes"]["source"]  # type: ignore[index]
+    assert str(corpus) in source and "40 passages" in source
+    assert Artifact.load(out).probes().source == source
