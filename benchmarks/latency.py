@@ -44,6 +44,7 @@ import numpy as np
 from benchmarks.common import export_source, log, machine, median, percentiles, versions
 from benchmarks.shapes import SHAPES, Shape, build_shape
 from fastdpr.artifact import Artifact
+from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE
 from fastdpr.corpus import Passage, write_corpus
 from fastdpr.encoder import OUTPUT_NAME
 from fastdpr.spec import SIDES, EncoderSpec, Side
@@ -232,8 +233,11 @@ class UnpooledBackbone:
     """Builds the ``last_hidden_state`` graph optimum's feature-extraction class expects."""
 
     @staticmethod
-    def export(resolved: Any, out_dir: Path, recipe_name: str, log_line: Callable[[str], None]) -> dict[str, Any]:
-        """Export, fuse and quantize the source's backbone into ``out_dir`` (with config and tokenizer files).
+    def export(resolved: Any, out_dir: Path, artifact: Artifact, side: Side,
+               log_line: Callable[[str], None]) -> dict[str, Any]:
+        """Export, fuse and quantize the source's backbone into ``out_dir`` (with config and tokenizer files),
+        quantized exactly as ``artifact``'s model for ``side``: same recipe, same calibration inputs, and
+        the same data-driven decisions (smoothing alpha, nodes kept fp32) replayed.
 
         Returns what the numpy pooling needs beyond the spec: DPR's projection weights, if any.
         """
@@ -241,6 +245,7 @@ class UnpooledBackbone:
 
         from fastdpr_export.fusion import fuse
         from fastdpr_export.onnx_export import DEFAULT_OPSET
+        from fastdpr_export.pipeline import calibration_batches
         from fastdpr_export.quantize import get_recipe, quantize
         from fastdpr_export.torch_model import load_hf_model
 
@@ -256,12 +261,13 @@ class UnpooledBackbone:
             backbone = model
 
         class Unpooled(torch.nn.Module):
-            def __init__(self, inner_model: Any) -> None:
+            def __init__(self, backbone: Any) -> None:
                 super().__init__()
-                self.inner_model = inner_model
+                # Named as in fastdpr's pooled export, so ONNX node names (e.g. nodes kept fp32) match.
+                self.backbone = backbone
 
             def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-                return self.inner_model(input_ids=input_ids, attention_mask=attention_mask,
+                return self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                         token_type_ids=token_type_ids, return_dict=True).last_hidden_state
 
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -281,7 +287,15 @@ class UnpooledBackbone:
         config = resolved.config
         fused = fuse(raw, out_dir / "model.onnx", int(config["num_attention_heads"]), int(config["hidden_size"]),
                      int(config["num_hidden_layers"]))
-        quantized = quantize(out_dir / "model.onnx", out_dir / "model_quantized.onnx", get_recipe(recipe_name))
+        quantization = artifact.manifest["quantization"]
+        model_dir = artifact.manifest["sides"][side]["dir"]
+        served = [s for s in SIDES if artifact.manifest["sides"][s]["dir"] == model_dir]
+        probes = artifact.probes()
+        inputs: dict[Side, Any] = {"question": list(probes.questions), "context": probes.passage_pairs()}
+        calibration = calibration_batches({s: artifact.tokenizer(s) for s in served}, inputs)
+        quantized = quantize(out_dir / "model.onnx", out_dir / "model_quantized.onnx",
+                             get_recipe(quantization["recipe"]), calibration,
+                             decisions=quantization["per_model"][model_dir])
         raw.unlink()
         (out_dir / "model.onnx").unlink()  # only the int8 graph is benchmarked
         for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
@@ -294,22 +308,22 @@ class UnpooledBackbone:
 class OptimumSystem(System, ListSearch):
     """optimum's ``ORTModelForFeatureExtraction`` (int8), as a user of optimum would run it."""
 
-    def __init__(self, resolved: dict[Side, Any], spec: EncoderSpec, threads: int, batch_size: int, workdir: Path,
-                 recipe: str) -> None:
+    def __init__(self, resolved: dict[Side, Any], artifact: Artifact, threads: int, batch_size: int,
+                 workdir: Path) -> None:
         import onnxruntime as ort
         from optimum.onnxruntime import ORTModelForFeatureExtraction
         from transformers import AutoTokenizer
 
         ListSearch.__init__(self)
         self.name = "optimum-ort-int8"
-        self.spec = spec
+        self.spec = artifact.spec
         self.batch_size = batch_size
         self.models: dict[Side, Any] = {}
         self.tokenizers: dict[Side, Any] = {}
         self.projections: dict[Side, Any] = {}
         for side in SIDES:
             directory = workdir / f"optimum-{side}"
-            extra = UnpooledBackbone.export(resolved[side], directory, recipe, log)
+            extra = UnpooledBackbone.export(resolved[side], directory, artifact, side, log)
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -706,7 +720,8 @@ def _command_line(params: dict[str, Any]) -> str:
 
 def run_latency(out: Path, *, question_encoder: str | None = None, context_encoder: str | None = None,
                 encoder: str | None = None, shape: str | None = None, squad: Path | None = None, threads: int = 2,
-                passages: int = 512, queries: int = 300, rounds: int = 3, batch_size: int = 32, seed: int = 0,
+                passages: int = 512, queries: int = 300, rounds: int = 3,
+                batch_size: int = DEFAULT_PASSAGE_BATCH_SIZE, seed: int = 0,
                 quantize: str | None = None, systems: Sequence[str] = SYSTEMS, profile: bool = True,
                 work: Path | None = None) -> dict[str, Any]:
     """Run the whole benchmark and write latency.json / .md / .png into ``out``; return the report."""
@@ -772,7 +787,7 @@ def run_latency(out: Path, *, question_encoder: str | None = None, context_encod
                                           batch_size=batch_size)
             elif name == "optimum-ort-int8":
                 try:
-                    built[name] = OptimumSystem(resolved, spec, threads, batch_size, workdir, recipe)
+                    built[name] = OptimumSystem(resolved, artifact, threads, batch_size, workdir)
                 except Exception as exc:  # the peer is reported as failed, never faked or fatal
                     errors[name] = f"{type(exc).__name__}: {exc}"
                     log(f"[latency] {name} failed: {errors[name]}")
@@ -892,7 +907,8 @@ def _systems_option(_ctx: click.Context, _param: click.Parameter, value: str) ->
               help="Questions for the latency measurement (seeded sample).")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True,
               help="Interleaved throughput rounds (median reported).")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_PASSAGE_BATCH_SIZE, show_default=True,
+              help="Passages per model call, for every system (default: fastdpr's indexing batch size).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quantize", "quantize", default=None, help="int8 recipe (default: fastdpr's default recipe).")
 @click.option("--systems", default=",".join(SYSTEMS), show_default=True, callback=_systems_option,

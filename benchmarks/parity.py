@@ -19,6 +19,7 @@ import numpy as np
 
 from benchmarks.common import export_source, log, machine, versions
 from fastdpr.artifact import Artifact
+from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE
 from fastdpr.corpus import Passage, write_corpus
 from fastdpr.has_answer import prepare_passage
 from fastdpr.index import IndexOptions, build_index
@@ -30,6 +31,10 @@ from fastdpr.squad import load_squad
 
 KS = (1, 5, 20, 50, 100)
 PYTORCH = "pytorch-fp32-exact"
+#: Issue #5's goal for the default int8 recipe: largest loss (points of answer recall, int8 + HNSW minus
+#: PyTorch fp32) per k, and the smallest passage-encoding speed-up over fused fp32.
+GOAL_MAX_LOSS = {"1": 1.0, "5": 1.0, "20": 0.5, "50": 0.5, "100": 0.5}
+GOAL_MIN_SPEEDUP = 1.7
 
 
 @dataclass
@@ -120,18 +125,19 @@ def onnx_systems(artifact_dir: Path, precision: str, corpus: Path, questions: li
 def interleaved_speed(models: dict[str, Path], artifact: Artifact, passages: list[Passage], threads: int,
                       rounds: int = 3, sample: int = 256) -> dict[str, float]:
     """Passage-encoding passages/s of each model on the same passages, rounds interleaved across models
-    (a shared machine's drift hits every model alike); the median round counts. Batch size 32, sorted."""
+    (a shared machine's drift hits every model alike); the median round counts. Every model uses the
+    runtime's default passage batch size, length-sorted: the batching ``fastdpr index`` deploys."""
     from fastdpr.encoder import OnnxEncoder
 
     pairs = [(p.title, p.text) for p in passages[:: max(1, len(passages) // sample)]]
     encoders = {name: OnnxEncoder(path, artifact.tokenizer("context"), threads) for name, path in models.items()}
     for encoder in encoders.values():
-        encoder.encode(pairs[:32])  # warm-up
+        encoder.encode_passages(pairs[:32])  # warm-up
     seconds: dict[str, list[float]] = {name: [] for name in encoders}
     for _ in range(rounds):
         for name, encoder in encoders.items():
             start = time.perf_counter()
-            encoder.encode(pairs)
+            encoder.encode_passages(pairs)
             seconds[name].append(time.perf_counter() - start)
     return {name: round(len(pairs) / float(np.median(s)), 2) for name, s in seconds.items()}
 
@@ -194,14 +200,62 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
         "passage_encoding_interleaved": {
             "passages_per_s": speed,
             "speedup_vs_onnx_fp32": {name: round(v / speed["onnx-fp32"], 3) for name, v in speed.items()},
-            "method": "same ~256 SQuAD passages, batch 32 length-sorted, 3 rounds interleaved, median"},
+            "method": f"same ~256 SQuAD passages, batch {DEFAULT_PASSAGE_BATCH_SIZE} length-sorted, "
+                      "3 rounds interleaved, median"},
         "recipes": {run.name: run.recipe for run in runs if run.recipe},
+        "int8_artifacts": int8_artifacts(artifacts),
         "int8_gate": gate_results,
     }
+    report["frontier"] = frontier(report, list(report["int8_artifacts"]))
     write_json(out / "parity.json", report)
     (out / "parity.md").write_text(render_markdown(report), encoding="utf-8")
     plot(report, out / "parity.png")
+    if report["frontier"]:
+        plot_frontier(report, out / "frontier.png")
     return report
+
+
+def int8_artifacts(artifacts: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """What each measured int8 artifact is: recipe, calibration data, and what calibration decided."""
+    out: dict[str, dict[str, Any]] = {}
+    for label, path in artifacts.items():
+        manifest = Artifact.load(path).manifest
+        quantization = manifest["quantization"]
+        if not quantization:
+            continue
+        decided: dict[str, dict[str, Any]] = {}
+        for model, details in quantization["per_model"].items():
+            decided[model] = {}
+            if "smoothing" in details:
+                decided[model]["alpha"] = details["smoothing"]["alpha"]
+            if "kept_fp32" in details:
+                decided[model]["kept_fp32"] = list(details["kept_fp32"])
+        out[label] = {"path": str(path), "recipe": quantization["recipe"],
+                      "calibration": manifest["probes"].get("source", "builtin: pydoc_data.topics passages"),
+                      "decided": decided}
+    return out
+
+
+def _int8_names(label: str, single: bool) -> tuple[str, str]:
+    """(HNSW system name, interleaved-speed model name) of one int8 artifact."""
+    return ("onnx-int8-hnsw", "onnx-int8") if single else (f"onnx-int8[{label}]-hnsw", f"onnx-int8[{label}]")
+
+
+def frontier(report: dict[str, Any], labels: list[str]) -> dict[str, dict[str, Any]]:
+    """Per int8 artifact, as deployed (HNSW): recall delta vs PyTorch per k (points), passage-encoding
+    speed-up over fused fp32 (interleaved), and whether issue #5's goal is met."""
+    out: dict[str, dict[str, Any]] = {}
+    speedups = report["passage_encoding_interleaved"]["speedup_vs_onnx_fp32"]
+    for label in labels:
+        system, speed_name = _int8_names(label, len(labels) == 1)
+        if system not in report["delta_vs_pytorch"]:
+            continue
+        delta = {k: round(v * 100, 2) for k, v in report["delta_vs_pytorch"][system].items()}
+        speedup = speedups[speed_name]
+        out[label] = {"system": system, "delta_points": delta, "speedup_vs_fp32": speedup,
+                      "recall_goal_met": all(delta[k] >= -GOAL_MAX_LOSS[k] for k in GOAL_MAX_LOSS),
+                      "speed_goal_met": speedup >= GOAL_MIN_SPEEDUP}
+    return out
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -229,10 +283,25 @@ def render_markdown(report: dict[str, Any]) -> str:
                            for k in KS)
         lines.append(f"| {name} | {cells} |")
     interleaved = report["passage_encoding_interleaved"]
-    lines += ["", "Passage encoding, measured interleaved on the same passages (speed-up vs ONNX fp32, fused):", "",
+    lines += ["", f"Passage encoding, measured interleaved ({interleaved['method']}; speed-up vs ONNX fp32, "
+                  "fused):", "",
               "| Model | passages/s | speed-up |", "|---|---|---|"]
     for name, value in interleaved["passages_per_s"].items():
         lines.append(f"| {name} | {value:.1f} | {interleaved['speedup_vs_onnx_fp32'][name]:.2f}x |")
+    if report.get("frontier"):
+        goal = ", ".join(f"Top-{k} >= -{v:.1f}" for k, v in GOAL_MAX_LOSS.items())
+        lines += ["", f"INT8 frontier (HNSW as deployed; points vs PyTorch fp32; goal: {goal}, speed-up >= "
+                      f"{GOAL_MIN_SPEEDUP}x):", "",
+                  "| Recipe | calibration decided | Top-1 | Top-5 | Top-20 | Top-50 | Top-100 | speed-up vs fp32 "
+                  "| recall goal | speed goal |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for label, row in report["frontier"].items():
+            decided = "; ".join(
+                f"{model}: " + ", ".join(f"alpha {v}" if key == "alpha" else f"{len(v)} kept fp32"
+                                         for key, v in values.items())
+                for model, values in report["int8_artifacts"][label]["decided"].items() if values) or "-"
+            cells = " | ".join(f"{row['delta_points'][str(k)]:+.2f}" for k in KS)
+            lines.append(f"| {label} | {decided} | {cells} | {row['speedup_vs_fp32']:.2f}x | "
+                         f"{'yes' if row['recall_goal_met'] else 'no'} | {'yes' if row['speed_goal_met'] else 'no'} |")
     lines += ["", "Gold-paragraph recall (the paragraph the question was written from):", "",
               "| System | Top-1 | Top-5 | Top-20 | Top-50 | Top-100 |", "|---|---|---|---|---|---|"]
     for name, values in report["gold_recall"].items():
@@ -263,13 +332,48 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _check_same_sources(artifacts: dict[str, Path]) -> None:
+    """Every artifact must encode with the same models: otherwise the fp32/PyTorch rows describe another model."""
+    sources = {label: tuple(Artifact.load(path).manifest["sides"][side]["source"]["source"] for side in SIDES)
+               for label, path in artifacts.items()}
+    if len(set(sources.values())) > 1:
+        raise click.UsageError(f"the artifacts come from different sources: {sources}")
+
+
+def plot_frontier(report: dict[str, Any], path: Path) -> None:
+    """Recall loss vs speed-up, one point per int8 recipe, at Top-1 and Top-20, with the goal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True)
+    for ax, k in zip(axes, ("1", "20"), strict=True):
+        for label, row in report["frontier"].items():
+            ax.scatter(row["speedup_vs_fp32"], row["delta_points"][k], s=40)
+            ax.annotate(label, (row["speedup_vs_fp32"], row["delta_points"][k]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+        ax.axhline(-GOAL_MAX_LOSS[k], color="red", linestyle="--", linewidth=1, label=f"goal: >= -{GOAL_MAX_LOSS[k]}")
+        ax.axvline(GOAL_MIN_SPEEDUP, color="gray", linestyle=":", linewidth=1, label=f"goal: >= {GOAL_MIN_SPEEDUP}x")
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.set_xlabel("passage-encoding speed-up over fused fp32 (interleaved)")
+        ax.set_ylabel(f"Top-{k} answer recall vs PyTorch fp32 (points)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"INT8 recipes on {report['dataset']['name']} ({report['dataset']['questions']:,} questions, HNSW)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 @click.command("parity")
 @click.option("--question-encoder", metavar="SRC")
 @click.option("--context-encoder", metavar="SRC")
 @click.option("--encoder", metavar="SRC")
 @click.option("--artifact", "artifact_dirs", multiple=True, type=click.Path(path_type=Path),
-              help="Use exported artifacts instead of exporting (repeatable: one int8 system pair per artifact; "
-                   "the first also gives the fp32 systems).")
+              help="An exported artifact to measure (repeatable: one int8 system pair per artifact). Alone it "
+                   "replaces exporting; with sources and --quantize, it adds to the exported recipes. All must "
+                   "come from the same sources; the first gives the fp32 systems.")
 @click.option("--squad", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--questions", "questions_n", type=click.IntRange(1), help="A seeded sample (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -281,31 +385,36 @@ def parity_command(question_encoder: str | None, context_encoder: str | None, en
                    recipes: tuple[str, ...], threads: int, out: Path) -> None:
     """Recall parity of fastdpr (ONNX fp32/int8, exact/HNSW) with PyTorch fp32 on SQuAD dev."""
     gate: dict[str, Any] = {}
-    if artifact_dirs:
-        if recipes or question_encoder or context_encoder or encoder:
-            raise click.UsageError("--artifact replaces the sources and --quantize")
-        artifacts = {}
-        for artifact in artifact_dirs:
-            loaded = Artifact.load(artifact)
-            recipe = (loaded.manifest["quantization"] or {}).get("recipe", "none")
-            artifacts[recipe] = artifact
-            gate[recipe] = loaded.manifest["validation"].get("int8_gate")
-    else:
+    artifacts: dict[str, Path] = {}
+    sources_given = bool(question_encoder or context_encoder or encoder)
+    if recipes and not sources_given:
+        raise click.UsageError("--quantize exports from sources: give --question-encoder and --context-encoder, "
+                               "or --encoder")
+    if sources_given:
         from fastdpr_export.pipeline import ExportOptions  # noqa: F401  (fails early without the extra)
         from fastdpr_export.quantize import DEFAULT_RECIPE
 
         if not (encoder or (question_encoder and context_encoder)):
             raise click.UsageError("give --question-encoder and --context-encoder, --encoder, or --artifact")
-        artifacts = {}
         for recipe in recipes or (DEFAULT_RECIPE,):
             log(f"[parity] exporting with recipe {recipe}")
             target = out / "artifacts" / recipe
             export_source(target, question_encoder, context_encoder, encoder, recipe, enforce_int8_gate=False)
             artifacts[recipe] = target
             gate[recipe] = Artifact.load(target).manifest["validation"]["int8_gate"]
+    elif not artifact_dirs:
+        raise click.UsageError("give --question-encoder and --context-encoder, --encoder, or --artifact")
+    for artifact in artifact_dirs:
+        loaded = Artifact.load(artifact)
+        label = (loaded.manifest["quantization"] or {}).get("recipe", "none")
+        if label in artifacts:  # the same recipe twice (e.g. other calibration data): name it by directory
+            label = f"{label}@{artifact.name}"
+        artifacts[label] = artifact
+        gate[label] = loaded.manifest["validation"].get("int8_gate")
+    _check_same_sources(artifacts)
     report = run_parity(squad, out, artifacts, questions_n, seed, threads, gate)
     click.echo((out / "parity.md").read_text(encoding="utf-8"))
-    click.echo(f"wrote {out}/parity.json, parity.md, parity.png")
+    click.echo(f"wrote {out}/parity.json, parity.md, parity.png" + (", frontier.png" if report["frontier"] else ""))
     del report
 
 

@@ -50,5 +50,12 @@ def test_small_parity_against_pytorch(minilm_dpr_artifact: Path, squad_path: Pat
     for k in KS:
         assert delta["onnx-fp32-exact"][str(k)] == 0.0
         assert report["flips"]["onnx-fp32-exact"][str(k)] == {"hit_to_miss": 0, "miss_to_hit": 0}
-        assert abs(delta["onnx-fp32-hnsw"][str(k)]) <= 1 / QUESTIONS + 1e-9  # HNSW at ef=200: at most one flip
+        assert abs(delta["onnx-fp32-hnsw"][str(k)]) <= 1 / QUESTIONS + 1e-9  # HNSW at the default ef: at most one flip
         assert delta["onnx-int8-hnsw"][str(k)] * 100 >= -INT8_HNSW_MAX_LOSS[str(k)], (k, delta["onnx-int8-hnsw"])
+    # The frontier row of the measured recipe: the same deltas in points, and its interleaved speed-up.
+    row = report["frontier"]["default"]
+    assert row["system"] == "onnx-int8-hnsw"
+    assert row["delta_points"] == {k: round(v * 100, 2) for k, v in delta["onnx-int8-hnsw"].items()}
+    assert row["speedup_vs_fp32"] == report["passage_encoding_interleaved"]["speedup_vs_onnx_fp32"]["onnx-int8"]
+    assert "INT8 frontier" in (tmp_path / "parity.md").read_text(encoding="utf-8")
+    assert (tmp_path / "frontier.png").stat().st_size > 10_000
