@@ -715,6 +715,8 @@ def _command_line(params: dict[str, Any]) -> str:
             args += [f"--{key.replace('_', '-')}", str(value)]
     if params.get("systems") and tuple(params["systems"]) != SYSTEMS:
         args += ["--systems", ",".join(params["systems"])]
+    if params.get("profile") is False:
+        args.append("--no-profile")
     return shlex.join(args)
 
 
@@ -734,6 +736,7 @@ def run_latency(out: Path, *, question_encoder: str | None = None, context_encod
     params = {"question_encoder": question_encoder, "context_encoder": context_encoder, "encoder": encoder,
               "shape": shape, "squad": squad, "threads": threads, "passages": passages, "queries": queries,
               "rounds": rounds, "batch_size": batch_size, "seed": seed, "quantize": quantize, "systems": systems,
+              "profile": profile,
               "out": out}
     chosen = [bool(question_encoder or context_encoder), bool(encoder), bool(shape)]
     if sum(chosen) != 1 or (chosen[0] and not (question_encoder and context_encoder)):

@@ -347,21 +347,23 @@ def plot_frontier(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True)
+    markers = "osD^vP*Xhp<>"
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), sharex=True)
     for ax, k in zip(axes, ("1", "20"), strict=True):
-        for label, row in report["frontier"].items():
-            ax.scatter(row["speedup_vs_fp32"], row["delta_points"][k], s=40)
-            ax.annotate(label, (row["speedup_vs_fp32"], row["delta_points"][k]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
-        ax.axhline(-GOAL_MAX_LOSS[k], color="red", linestyle="--", linewidth=1, label=f"goal: >= -{GOAL_MAX_LOSS[k]}")
-        ax.axvline(GOAL_MIN_SPEEDUP, color="gray", linestyle=":", linewidth=1, label=f"goal: >= {GOAL_MIN_SPEEDUP}x")
+        for i, (label, row) in enumerate(report["frontier"].items()):
+            ax.scatter(row["speedup_vs_fp32"], row["delta_points"][k], s=60, marker=markers[i % len(markers)],
+                       color=f"C{i % 10}", label=label)
+        ax.axhline(-GOAL_MAX_LOSS[k], color="red", linestyle="--", linewidth=1)
+        ax.axvline(GOAL_MIN_SPEEDUP, color="gray", linestyle=":", linewidth=1)
         ax.axhline(0, color="black", linewidth=0.5)
         ax.set_xlabel("passage-encoding speed-up over fused fp32 (interleaved)")
         ax.set_ylabel(f"Top-{k} answer recall vs PyTorch fp32 (points)")
+        ax.set_title(f"Top-{k} (goal: >= -{GOAL_MAX_LOSS[k]} points, >= {GOAL_MIN_SPEEDUP}x: upper right)", fontsize=10)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"INT8 recipes on {report['dataset']['name']} ({report['dataset']['questions']:,} questions, HNSW)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

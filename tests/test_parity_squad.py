@@ -1,10 +1,14 @@
-"""Issue #4 in CI: a small real recall-parity check. MiniLM as a DPR pair, all 2,067 SQuAD dev
-paragraphs, 300 seeded questions: PyTorch fp32 (exact) against fastdpr as deployed.
+"""Issues #4 and #5 in CI: real recall parity. MiniLM as a DPR pair, all 2,067 SQuAD dev paragraphs,
+all 10,570 questions: PyTorch fp32 (exact) against fastdpr as deployed (the default INT8 recipe, HNSW
+at the default ef).
 
-Thresholds (points of DPR answer recall, int8 + HNSW minus PyTorch fp32) come from the full run
-(README, "Recall parity"): the default recipe's full-run deltas, widened by three standard errors of
-a 300-question paired difference (about sqrt(flips)/300; ~1.5 points at Top-1/Top-5, where most
-flips happen, ~1 point beyond). fp32 must match PyTorch exactly: same ids, same recall.
+Every question, not a sample: a 300-question sample has a standard error of ~1.4 points at Top-1
+(about sqrt(flip rate / n)), so it could not tell the default recipe (-0.16) from plain per-channel
+int8 (-1.74); all questions cost ~2 more minutes and make the run deterministic on this machine (the
+full run gave identical flips twice). So the thresholds are issue #5's goal itself (int8 + HNSW may
+lose at most 1.0 point at Top-1/Top-5 and 0.5 beyond), which the full run meets with 0.09-0.84 points
+to spare (README, "Recall parity"). fp32 must match PyTorch exactly; HNSW may cost fp32 a few
+questions (measured: 3 of 10,570 at Top-100).
 """
 
 from __future__ import annotations
@@ -20,16 +24,17 @@ sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ runs from a checkout; it is no
 
 pytestmark = pytest.mark.slow
 
-QUESTIONS = 300
-# Largest loss (points) int8 + HNSW may show against PyTorch fp32 on the 300-question sample.
-INT8_HNSW_MAX_LOSS = {"1": 4.5, "5": 4.5, "20": 3.0, "50": 2.5, "100": 2.0}
+QUESTIONS = 10_570
+# HNSW against exact search, fp32: the largest loss (fraction of questions) tolerated at any k.
+FP32_HNSW_MAX_LOSS = 10 / QUESTIONS
 
 
-def test_small_parity_against_pytorch(minilm_dpr_artifact: Path, squad_path: Path, tmp_path: Path) -> None:
+def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: Path, squad_path: Path,
+                                                            tmp_path: Path) -> None:
     require_export()
-    from benchmarks.parity import KS, run_parity
+    from benchmarks.parity import GOAL_MAX_LOSS, KS, run_parity
 
-    report = run_parity(squad_path, tmp_path, {"default": minilm_dpr_artifact}, QUESTIONS, seed=0, threads=2,
+    report = run_parity(squad_path, tmp_path, {"default": minilm_dpr_artifact}, None, seed=0, threads=2,
                         gate_results={})
     assert report["dataset"]["passages"] == 2067 and report["dataset"]["questions"] == QUESTIONS
     saved = json.loads((tmp_path / "parity.json").read_text(encoding="utf-8"))
@@ -50,11 +55,11 @@ def test_small_parity_against_pytorch(minilm_dpr_artifact: Path, squad_path: Pat
     for k in KS:
         assert delta["onnx-fp32-exact"][str(k)] == 0.0
         assert report["flips"]["onnx-fp32-exact"][str(k)] == {"hit_to_miss": 0, "miss_to_hit": 0}
-        assert abs(delta["onnx-fp32-hnsw"][str(k)]) <= 1 / QUESTIONS + 1e-9  # HNSW at the default ef: at most one flip
-        assert delta["onnx-int8-hnsw"][str(k)] * 100 >= -INT8_HNSW_MAX_LOSS[str(k)], (k, delta["onnx-int8-hnsw"])
+        assert abs(delta["onnx-fp32-hnsw"][str(k)]) <= FP32_HNSW_MAX_LOSS + 1e-9, (k, delta["onnx-fp32-hnsw"])
+        assert delta["onnx-int8-hnsw"][str(k)] * 100 >= -GOAL_MAX_LOSS[str(k)], (k, delta["onnx-int8-hnsw"])
     # The frontier row of the measured recipe: the same deltas in points, and its interleaved speed-up.
     row = report["frontier"]["default"]
-    assert row["system"] == "onnx-int8-hnsw"
+    assert row["system"] == "onnx-int8-hnsw" and row["recall_goal_met"] is True
     assert row["delta_points"] == {k: round(v * 100, 2) for k, v in delta["onnx-int8-hnsw"].items()}
     assert row["speedup_vs_fp32"] == report["passage_encoding_interleaved"]["speedup_vs_onnx_fp32"]["onnx-int8"]
     assert "INT8 frontier" in (tmp_path / "parity.md").read_text(encoding="utf-8")
