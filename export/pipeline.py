@@ -267,13 +267,8 @@ def calibration_batches(tokenizers: dict[Side, SpecTokenizer], inputs: dict[Side
     runtime's default batch sizes). Dynamic int8 scales depend on batch composition, padding included,
     so calibrating on differently padded batches would tune the recipe for inputs it never sees."""
     batch_sizes: dict[Side, int] = {"question": DEFAULT_QUESTION_BATCH_SIZE, "context": DEFAULT_PASSAGE_BATCH_SIZE}
-    batches = []
-    for side, tokenizer in tokenizers.items():
-        encoded = tokenizer.encode(inputs[side])
-        encoded = [encoded[i] for i in np.argsort([len(e.ids) for e in encoded], kind="stable")]
-        size = batch_sizes[side]
-        batches += [tokenizer.feeds(encoded[i:i + size]) for i in range(0, len(encoded), size)]
-    return batches
+    return [feeds for side, tokenizer in tokenizers.items()
+            for _, feeds in tokenizer.sorted_batches(inputs[side], batch_sizes[side])]
 
 
 def _export_one(name: str, sides: tuple[Side, ...], resolved: ResolvedSource, hf_tokenizer: Any,

@@ -40,11 +40,7 @@ class OnnxEncoder:
         out = np.zeros((len(inputs), self.dim), dtype=np.float32)
         if not inputs:
             return out
-        encodings = self.tokenizer.encode(inputs)
-        order = np.argsort([len(enc.ids) for enc in encodings], kind="stable")
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            feeds = self.tokenizer.feeds([encodings[i] for i in rows])
+        for rows, feeds in self.tokenizer.sorted_batches(inputs, batch_size):
             out[rows] = self.session.run([OUTPUT_NAME], feeds)[0]
             if on_batch is not None:
                 on_batch(len(rows))

@@ -8,7 +8,7 @@ tokenizer's own, as the spec says.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,16 @@ class SpecTokenizer:
         if self.side == "question":
             return self.encode_questions(texts)  # type: ignore[arg-type]
         return self.encode_passages(texts)  # type: ignore[arg-type]
+
+    def sorted_batches(self, inputs: Sequence[str] | Sequence[tuple[str, str]],
+                       batch_size: int) -> Iterator[tuple[np.ndarray, Feeds]]:
+        """Tokenize ``inputs`` and yield ``(row indices, feeds)`` batches, sorted by token length so a
+        batch holds similar lengths and padding costs little (the batching the runtime deploys)."""
+        encodings = self.encode(inputs)
+        order = np.argsort([len(enc.ids) for enc in encodings], kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            yield rows, self.feeds([encodings[i] for i in rows])
 
     def feeds(self, encodings: Sequence[Encoding]) -> Feeds:
         """Pad a batch of encodings to its longest member and return the model's int64 inputs."""
