@@ -143,15 +143,20 @@ def interleaved_speed(models: dict[str, Path], artifact: Artifact, passages: lis
 
 
 def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: int | None, seed: int,
-               threads: int, gate_results: dict[str, Any]) -> dict[str, Any]:
-    """Measure every system and write parity.json / parity.md / parity.png into ``out``."""
+               threads: int) -> dict[str, Any]:
+    """Measure every system and write parity.json / parity.md / parity.png (and frontier.png) into ``out``.
+
+    ``artifacts`` maps a label to an artifact directory; each is loaded (and its files hashed) once.
+    """
+    loaded = {label: Artifact.load(path) for label, path in artifacts.items()}
+    _check_same_sources(loaded)
     passages, questions = load_squad(squad)
     if questions_n is not None and questions_n < len(questions):
         questions = random.Random(seed).sample(questions, questions_n)
     text_by_id = {p.id: p.text for p in passages}
     out.mkdir(parents=True, exist_ok=True)
     first = next(iter(artifacts.values()))
-    artifact = Artifact.load(first)
+    artifact = loaded[next(iter(artifacts))]
     runs: list[SystemRun] = []
     with tempfile.TemporaryDirectory(prefix="fastdpr-parity-") as tmp:
         workdir = Path(tmp)
@@ -162,19 +167,17 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
         log("[parity] ONNX fp32 ...")
         runs.extend(onnx_systems(first, "fp32", corpus, questions, threads, workdir, "fp32", None))
         for recipe, artifact_dir in artifacts.items():
-            if "int8" not in Artifact.load(artifact_dir).precisions:
+            if "int8" not in loaded[recipe].precisions:
                 continue
-            label = "int8" if len(artifacts) == 1 else f"int8[{recipe}]"
+            label = _int8_label(recipe, len(artifacts) == 1)
             log(f"[parity] ONNX {label} ...")
             runs.extend(onnx_systems(artifact_dir, "int8", corpus, questions, threads, workdir, label, recipe))
 
     log("[parity] passage-encoding speed, interleaved ...")
     speed_models = {"onnx-fp32": artifact.model_path("context", "fp32")}
-    for recipe, artifact_dir in artifacts.items():
-        loaded = Artifact.load(artifact_dir)
-        if "int8" in loaded.precisions:
-            speed_models["onnx-int8" if len(artifacts) == 1 else f"onnx-int8[{recipe}]"] = loaded.model_path(
-                "context", "int8")
+    for recipe, candidate in loaded.items():
+        if "int8" in candidate.precisions:
+            speed_models[f"onnx-{_int8_label(recipe, len(artifacts) == 1)}"] = candidate.model_path("context", "int8")
     speed = interleaved_speed(speed_models, artifact, passages, threads)
     ranks = {run.name: first_ranks(run.ranked_ids, questions, text_by_id) for run in runs}
     answer = {name: recall(r[0]) for name, r in ranks.items()}
@@ -203,8 +206,9 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
             "method": f"same ~256 SQuAD passages, batch {DEFAULT_PASSAGE_BATCH_SIZE} length-sorted, "
                       "3 rounds interleaved, median"},
         "recipes": {run.name: run.recipe for run in runs if run.recipe},
-        "int8_artifacts": int8_artifacts(artifacts),
-        "int8_gate": gate_results,
+        "int8_artifacts": int8_artifacts(loaded),
+        "int8_gate": {label: a.manifest["validation"].get("int8_gate") for label, a in loaded.items()
+                      if a.manifest["quantization"]},
     }
     report["frontier"] = frontier(report, list(report["int8_artifacts"]))
     write_json(out / "parity.json", report)
@@ -215,11 +219,11 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
     return report
 
 
-def int8_artifacts(artifacts: dict[str, Path]) -> dict[str, dict[str, Any]]:
+def int8_artifacts(artifacts: dict[str, Artifact]) -> dict[str, dict[str, Any]]:
     """What each measured int8 artifact is: recipe, calibration data, and what calibration decided."""
     out: dict[str, dict[str, Any]] = {}
-    for label, path in artifacts.items():
-        manifest = Artifact.load(path).manifest
+    for label, artifact in artifacts.items():
+        manifest = artifact.manifest
         quantization = manifest["quantization"]
         if not quantization:
             continue
@@ -230,15 +234,15 @@ def int8_artifacts(artifacts: dict[str, Path]) -> dict[str, dict[str, Any]]:
                 decided[model]["alpha"] = details["smoothing"]["alpha"]
             if "kept_fp32" in details:
                 decided[model]["kept_fp32"] = list(details["kept_fp32"])
-        out[label] = {"path": str(path), "recipe": quantization["recipe"],
+        out[label] = {"path": str(artifact.root), "recipe": quantization["recipe"],
                       "calibration": manifest["probes"].get("source", "builtin: pydoc_data.topics passages"),
                       "decided": decided}
     return out
 
 
-def _int8_names(label: str, single: bool) -> tuple[str, str]:
-    """(HNSW system name, interleaved-speed model name) of one int8 artifact."""
-    return ("onnx-int8-hnsw", "onnx-int8") if single else (f"onnx-int8[{label}]-hnsw", f"onnx-int8[{label}]")
+def _int8_label(label: str, single: bool) -> str:
+    """How an int8 artifact's systems are named: ``onnx-<this>-exact|hnsw``, and ``onnx-<this>`` for speed."""
+    return "int8" if single else f"int8[{label}]"
 
 
 def frontier(report: dict[str, Any], labels: list[str]) -> dict[str, dict[str, Any]]:
@@ -247,7 +251,8 @@ def frontier(report: dict[str, Any], labels: list[str]) -> dict[str, dict[str, A
     out: dict[str, dict[str, Any]] = {}
     speedups = report["passage_encoding_interleaved"]["speedup_vs_onnx_fp32"]
     for label in labels:
-        system, speed_name = _int8_names(label, len(labels) == 1)
+        name = f"onnx-{_int8_label(label, len(labels) == 1)}"
+        system, speed_name = f"{name}-hnsw", name
         if system not in report["delta_vs_pytorch"]:
             continue
         delta = {k: round(v * 100, 2) for k, v in report["delta_vs_pytorch"][system].items()}
@@ -332,10 +337,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _check_same_sources(artifacts: dict[str, Path]) -> None:
+def _check_same_sources(artifacts: dict[str, Artifact]) -> None:
     """Every artifact must encode with the same models: otherwise the fp32/PyTorch rows describe another model."""
-    sources = {label: tuple(Artifact.load(path).manifest["sides"][side]["source"]["source"] for side in SIDES)
-               for label, path in artifacts.items()}
+    sources = {label: tuple(artifact.manifest["sides"][side]["source"]["source"] for side in SIDES)
+               for label, artifact in artifacts.items()}
     if len(set(sources.values())) > 1:
         raise click.UsageError(f"the artifacts come from different sources: {sources}")
 
@@ -386,7 +391,6 @@ def parity_command(question_encoder: str | None, context_encoder: str | None, en
                    artifact_dirs: tuple[Path, ...], squad: Path, questions_n: int | None, seed: int,
                    recipes: tuple[str, ...], threads: int, out: Path) -> None:
     """Recall parity of fastdpr (ONNX fp32/int8, exact/HNSW) with PyTorch fp32 on SQuAD dev."""
-    gate: dict[str, Any] = {}
     artifacts: dict[str, Path] = {}
     sources_given = bool(question_encoder or context_encoder or encoder)
     if recipes and not sources_given:
@@ -403,18 +407,16 @@ def parity_command(question_encoder: str | None, context_encoder: str | None, en
             target = out / "artifacts" / recipe
             export_source(target, question_encoder, context_encoder, encoder, recipe, enforce_int8_gate=False)
             artifacts[recipe] = target
-            gate[recipe] = Artifact.load(target).manifest["validation"]["int8_gate"]
     elif not artifact_dirs:
         raise click.UsageError("give --question-encoder and --context-encoder, --encoder, or --artifact")
     for artifact in artifact_dirs:
-        loaded = Artifact.load(artifact)
-        label = (loaded.manifest["quantization"] or {}).get("recipe", "none")
+        # Only the label is read here; run_parity loads (and hashes) every artifact once.
+        quantization = Artifact.load(artifact, check_hashes=False).manifest["quantization"]
+        label = (quantization or {}).get("recipe", "none")
         if label in artifacts:  # the same recipe twice (e.g. other calibration data): name it by directory
             label = f"{label}@{artifact.name}"
         artifacts[label] = artifact
-        gate[label] = loaded.manifest["validation"].get("int8_gate")
-    _check_same_sources(artifacts)
-    report = run_parity(squad, out, artifacts, questions_n, seed, threads, gate)
+    report = run_parity(squad, out, artifacts, questions_n, seed, threads)
     click.echo((out / "parity.md").read_text(encoding="utf-8"))
     click.echo(f"wrote {out}/parity.json, parity.md, parity.png" + (", frontier.png" if report["frontier"] else ""))
     del report

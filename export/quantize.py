@@ -8,6 +8,7 @@ questions, or a sample of ``--calibration FILE``.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -153,29 +154,33 @@ def sensitivity(fused: Path, calibration: Sequence[Feeds], recipe: QuantRecipe, 
 
 
 def _smooth(fused: Path, recipe: QuantRecipe, calibration: Sequence[Feeds], workdir: Path,
-            alpha: float | None) -> tuple[Path, dict[str, Any]]:
+            alpha: float | None) -> tuple[Path, Path | None, dict[str, Any]]:
     """Smooth ``fused`` with the given ``alpha``, or with the recipe's alpha that, once quantized, is
-    closest to fp32 on the calibration inputs. Returns the smoothed graph and what was decided."""
+    closest to fp32 on the calibration inputs. Returns the smoothed graph, its int8 graph when the
+    search already made it (else None), and what was decided."""
     from .smoothquant import activation_maxima, smooth_model
 
     act_max = activation_maxima(fused, calibration)
     alphas = (alpha,) if alpha is not None else recipe.smooth_alphas
+    best_smoothed, best_int8 = workdir / "smoothed.onnx", workdir / "smoothed.int8.onnx"
     if len(alphas) == 1:
-        smoothed = workdir / "smoothed.onnx"
-        return smoothed, smooth_model(fused, smoothed, act_max, alphas[0])
+        return best_smoothed, None, smooth_model(fused, best_smoothed, act_max, alphas[0])
     reference = _embed(fused, calibration)
     search: dict[str, float] = {}
-    best: tuple[float, float, dict[str, Any]] | None = None
+    best: tuple[float, dict[str, Any]] | None = None
+    smoothed, quantized = workdir / "candidate.onnx", workdir / "candidate.int8.onnx"
     for candidate in tqdm(alphas, desc="      smoothing alpha", unit="alpha", leave=False, disable=None):
-        smoothed, quantized = workdir / f"smoothed-{candidate}.onnx", workdir / f"int8-{candidate}.onnx"
         decided = smooth_model(fused, smoothed, act_max, candidate)
         _quantize_dynamic(smoothed, quantized, recipe)
         error = _mean_cosine_error(_embed(quantized, calibration), reference)
         search[str(candidate)] = round(error, 8)
-        if best is None or error < best[1]:
-            best = (candidate, error, decided)
+        if best is None or error < best[0]:
+            best = (error, decided)
+            # Keep only the best so far: a BERT-base candidate pair is ~0.6 GB of temporary files.
+            smoothed.replace(best_smoothed)
+            quantized.replace(best_int8)
     assert best is not None  # alphas is never empty here
-    return workdir / f"smoothed-{best[0]}.onnx", {**best[2], "search_mean_cosine_error": search}
+    return best_smoothed, best_int8, {**best[1], "search_mean_cosine_error": search}
 
 
 def quantize(fused: Path, target: Path, recipe: QuantRecipe, calibration: Sequence[Feeds] | None = None,
@@ -194,10 +199,10 @@ def quantize(fused: Path, target: Path, recipe: QuantRecipe, calibration: Sequen
         raise ExportError(f"recipe {recipe.name} needs calibration inputs")
     details: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fastdpr-quant-") as tmp:
-        source = fused
+        source, searched_int8 = fused, None
         if recipe.smooth_alphas:
             chosen = decisions.get("smoothing", {}).get("alpha")
-            source, details["smoothing"] = _smooth(fused, recipe, calibration or [], Path(tmp), chosen)
+            source, searched_int8, details["smoothing"] = _smooth(fused, recipe, calibration or [], Path(tmp), chosen)
             details["smoothing"]["calibration_batches"] = len(calibration or [])
         exclude: list[str] = []
         if "kept_fp32" in decisions:
@@ -213,7 +218,10 @@ def quantize(fused: Path, target: Path, recipe: QuantRecipe, calibration: Sequen
             ranked = sensitivity(source, batches[::stride], recipe, Path(tmp))
             exclude = list(ranked)[: recipe.keep_fp32]
             details["kept_fp32"] = {name: round(ranked[name], 8) for name in exclude}
-        _quantize_dynamic(source, target, recipe, nodes_to_exclude=exclude or None)
+        if searched_int8 is not None and not exclude:
+            shutil.move(searched_int8, target)  # the alpha search already quantized the winner
+        else:
+            _quantize_dynamic(source, target, recipe, nodes_to_exclude=exclude or None)
     counts = Counter(node.op_type for node in onnx.load(str(target), load_external_data=False).graph.node)
     if counts.get("QAttention", 0) == 0:
         raise ExportError(f"quantizing {fused} produced no QAttention node; was the graph fused?")

@@ -34,8 +34,7 @@ def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: 
     require_export()
     from benchmarks.parity import GOAL_MAX_LOSS, KS, run_parity
 
-    report = run_parity(squad_path, tmp_path, {"default": minilm_dpr_artifact}, None, seed=0, threads=2,
-                        gate_results={})
+    report = run_parity(squad_path, tmp_path, {"default": minilm_dpr_artifact}, None, seed=0, threads=2)
     assert report["dataset"]["passages"] == 2067 and report["dataset"]["questions"] == QUESTIONS
     saved = json.loads((tmp_path / "parity.json").read_text(encoding="utf-8"))
     assert saved["answer_recall"] == report["answer_recall"]
