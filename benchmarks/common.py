@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fastdpr.cpu import this_cpu
 from fastdpr.manifest import library_versions
 
 
@@ -32,6 +33,8 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "avx512_vnni": "avx512_vnni" in flags,
+        # The int8 kernel class decides int8 numbers, not only speed (fastdpr/cpu.py): every result names it.
+        "int8_class": this_cpu().to_dict(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "os": platform.platform(),
         "python": platform.python_version(),
