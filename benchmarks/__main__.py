@@ -1,9 +1,10 @@
-"""``python -m benchmarks parity|latency``: run from a checkout (benchmarks are not installed)."""
+"""``python -m benchmarks parity|latency|encode-dump``: run from a checkout (benchmarks are not installed)."""
 
 from __future__ import annotations
 
 import click
 
+from benchmarks.encode_dump import encode_dump_command
 from benchmarks.latency import latency_command
 from benchmarks.parity import parity_command
 
@@ -15,6 +16,7 @@ def main() -> None:
 
 main.add_command(parity_command)
 main.add_command(latency_command)
+main.add_command(encode_dump_command)
 
 if __name__ == "__main__":
     main()

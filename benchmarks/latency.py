@@ -245,7 +245,7 @@ class UnpooledBackbone:
 
         from fastdpr_export.fusion import fuse
         from fastdpr_export.onnx_export import DEFAULT_OPSET
-        from fastdpr_export.pipeline import calibration_batches
+        from fastdpr_export.pipeline import artifact_calibration_batches
         from fastdpr_export.quantize import get_recipe, quantize
         from fastdpr_export.torch_model import load_hf_model
 
@@ -290,9 +290,7 @@ class UnpooledBackbone:
         quantization = artifact.manifest["quantization"]
         model_dir = artifact.manifest["sides"][side]["dir"]
         served = [s for s in SIDES if artifact.manifest["sides"][s]["dir"] == model_dir]
-        probes = artifact.probes()
-        inputs: dict[Side, Any] = {"question": list(probes.questions), "context": probes.passage_pairs()}
-        calibration = calibration_batches({s: artifact.tokenizer(s) for s in served}, inputs)
+        calibration = artifact_calibration_batches(artifact, served)
         quantized = quantize(out_dir / "model.onnx", out_dir / "model_quantized.onnx",
                              get_recipe(quantization["recipe"]), calibration,
                              decisions=quantization["per_model"][model_dir])

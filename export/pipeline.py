@@ -10,23 +10,25 @@ import datetime as dt
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fastdpr.artifact import ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION
+from fastdpr.artifact import ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, Artifact
 from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE
+from fastdpr.cpu import this_cpu
 from fastdpr.encoder import OnnxEncoder
 from fastdpr.errors import ExportError, ValidationError
 from fastdpr.manifest import MANIFEST_NAME, atomic_directory, file_table, library_versions, write_json
-from fastdpr.probes import Probes, builtin_probes
+from fastdpr.probes import CALIBRATION_ROWS, HELD_OUT_ROWS, Probes, builtin_probes
 from fastdpr.spec import SIDES, EncoderSpec, Side
 from fastdpr.tokenization import SpecTokenizer
 from fastdpr.verify import compare
 
+from .kernel_emulation import avx2_report
 from .lazy import require_export_extra
 from .onnx_export import DEFAULT_OPSET
 from .quantize import DEFAULT_RECIPE, get_recipe
@@ -58,6 +60,9 @@ class ExportOptions:
     # frontier turn it off to measure recipes the gate would refuse; the manifest then records the
     # gate as failed, not passed.
     enforce_int8_gate: bool = True
+    # The gate's threshold (recall@10 of int8 retrieval against fp32 on held-out probes). Tests of tiny
+    # random models set their own: their neighbour sets are noise-like, so the default means little there.
+    int8_min_recall: float = RETRIEVAL_AGREEMENT_THRESHOLD
 
     def model_sources(self) -> dict[str, tuple[str, tuple[Side, ...]]]:
         """``{model dir: (source, sides it serves)}``; a clear error for an incomplete request."""
@@ -131,14 +136,17 @@ class _Stages:
         self.int8_failures: list[str] = []
 
     def check(self, stage: str, side: Side, embeddings: np.ndarray, reference: np.ndarray) -> None:
-        comparison = compare(embeddings, reference)
+        # int8 is judged on the probes its calibration never read; fp32 stages on every probe.
+        rows = HELD_OUT_ROWS if stage == "int8" else slice(None)
+        comparison = compare(embeddings[rows], reference[rows])
         threshold = STAGE_THRESHOLDS[stage]["min_cosine"]
         passed = comparison.min_cosine >= threshold
         self.report.setdefault(stage, {})[side] = {**comparison.to_dict(), "min_cosine_threshold": threshold,
                                                    "passed": passed}
         mark = "✓" if passed else "x"
+        held_out = " (held-out probes)" if stage == "int8" else ""
         self.log(f"  [{mark}] {stage:5s} {side:8s} min cosine {comparison.min_cosine:.6f} "
-                 f"(>= {threshold}), mean {comparison.mean_cosine:.6f}, max |diff| {comparison.max_abs:.2e}")
+                 f"(>= {threshold}), mean {comparison.mean_cosine:.6f}, max |diff| {comparison.max_abs:.2e}{held_out}")
         if not passed:
             failures = self.int8_failures if stage == "int8" else self.failures
             failures.append(f"{stage} {side}: min cosine {comparison.min_cosine:.6f} < {threshold}")
@@ -189,16 +197,18 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
 
         agreement = None
         if recipe is not None:
-            agreement = retrieval_agreement(embeddings["fused"]["question"], embeddings["fused"]["context"],
-                                            embeddings["int8"]["question"], embeddings["int8"]["context"])
-            ok = agreement.recall_at_k >= RETRIEVAL_AGREEMENT_THRESHOLD
+            held_out = {stage: {side: vectors[HELD_OUT_ROWS] for side, vectors in by_side.items()}
+                        for stage, by_side in embeddings.items()}
+            agreement = retrieval_agreement(held_out["fused"]["question"], held_out["fused"]["context"],
+                                            held_out["int8"]["question"], held_out["int8"]["context"])
+            ok = agreement.recall_at_k >= options.int8_min_recall
             log(f"  [{'✓' if ok else 'x'}] int8 retrieval agrees with fp32: recall@{agreement.k} "
-                f"{agreement.recall_at_k:.4f} (>= {RETRIEVAL_AGREEMENT_THRESHOLD}) over {agreement.questions} "
-                f"questions x {agreement.passages} passages")
+                f"{agreement.recall_at_k:.4f} (>= {options.int8_min_recall}) over {agreement.questions} "
+                f"held-out questions x {agreement.passages} held-out passages, on {this_cpu().int8_class}")
             if not ok:
                 stages.int8_failures.append(
                     f"int8 retrieval recall@{agreement.k} against fp32 is {agreement.recall_at_k:.4f} < "
-                    f"{RETRIEVAL_AGREEMENT_THRESHOLD}")
+                    f"{options.int8_min_recall} (on {this_cpu().int8_class})")
         refused = stages.failures + (stages.int8_failures if options.enforce_int8_gate else [])
         if refused:
             hint = "" if recipe is None else (
@@ -222,11 +232,15 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
             "probes": {"dir": "probes", "source": probes.source,
                        "questions": len(probes.questions), "passages": len(probes.passages),
                        "batch_size": PROBE_BATCH_SIZE,
+                       "calibration_rows": "even positions (int8 calibration reads only these)",
+                       "held_out_rows": "odd positions (the int8 checks and gate read only these)",
                        "reference": {side: f"probes/{side}.npy" for side in SIDES}},
             "validation": {
                 "reference": "Hugging Face model in PyTorch fp32, fresh copy, same token ids",
                 "thresholds": {**STAGE_THRESHOLDS,
-                               "int8_retrieval_recall_at_10": RETRIEVAL_AGREEMENT_THRESHOLD},
+                               "int8_retrieval_recall_at_10": options.int8_min_recall},
+                # int8 numbers depend on the CPU's int8 kernels (fastdpr/cpu.py): say which ran them.
+                "cpu": this_cpu().to_dict(),
                 "stages": stages.report,
                 "tokenizer_parity": tokenizer_report,
                 "int8_retrieval_agreement": None if agreement is None else agreement.__dict__,
@@ -269,6 +283,15 @@ def calibration_batches(tokenizers: dict[Side, SpecTokenizer], inputs: dict[Side
     batch_sizes: dict[Side, int] = {"question": DEFAULT_QUESTION_BATCH_SIZE, "context": DEFAULT_PASSAGE_BATCH_SIZE}
     return [feeds for side, tokenizer in tokenizers.items()
             for _, feeds in tokenizer.sorted_batches(inputs[side], batch_sizes[side])]
+
+
+def artifact_calibration_batches(artifact: Artifact, sides: Sequence[Side]) -> list[dict[str, np.ndarray]]:
+    """The calibration batches ``artifact``'s export quantized ``sides`` with (its probes' calibration
+    rows, batched as at export): replaying its int8 decisions needs exactly these."""
+    probes = artifact.probes()
+    inputs: dict[Side, Any] = {"question": list(probes.questions)[CALIBRATION_ROWS],
+                               "context": probes.passage_pairs()[CALIBRATION_ROWS]}
+    return calibration_batches({side: artifact.tokenizer(side) for side in sides}, inputs)
 
 
 def _export_one(name: str, sides: tuple[Side, ...], resolved: ResolvedSource, hf_tokenizer: Any,
@@ -323,10 +346,19 @@ def _export_one(name: str, sides: tuple[Side, ...], resolved: ResolvedSource, hf
 
     if recipe is not None:
         t0 = time.perf_counter()
-        calibration = calibration_batches(tokenizers, inputs) if recipe.needs_calibration else None
+        calibration_inputs = {side: inputs[side][CALIBRATION_ROWS] for side in sides}
+        calibration = calibration_batches(tokenizers, calibration_inputs) if recipe.needs_calibration else None
         quant_counts[name] = quantize(out_dir / "model.onnx", out_dir / "model.int8.onnx", recipe, calibration)
         seconds["quantize"] = round(time.perf_counter() - t0, 2)
         log(f"{name}: quantized with {recipe.name} {quant_counts[name]} in {seconds['quantize']} s")
         run_stage("int8", out_dir / "model.int8.onnx")
+        t0 = time.perf_counter()
+        held_out_inputs = {side: inputs[side][HELD_OUT_ROWS] for side in sides}
+        quant_counts[name]["avx2_u8s8"] = avx2_report(out_dir / "model.int8.onnx",
+                                                      calibration_batches(tokenizers, held_out_inputs))
+        report = quant_counts[name]["avx2_u8s8"]
+        log(f"{name}: on AVX2/AVX-512 without VNNI (emulated): {report['weight_pairs_that_can_saturate']} weight "
+            f"pairs can saturate int16; {report['held_out']['saturated_pairs']} pairs did on the held-out probes "
+            f"({time.perf_counter() - t0:.1f} s)")
     shutil.rmtree(workdir / name, ignore_errors=True)
     return seconds

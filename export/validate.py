@@ -9,13 +9,13 @@ touched: TorchScript export can alter the live module.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fastdpr.spec import EncoderSpec
 from fastdpr.tokenization import SpecTokenizer
+from fastdpr.verify import RETRIEVAL_K, RetrievalAgreement, retrieval_agreement  # noqa: F401  (re-exported)
 
 from .sources import ResolvedSource
 from .torch_model import load_hf_model
@@ -32,7 +32,6 @@ STAGE_THRESHOLDS: dict[str, dict[str, float]] = {
 # with dynamic-per-channel: 0.82 on MiniLM-as-DPR (CLS pooling of a mean-pooled model: its neighbour
 # sets are unusually fragile), 0.90 on tiny random models; a broken int8 graph scores near 10/256.
 RETRIEVAL_AGREEMENT_THRESHOLD = 0.75
-RETRIEVAL_K = 10
 
 
 def pytorch_reference(resolved: ResolvedSource, spec: EncoderSpec, tokenizer: SpecTokenizer,
@@ -76,23 +75,3 @@ def tokenizer_parity(hf_tokenizer: Any, tokenizer: SpecTokenizer,
             theirs = hf_tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
         equal += int(list(theirs) == list(enc.ids))
     return {"equal": equal, "total": len(inputs)}
-
-
-@dataclass(frozen=True)
-class RetrievalAgreement:
-    """Share of fp32's top-k passages that int8 retrieval also returns, over the probe questions."""
-
-    recall_at_k: float
-    k: int
-    questions: int
-    passages: int
-
-
-def retrieval_agreement(q_ref: np.ndarray, p_ref: np.ndarray, q_test: np.ndarray, p_test: np.ndarray,
-                        k: int = RETRIEVAL_K) -> RetrievalAgreement:
-    """Recall@k of the test system's exact top-k against the reference system's exact top-k."""
-    k = min(k, p_ref.shape[0])
-    ref_top = np.argsort(-(q_ref @ p_ref.T), axis=1)[:, :k]
-    test_top = np.argsort(-(q_test @ p_test.T), axis=1)[:, :k]
-    found = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ref_top, test_top, strict=True))
-    return RetrievalAgreement(found / (k * len(ref_top)), k, len(ref_top), p_ref.shape[0])

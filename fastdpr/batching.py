@@ -9,3 +9,5 @@ DEFAULT_PASSAGE_BATCH_SIZE = 8
 
 #: Questions per ORT call in ``Retriever.search_batch`` (sorted by length, so padding stays small).
 DEFAULT_QUESTION_BATCH_SIZE = 32
+#: Passages ``fastdpr index`` tokenizes and length-sorts together: bigger chunks, less padding.
+ENCODE_CHUNK = 2048

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,11 +23,17 @@ from fastdpr.errors import FastDPRError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """Warnings a user should read (e.g. int8 failing its check on this CPU), without a source line."""
+    click.echo(f"warning: {message}", err=True)
+
+
 def user_errors(func: F) -> F:
     """Turn fastdpr's own errors into click errors (message, exit code 1)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        warnings.showwarning = _show_warning
         try:
             return func(*args, **kwargs)
         except FastDPRError as exc:
@@ -78,12 +85,14 @@ def main() -> None:
               help="Validate and calibrate int8 on a sample of this corpus (any `fastdpr index` format) "
                    "instead of the built-in probe passages.")
 @click.option("--opset", type=click.IntRange(14, 21), default=17, show_default=True, help="ONNX opset.")
+@click.option("--int8-min-recall", type=click.FloatRange(0.0, 1.0), default=0.75, show_default=True,
+              help="The int8 gate: recall@10 of int8 retrieval against fp32 on the held-out probes.")
 @click.option("--list-recipes", is_flag=True, help="List the INT8 recipes and exit.")
 @user_errors
 def export_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None, out: Path,
                    force: bool, pooling: str | None, normalize: bool | None, token_types: str | None,
                    question_max_length: int | None, passage_max_length: int | None, quantize: str | None,
-                   calibration: Path | None, opset: int, list_recipes: bool) -> None:
+                   calibration: Path | None, opset: int, int8_min_recall: float, list_recipes: bool) -> None:
     """Export a DPR encoder pair (or one shared encoder) to a validated ONNX artifact.
 
     Every stage (ONNX fp32, fused fp32, int8) is compared with the PyTorch model on built-in probe
@@ -113,7 +122,7 @@ def export_command(question_encoder: str | None, context_encoder: str | None, en
         force=force, pooling=pooling, normalize=normalize, token_types=token_types,
         question_max_length=question_max_length, passage_max_length=passage_max_length,
         quantize=quantize or DEFAULT_RECIPE, opset=opset,
-        probes=None if calibration is None else probes_from_corpus(calibration),
+        probes=None if calibration is None else probes_from_corpus(calibration), int8_min_recall=int8_min_recall,
     )
     export_artifact(options, log=lambda line: click.echo(line, err=True))
     click.echo(str(out))
@@ -122,7 +131,8 @@ def export_command(question_encoder: str | None, context_encoder: str | None, en
 @main.command("info")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--verify", is_flag=True,
-              help="Artifact: re-encode the probes with the runtime and compare with PyTorch's embeddings.")
+              help="Re-encode the probes on this machine and compare with PyTorch's embeddings (artifact: every "
+                   "precision and side, and int8 retrieval agreement; int8 index: its question encoder).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores).")
 @user_errors
@@ -158,11 +168,14 @@ def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -
               help="Search ef recorded in the index [default: 200, see README]; raised to k when k is larger.")
 @click.option("--strict", is_flag=True, help="Fail on the first bad corpus row instead of skipping and counting it.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option("--allow-unverified-int8", is_flag=True,
+              help="Index with int8 even when the int8 graph misses its export thresholds on this CPU "
+                   "(checked before encoding; recorded in the manifest either way).")
 @click.option("--json", "as_json", is_flag=True, help="Print the index manifest as JSON.")
 @user_errors
 def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: str | None, batch_size: int,
                   threads: int | None, hnsw_m: int, ef_construction: int, ef_search: int | None, strict: bool,
-                  force: bool, as_json: bool) -> None:
+                  force: bool, allow_unverified_int8: bool, as_json: bool) -> None:
     """Encode CORPUS with ARTIFACT's context encoder into a searchable index.
 
     \b
@@ -170,13 +183,16 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
     {"id","title","text"}, BEIR corpus.jsonl {"_id","title","text"}. Bad rows are skipped and
     counted (see the summary and `fastdpr info INDEX`), or fail the build with --strict.
     The index is written atomically: an interrupted build leaves no --out behind.
+    An int8 build first checks the artifact's int8 graphs on this CPU against PyTorch's probe
+    embeddings (int8 kernels differ between CPU classes) and refuses when they miss the export's
+    thresholds.
     """
     from fastdpr.ann import DEFAULT_EF
     from fastdpr.index import IndexOptions, build_index
 
     options = IndexOptions(precision=precision, batch_size=batch_size, threads=threads, hnsw_m=hnsw_m,
                            ef_construction=ef_construction, ef_search=ef_search or DEFAULT_EF,
-                           strict=strict, force=force)
+                           strict=strict, force=force, allow_unverified_int8=allow_unverified_int8)
     manifest = build_index(artifact, corpus, out, fmt, options)
     if as_json:
         echo_json(manifest)
@@ -184,6 +200,10 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
     counts, build = manifest["counts"], manifest["build"]
     click.echo(f"indexed {counts['indexed']} passages into {out} ({manifest['precision']}, "
                f"{build['passages_per_s']} passages/s)")
+    if manifest.get("int8_verification"):
+        from fastdpr.verify import Int8Verification
+
+        click.echo(Int8Verification(**manifest["int8_verification"]).summary(), err=True)
     if counts["skipped_total"]:
         detail = ", ".join(f"{n} {reason} (lines {counts['skipped_examples'][reason]})"
                            for reason, n in counts["skipped"].items())

@@ -33,3 +33,8 @@ class ValidationError(ExportError):
 
 class MissingDependencyError(FastDPRError):
     """An optional dependency (the ``export`` extra) is needed but not installed."""
+
+
+class Int8Warning(UserWarning):
+    """The int8 graph misses its export thresholds on this CPU (its int8 kernels differ from the
+    export machine's): results are returned, but their recall is not what the manifest promises."""

@@ -15,6 +15,7 @@ build (Ctrl-C, kill -9) leaves no ``INDEX_DIR`` that loads.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -28,8 +29,9 @@ from tqdm import tqdm
 
 from fastdpr.ann import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, build_hnsw, save_hnsw
 from fastdpr.artifact import Artifact
-from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE
+from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE, ENCODE_CHUNK
 from fastdpr.corpus import CorpusReport, Passage, read_corpus
+from fastdpr.cpu import this_cpu
 from fastdpr.errors import CorpusError, FastDPRError, IndexLoadError
 from fastdpr.manifest import (
     MANIFEST_NAME,
@@ -41,10 +43,10 @@ from fastdpr.manifest import (
     write_json,
 )
 from fastdpr.store import PassageStoreWriter
+from fastdpr.verify import Int8Verification, int8_thresholds, verify_int8_here
 
 INDEX_FORMAT = "fastdpr-index"
 INDEX_FORMAT_VERSION = 1
-ENCODE_CHUNK = 2048  # passages tokenized and length-sorted together: bigger chunks, less padding
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class IndexOptions:
     ef_search: int = DEFAULT_EF
     strict: bool = False
     force: bool = False
+    # int8 is verified on this machine before encoding (fastdpr/verify.py); True indexes even when the
+    # check fails (the failure is still recorded in the manifest).
+    allow_unverified_int8: bool = False
     progress: bool | None = None  # None: a bar on a terminal, quiet when piped
 
 
@@ -86,8 +91,9 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
     options = options or IndexOptions()
     artifact = Artifact.load(artifact_dir)
     precision = options.precision or artifact.default_precision
-    encoder = artifact.encoder("context", precision, options.threads)
     reader = read_corpus(corpus, fmt, strict=options.strict)  # type: ignore[arg-type]  # fails early on a missing file / unknown format
+    int8_check = _verify_int8(artifact, options) if precision == "int8" else None
+    encoder = artifact.encoder("context", precision, options.threads)
     started = time.perf_counter()
     with atomic_directory(Path(out), options.force, IndexLoadError) as staging:
         raw = staging / "vectors.f32.partial"
@@ -127,6 +133,7 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
         encoder_dir.mkdir()
         shutil.copy2(artifact.model_path("question", precision), encoder_dir / "model.onnx")
         shutil.copy2(artifact.tokenizer_path("question"), encoder_dir / "tokenizer.json")
+        probe_check = _write_question_probes(artifact, encoder_dir) if precision == "int8" else None
         manifest: dict[str, Any] = {
             "format": INDEX_FORMAT,
             "format_version": INDEX_FORMAT_VERSION,
@@ -139,7 +146,10 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
             },
             "spec": artifact.spec.to_dict(),
             "precision": precision,
-            "question_encoder": {"model": "encoder/model.onnx", "tokenizer": "encoder/tokenizer.json"},
+            "question_encoder": {"model": "encoder/model.onnx", "tokenizer": "encoder/tokenizer.json",
+                                 "probe_check": probe_check},
+            "cpu": this_cpu().to_dict(),
+            "int8_verification": None if int8_check is None else int8_check.to_dict(),
             "corpus": {"path": str(Path(corpus).resolve()), "format": reader.format},
             "counts": {"indexed": count, "skipped_total": report.total_skipped, "skipped": report.skipped,
                        "skipped_examples": report.examples, "no_title": report.no_title},
@@ -156,6 +166,30 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
         manifest["files"] = file_table(staging)
         write_json(staging / MANIFEST_NAME, manifest)
     return manifest
+
+
+def _verify_int8(artifact: Artifact, options: IndexOptions) -> Int8Verification:
+    """Check the artifact's int8 graphs on this CPU before spending hours encoding a corpus with them."""
+    check = verify_int8_here(artifact, "index build", options.threads)
+    if not check.passed and not options.allow_unverified_int8:
+        raise FastDPRError(
+            f"the int8 graph of {artifact.root} does not reproduce PyTorch on this CPU "
+            f"({check.cpu['int8_class']}): {'; '.join(check.failures)}. Index with --precision fp32, or re-export "
+            "with a recipe whose weights are 7-bit (exact on every x86 class: --quantize "
+            "dynamic-per-channel-smooth-auto-7bit); --allow-unverified-int8 indexes anyway.")
+    return check
+
+
+def _write_question_probes(artifact: Artifact, encoder_dir: Path) -> dict[str, Any]:
+    """Keep the probe questions and PyTorch's embeddings of them beside the index's question encoder,
+    so every load can check the int8 graph on the machine it runs on (a few milliseconds)."""
+    probes = artifact.probes()
+    (encoder_dir / "probe_questions.json").write_text(json.dumps(list(probes.questions), ensure_ascii=False),
+                                                       encoding="utf-8")
+    np.save(encoder_dir / "probe_reference.npy", artifact.probe_reference("question"), allow_pickle=False)
+    return {"questions": "encoder/probe_questions.json", "reference": "encoder/probe_reference.npy",
+            "batch_size": int(artifact.manifest["probes"]["batch_size"]), "held_out_rows": "odd positions",
+            "thresholds": int8_thresholds(artifact.manifest)}
 
 
 def load_index_manifest(index_dir: Path | str, check_hashes: bool = True) -> dict[str, Any]:

@@ -22,11 +22,38 @@ def _format_of(path: Path) -> str:
         raise FastDPRError(f"{manifest} is not valid JSON: {exc}") from exc
 
 
+def int8_graph(manifest: dict[str, Any], here: str) -> dict[str, Any] | None:
+    """Which int8 graph this machine runs, whether its integers are the same on every x86 class, and
+    on which class the export validated it (None for an fp32-only artifact)."""
+    quantization = manifest.get("quantization")
+    if not quantization:
+        return None
+    models = {side: s["models"]["int8"] for side, s in manifest["sides"].items() if "int8" in s["models"]}
+    per_model = quantization.get("per_model", {})
+    reports = [details["avx2_u8s8"] for details in per_model.values() if "avx2_u8s8" in details]
+    # Artifacts written before the emulation report: 7-bit weights (reduce_range) are the proof.
+    exact = all(r["weight_pairs_that_can_saturate"] == 0 for r in reports) if reports else bool(
+        quantization.get("settings", {}).get("reduce_range"))
+    validated_on = manifest.get("validation", {}).get("cpu", {}).get("int8_class")
+    return {
+        "models": models,
+        "weights": "7-bit" if quantization.get("settings", {}).get("reduce_range") else "8-bit",
+        "exact_on_every_x86_class": exact,
+        "weight_pairs_that_can_saturate": {m: d["avx2_u8s8"]["weight_pairs_that_can_saturate"]
+                                           for m, d in per_model.items() if "avx2_u8s8" in d},
+        "validated_on": validated_on,
+        "this_machine": here,
+        "same_class_as_export": validated_on == here,
+    }
+
+
 def describe(path: Path, verify: bool = False, threads: int | None = None) -> dict[str, Any]:
     """A JSON-ready description; loading checks every file's sha256. ``verify`` also re-encodes the
-    artifact's probes (for an index: the probes of its question encoder are not kept, so it re-checks
-    the files only)."""
+    artifact's probes on this machine (for an int8 index: its question encoder on the probe questions)."""
     from fastdpr.artifact import ARTIFACT_FORMAT, Artifact
+    from fastdpr.cpu import this_cpu
+
+    here = this_cpu()
 
     kind = _format_of(path)
     if kind == ARTIFACT_FORMAT:
@@ -43,21 +70,46 @@ def describe(path: Path, verify: bool = False, threads: int | None = None) -> di
             "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
             "versions": manifest["versions"],
             "integrity": "ok",
+            "cpu": here.to_dict(),
+            "int8": int8_graph(manifest, here.int8_class),
         }
         if verify:
-            from fastdpr.verify import verify_artifact
+            from fastdpr.verify import verify_artifact, verify_int8_here
 
             results = verify_artifact(artifact, threads=threads)
-            report["verified"] = {"passed": all(r.passed for r in results),
-                                  "results": [r.to_dict() for r in results]}
+            int8_here = verify_int8_here(artifact, "info --verify", threads) if "int8" in artifact.precisions else None
+            report["verified"] = {"passed": all(r.passed for r in results) and (int8_here is None or int8_here.passed),
+                                  "results": [r.to_dict() for r in results],
+                                  "int8_here": None if int8_here is None else int8_here.to_dict()}
         return report
     from fastdpr.index import INDEX_FORMAT, load_index_manifest
 
     if kind == INDEX_FORMAT:
         manifest = load_index_manifest(path)
-        return {"kind": "index", "path": str(path), **{k: v for k, v in manifest.items() if k != "files"},
-                "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
-                "integrity": "ok"}
+        built_on = manifest.get("cpu", {}).get("int8_class")
+        graph = int8_graph({"quantization": manifest["artifact"].get("quantization"), "sides": {}}, here.int8_class)
+        report = {"kind": "index", "path": str(path),
+                  **{k: v for k, v in manifest.items() if k not in ("files", "cpu")},
+                  "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
+                  "integrity": "ok", "built_on": manifest.get("cpu"), "cpu": here.to_dict(),
+                  "int8": None if manifest.get("precision") != "int8" else {
+                      "model": manifest["question_encoder"]["model"], "this_machine": here.int8_class,
+                      "built_on": built_on,
+                      "exact_on_every_x86_class": graph["exact_on_every_x86_class"] if graph else None}}
+        if verify and manifest.get("precision") == "int8":
+            from fastdpr.encoder import OnnxEncoder
+            from fastdpr.retriever import check_index_int8
+            from fastdpr.spec import EncoderSpec
+            from fastdpr.tokenization import SpecTokenizer
+
+            spec = EncoderSpec.from_dict(manifest["spec"])
+            encoder = OnnxEncoder(path / manifest["question_encoder"]["model"],
+                                  SpecTokenizer(path / manifest["question_encoder"]["tokenizer"], spec, "question"),
+                                  threads=threads)
+            check = check_index_int8(path, manifest, encoder, "info --verify")
+            report["verified"] = {"passed": check is None or check.passed, "results": [],
+                                  "int8_here": None if check is None else check.to_dict()}
+        return report
     raise FastDPRError(f"{path}: unknown manifest format {kind!r}")
 
 
@@ -83,12 +135,35 @@ def render(report: dict[str, Any]) -> str:
                          f"{agreement['recall_at_k']:.4f}")
         total = sum(report["files"].values())
         lines.append(f"  {len(report['files'])} files, {total / 1e6:.1f} MB")
+        int8 = report.get("int8")
+        lines.append(f"  this machine: {report['cpu']['int8_class']} ({report['cpu']['description']})")
+        if int8:
+            lines.append(f"  int8 graph run here: {', '.join(sorted(set(int8['models'].values())))} "
+                         f"({int8['weights']} weights; " + ("same integers on every x86 class" if
+                         int8["exact_on_every_x86_class"] else "may saturate on x86-avx2 / x86-avx512 without "
+                         "VNNI") + ")")
+            lines.append(f"  int8 validated at export on: {int8['validated_on'] or 'not recorded'}; "
+                         f"{_verified_here(report, int8['same_class_as_export'])}")
     else:
         counts = report.get("counts", {})
         lines.append(f"  passages: {counts.get('indexed')} indexed, {counts.get('skipped_total', 0)} skipped "
                      f"{counts.get('skipped', {})}")
         lines.append(f"  precision: {report.get('precision')}; hnsw: {report.get('hnsw')}")
         lines.append(f"  artifact: {report.get('artifact', {}).get('path')}")
+        lines.append(f"  this machine: {report['cpu']['int8_class']}; built on: "
+                     f"{(report.get('built_on') or {}).get('int8_class', 'not recorded')}")
+        check = report.get("int8_verification")
+        if check:
+            lines.append(f"  int8 checked at build: {'passed' if check['passed'] else 'FAILED'} on "
+                         f"{check['cpu']['int8_class']}; "
+                         f"{_verified_here(report, check['cpu']['int8_class'] == report['cpu']['int8_class'])}")
+    if report.get("verified", {}).get("int8_here"):
+        check = report["verified"]["int8_here"]
+        parts = [f"{side} min cosine {v['min_cosine']:.4f}" for side, v in check["sides"].items()]
+        if check.get("recall_at_10") is not None:
+            parts.append(f"recall@10 vs fp32 {check['recall_at_10']:.3f}")
+        lines.append(f"  [{'✓' if check['passed'] else 'x'}] int8 on this machine ({check['cpu']['int8_class']}, "
+                     f"held-out probes): {', '.join(parts)}")
     if "verified" in report:
         verdict = "PASSED" if report["verified"]["passed"] else "FAILED"
         lines.append(f"  runtime reproduces PyTorch on the probes: {verdict}")
@@ -97,3 +172,11 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"    [{mark}] {r['precision']:4s} {r['side']:8s} min cosine {r['min_cosine']:.6f} "
                          f"(>= {r['min_cosine_threshold']}) mean {r['mean_cosine']:.6f} max |diff| {r['max_abs']:.2e}")
     return "\n".join(lines)
+
+
+def _verified_here(report: dict[str, Any], same_class: bool) -> str:
+    if "verified" in report:
+        return "verified here now: " + ("yes" if report["verified"]["passed"] else "FAILED")
+    if same_class:
+        return "this machine has the same int8 class (run --verify to check here)"
+    return "NOT verified on this machine's class: run `fastdpr info --verify`"

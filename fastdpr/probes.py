@@ -14,6 +14,11 @@ from fastdpr.corpus import Passage
 from fastdpr.errors import ArtifactError
 
 PROBE_PASSAGE_COUNT = 256
+#: Which probes the int8 calibration may read (even positions) and which ones judge the int8 graph
+#: (odd positions, held out from calibration): a gate measured on the data a recipe was tuned on
+#: would flatter it. Export and every later verification use the same split.
+CALIBRATION_ROWS = slice(0, None, 2)
+HELD_OUT_ROWS = slice(1, None, 2)
 
 # Real questions a Python user asks; the pydoc topics hold most of their answers. Some are short,
 # some long, some with unusual characters, so tokenization edge cases are probed too.

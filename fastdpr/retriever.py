@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +14,12 @@ import numpy as np
 from fastdpr.ann import ExactSearcher, HnswSearcher
 from fastdpr.batching import DEFAULT_QUESTION_BATCH_SIZE
 from fastdpr.encoder import OnnxEncoder
-from fastdpr.errors import FastDPRError
+from fastdpr.errors import FastDPRError, Int8Warning
 from fastdpr.index import load_index_manifest
 from fastdpr.spec import EncoderSpec
 from fastdpr.store import PassageStore
 from fastdpr.tokenization import SpecTokenizer
+from fastdpr.verify import Int8Verification, verify_int8_questions
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,18 @@ class Hit:
     title: str
     text: str
     score: float
+
+
+def check_index_int8(root: Path, manifest: dict[str, Any], encoder: OnnxEncoder,
+                     where: str) -> Int8Verification | None:
+    """Check an int8 index's question encoder on this CPU (None for fp32 or indexes built before the
+    probes were kept)."""
+    probe = manifest.get("question_encoder", {}).get("probe_check")
+    if manifest.get("precision") != "int8" or not probe:
+        return None
+    questions = json.loads((root / probe["questions"]).read_text(encoding="utf-8"))
+    reference = np.load(root / probe["reference"], allow_pickle=False)
+    return verify_int8_questions(encoder, questions, reference, int(probe["batch_size"]), probe["thresholds"], where)
 
 
 class Retriever:
@@ -45,12 +60,19 @@ class Retriever:
         self.searcher = searcher
         self.store = store
         self.ef = ef
+        #: The int8 question encoder checked on this machine at load (None: fp32, or not checked).
+        self.int8_check: Int8Verification | None = None
 
     @classmethod
     def load(cls, index_dir: Path | str, *, threads: int | None = None, ef: int | None = None,
-             exact: bool = False, check_hashes: bool = True) -> Retriever:
+             exact: bool = False, check_hashes: bool = True, check_int8: bool = True) -> Retriever:
         """Open ``index_dir``. ``ef`` defaults to the value recorded at build time (hnswlib does not save
-        it); ``exact=True`` searches by brute force instead of HNSW."""
+        it); ``exact=True`` searches by brute force instead of HNSW.
+
+        ``check_int8``: an int8 index checks its question encoder on this CPU against PyTorch's
+        embeddings of the probe questions (a few milliseconds) and warns (:class:`Int8Warning`) when it
+        misses the export's threshold; the result is :attr:`int8_check`.
+        """
         root = Path(index_dir)
         manifest = load_index_manifest(root, check_hashes=check_hashes)
         spec = EncoderSpec.from_dict(manifest["spec"])
@@ -66,7 +88,13 @@ class Retriever:
         store = PassageStore(root / manifest["store"])
         if store.count() != count:
             raise FastDPRError(f"{root}: passage store holds {store.count()} passages, manifest says {count}")
-        return cls(root, manifest, encoder, searcher, store, ef)
+        retriever = cls(root, manifest, encoder, searcher, store, ef)
+        if check_int8:
+            retriever.int8_check = check_index_int8(root, manifest, encoder, "load")
+            if retriever.int8_check is not None and not retriever.int8_check.passed:
+                warnings.warn(retriever.int8_check.summary() + ". Rebuild the index with --precision fp32, or "
+                              "re-export with a 7-bit recipe", Int8Warning, stacklevel=2)
+        return retriever
 
     @property
     def count(self) -> int:

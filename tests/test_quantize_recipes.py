@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import export, read_manifest, require_export
+from conftest import TINY_INT8_MIN_RECALL, export, read_manifest, require_export
 
 from fastdpr.artifact import Artifact
 from fastdpr.cli import main
@@ -32,7 +32,7 @@ def test_each_recipe_exports_and_passes_validation(recipe: str, tiny_dpr_pair: t
     assert quantization["settings"] == RECIPES[recipe].settings()
     for side in ("question", "context"):
         details = quantization["per_model"][side]
-        assert details["operators"]["QAttention"] + len(
+        assert details["operators"].get("QAttention", 0) + len(
             [n for n in details.get("kept_fp32", {}) if n.startswith("Attention")]) == 2
         kept = details.get("kept_fp32", {})
         assert len(kept) == RECIPES[recipe].keep_fp32
@@ -105,7 +105,7 @@ def test_calibration_corpus_replaces_probe_passages(tiny_dpr_pair: tuple[Path, P
     out = tmp_path / "calibrated"
     result = CliRunner().invoke(main, ["export", "--question-encoder", str(q), "--context-encoder", str(c),
                                        "--out", str(out), "--quantize", "dynamic-per-channel-keep2",
-                                       "--calibration", str(corpus)])
+                                       "--calibration", str(corpus), "--int8-min-recall", str(TINY_INT8_MIN_RECALL)])
     assert result.exit_code == 0, result.output
     artifact = Artifact.load(out)
     probes = artifact.probes()
@@ -115,7 +115,8 @@ def test_calibration_corpus_replaces_probe_passages(tiny_dpr_pair: tuple[Path, P
     tiny = tmp_path / "tiny.jsonl"
     write_corpus(tiny, passages[:5], "jsonl")
     result = CliRunner().invoke(main, ["export", "--question-encoder", str(q), "--context-encoder", str(c),
-                                       "--out", str(tmp_path / "x"), "--calibration", str(tiny)])
+                                       "--out", str(tmp_path / "x"), "--calibration", str(tiny),
+                                       "--int8-min-recall", str(TINY_INT8_MIN_RECALL)])
     assert result.exit_code == 1 and "too few" in result.output
     assert isinstance(result.exception, SystemExit)
 
@@ -123,17 +124,16 @@ def test_calibration_corpus_replaces_probe_passages(tiny_dpr_pair: tuple[Path, P
 def test_replaying_an_exports_decisions_reproduces_its_int8_model(tiny_artifact: Path, tmp_path: Path) -> None:
     """``quantize(..., decisions=...)`` (how the benchmarks quantize optimum's unpooled peer) applies the
     artifact's searched smoothing alpha instead of searching again, and gives the same int8 model."""
-    from fastdpr_export.pipeline import calibration_batches
+    from fastdpr_export.pipeline import artifact_calibration_batches
     from fastdpr_export.quantize import get_recipe, quantize
 
     artifact = Artifact.load(tiny_artifact)
     quantization = artifact.manifest["quantization"]
     probes = artifact.probes()
-    inputs = {"question": list(probes.questions), "context": probes.passage_pairs()}
     replayed = tmp_path / "replayed.onnx"
     decisions = quantization["per_model"]["context"]
     details = quantize(artifact.model_path("context", "fp32"), replayed, get_recipe(quantization["recipe"]),
-                       calibration_batches({"context": artifact.tokenizer("context")}, inputs), decisions=decisions)
+                       artifact_calibration_batches(artifact, ["context"]), decisions=decisions)
     assert details["smoothing"]["alpha"] == decisions["smoothing"]["alpha"]
     assert "search_mean_cosine_error" not in details["smoothing"]  # replayed, not searched
 

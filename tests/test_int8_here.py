@@ -1,0 +1,138 @@
+"""Issue #10: int8 is validated where it runs. The export records the CPU class it validated on and judges
+int8 on probes held out from calibration; `fastdpr index` re-checks the int8 graphs on this machine before
+encoding and refuses when they miss the export's thresholds; an int8 index re-checks its question encoder
+at every load (and warns); `fastdpr info` says which int8 graph runs here and whether it was verified."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from conftest import read_manifest
+
+from fastdpr.cli import main
+from fastdpr.cpu import this_cpu
+from fastdpr.errors import FastDPRError, Int8Warning
+from fastdpr.index import IndexOptions, build_index
+from fastdpr.manifest import MANIFEST_NAME, file_table, write_json
+from fastdpr.retriever import Retriever
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=True)
+
+
+def rewrite_hashes(root: Path) -> None:
+    manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest["files"] = file_table(root)
+    write_json(root / MANIFEST_NAME, manifest)
+
+
+def scramble_int8(path: Path) -> None:
+    """Permute every int8 weight matrix: the graph still runs, but it no longer computes the model (what
+    a wrong int8 kernel class or a broken quantizer looks like from outside)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.dtype == np.int8 and array.ndim == 2:
+            init.CopyFrom(numpy_helper.from_array(rng.permutation(array.ravel()).reshape(array.shape), init.name))
+    onnx.save(model, str(path))
+
+
+def test_export_names_its_cpu_class_and_holds_out_probes_from_calibration(tiny_artifact: Path) -> None:
+    manifest = read_manifest(tiny_artifact)
+    validation: Any = manifest["validation"]
+    assert validation["cpu"]["int8_class"] == this_cpu().int8_class
+    probes: Any = manifest["probes"]
+    assert "even" in probes["calibration_rows"] and "odd" in probes["held_out_rows"]
+    agreement = validation["int8_retrieval_agreement"]
+    # The gate reads only the held-out half of the probes.
+    assert agreement["questions"] == probes["questions"] // 2 and agreement["passages"] == probes["passages"] // 2
+
+
+def test_index_records_the_int8_check_and_keeps_probes_for_load_checks(tiny_index: Path) -> None:
+    manifest: Any = read_manifest(tiny_index)
+    assert manifest["cpu"]["int8_class"] == this_cpu().int8_class
+    check = manifest["int8_verification"]
+    assert check["passed"] is True and check["where"] == "index build"
+    assert set(check["sides"]) == {"question", "context"}
+    assert check["recall_at_10"] >= check["thresholds"]["recall_at_10"]
+    probe = manifest["question_encoder"]["probe_check"]
+    assert (tiny_index / probe["questions"]).is_file() and (tiny_index / probe["reference"]).is_file()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Int8Warning)
+        with Retriever.load(tiny_index) as retriever:
+            assert retriever.int8_check is not None and retriever.int8_check.passed
+            assert retriever.int8_check.where == "load"
+
+
+def test_info_says_which_int8_graph_runs_here(tiny_artifact: Path, tiny_index: Path) -> None:
+    here = this_cpu().int8_class
+    report = json.loads(invoke("info", str(tiny_artifact), "--json").stdout)
+    assert report["cpu"]["int8_class"] == here
+    int8 = report["int8"]
+    assert int8["validated_on"] == here and int8["same_class_as_export"] is True
+    assert set(int8["models"].values()) == {"question/model.int8.onnx", "context/model.int8.onnx"}
+    text = invoke("info", str(tiny_artifact)).output
+    assert f"this machine: {here}" in text and "int8 graph run here" in text
+    assert f"int8 validated at export on: {here}" in text
+
+    verified = invoke("info", str(tiny_artifact), "--verify")
+    assert verified.exit_code == 0, verified.output
+    assert f"int8 on this machine ({here}, held-out probes)" in verified.output
+    assert "verified here now: yes" in verified.output
+
+    index_text = invoke("info", str(tiny_index), "--verify")
+    assert index_text.exit_code == 0, index_text.output
+    assert f"int8 checked at build: passed on {here}" in index_text.output
+    assert "[✓] int8 on this machine" in index_text.output
+
+
+def test_index_refuses_an_int8_graph_that_fails_here(tiny_artifact: Path, pydoc_corpus: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_artifact, broken)
+    scramble_int8(broken / "context" / "model.int8.onnx")
+    rewrite_hashes(broken)
+    out = tmp_path / "idx"
+    result = invoke("index", str(broken), str(pydoc_corpus), "--out", str(out))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"does not reproduce PyTorch on this CPU ({this_cpu().int8_class})" in result.output
+    assert "context min cosine" in result.output and "--precision fp32" in result.output
+    assert not out.exists()
+    # fp32 is unaffected; --allow-unverified-int8 builds and records the failure.
+    assert invoke("index", str(broken), str(pydoc_corpus), "--out", str(out), "--precision", "fp32").exit_code == 0
+    manifest = build_index(broken, pydoc_corpus, tmp_path / "idx8", "jsonl",
+                           IndexOptions(progress=False, allow_unverified_int8=True))
+    assert manifest["int8_verification"]["passed"] is False
+    assert any("context min cosine" in f for f in manifest["int8_verification"]["failures"])
+    with pytest.raises(FastDPRError, match="does not reproduce PyTorch"):
+        build_index(broken, pydoc_corpus, tmp_path / "idx9", "jsonl", IndexOptions(progress=False))
+
+
+def test_an_index_whose_int8_question_encoder_fails_here_warns_at_load(tiny_index: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    shutil.copytree(tiny_index, index)
+    scramble_int8(index / "encoder" / "model.onnx")
+    rewrite_hashes(index)
+    with pytest.warns(Int8Warning, match="question min cosine"), Retriever.load(index) as retriever:
+        assert retriever.int8_check is not None and not retriever.int8_check.passed
+        assert len(retriever.search("how do I write a decorator?", k=3)) == 3  # still answers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Int8Warning)
+        Retriever.load(index, check_int8=False).close()  # the check can be skipped
+
+    searched = invoke("search", str(index), "how do I write a decorator?", "-k", "2", "--json")
+    assert searched.exit_code == 0, searched.output
+    assert "warning: int8 on" in searched.stderr and "FAILED" in searched.stderr
+    verified = invoke("info", str(index), "--verify")
+    assert verified.exit_code == 1 and "[x] int8 on this machine" in verified.output
