@@ -58,6 +58,13 @@ def describe(path: Path, verify: bool = False, threads: int | None = None) -> di
         return {"kind": "index", "path": str(path), **{k: v for k, v in manifest.items() if k != "files"},
                 "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
                 "integrity": "ok"}
+    from fastdpr.shards import SHARDED_INDEX_FORMAT, load_sharded_manifest
+
+    if kind == SHARDED_INDEX_FORMAT:
+        manifest = load_sharded_manifest(path)
+        return {"kind": "sharded index", "path": str(path), **{k: v for k, v in manifest.items() if k != "files"},
+                "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
+                "integrity": "ok"}
     raise FastDPRError(f"{path}: unknown manifest format {kind!r}")
 
 
@@ -89,6 +96,10 @@ def render(report: dict[str, Any]) -> str:
                      f"{counts.get('skipped', {})}")
         lines.append(f"  precision: {report.get('precision')}; hnsw: {report.get('hnsw')}")
         lines.append(f"  artifact: {report.get('artifact', {}).get('path')}")
+        if "shards" in report:
+            sizes = [shard["count"] for shard in report["shards"]]
+            lines.append(f"  shards: {len(sizes)} of up to {report.get('shard_size')} passages "
+                         f"(smallest {min(sizes)}, largest {max(sizes)})")
     if "verified" in report:
         verdict = "PASSED" if report["verified"]["passed"] else "FAILED"
         lines.append(f"  runtime reproduces PyTorch on the probes: {verdict}")

@@ -14,6 +14,7 @@ from fastdpr.batching import DEFAULT_QUESTION_BATCH_SIZE
 from fastdpr.encoder import OnnxEncoder
 from fastdpr.errors import FastDPRError
 from fastdpr.index import load_index_manifest
+from fastdpr.shards import ShardedSearcher, ShardedStore, is_sharded_index, load_sharded_manifest, open_shards
 from fastdpr.spec import EncoderSpec
 from fastdpr.store import PassageStore
 from fastdpr.tokenization import SpecTokenizer
@@ -38,7 +39,8 @@ class Retriever:
     """
 
     def __init__(self, index_dir: Path, manifest: dict[str, Any], encoder: OnnxEncoder,
-                 searcher: HnswSearcher | ExactSearcher, store: PassageStore, ef: int) -> None:
+                 searcher: HnswSearcher | ExactSearcher | ShardedSearcher, store: PassageStore | ShardedStore,
+                 ef: int) -> None:
         self.index_dir = index_dir
         self.manifest = manifest
         self.encoder = encoder
@@ -50,8 +52,10 @@ class Retriever:
     def load(cls, index_dir: Path | str, *, threads: int | None = None, ef: int | None = None,
              exact: bool = False, check_hashes: bool = True) -> Retriever:
         """Open ``index_dir``. ``ef`` defaults to the value recorded at build time (hnswlib does not save
-        it); ``exact=True`` searches by brute force instead of HNSW."""
+        it); ``exact=True`` searches by brute force instead of HNSW. A sharded index opens as one index."""
         root = Path(index_dir)
+        if is_sharded_index(root):
+            return cls._load_sharded(root, threads=threads, ef=ef, exact=exact, check_hashes=check_hashes)
         manifest = load_index_manifest(root, check_hashes=check_hashes)
         spec = EncoderSpec.from_dict(manifest["spec"])
         tokenizer = SpecTokenizer(root / manifest["question_encoder"]["tokenizer"], spec, "question")
@@ -66,6 +70,17 @@ class Retriever:
         store = PassageStore(root / manifest["store"])
         if store.count() != count:
             raise FastDPRError(f"{root}: passage store holds {store.count()} passages, manifest says {count}")
+        return cls(root, manifest, encoder, searcher, store, ef)
+
+    @classmethod
+    def _load_sharded(cls, root: Path, *, threads: int | None, ef: int | None, exact: bool,
+                      check_hashes: bool) -> Retriever:
+        manifest = load_sharded_manifest(root, check_hashes=check_hashes)
+        spec = EncoderSpec.from_dict(manifest["spec"])
+        tokenizer = SpecTokenizer(root / manifest["question_encoder"]["tokenizer"], spec, "question")
+        encoder = OnnxEncoder(root / manifest["question_encoder"]["model"], tokenizer, threads=threads)
+        ef = int(ef if ef is not None else manifest["hnsw"]["ef_search"])
+        searcher, store = open_shards(root, manifest, dim=spec.dim, ef=ef, exact=exact, threads=threads)
         return cls(root, manifest, encoder, searcher, store, ef)
 
     @property
@@ -87,7 +102,7 @@ class Retriever:
             raise FastDPRError(f"k must be at least 1, got {k}")
         if ef is not None and ef < 1:
             raise FastDPRError(f"ef must be at least 1, got {ef}")
-        if isinstance(self.searcher, HnswSearcher):
+        if isinstance(self.searcher, HnswSearcher | ShardedSearcher):
             labels, scores = self.searcher.search(vectors, k, ef=ef)
         else:
             labels, scores = self.searcher.search(vectors, k)
