@@ -40,6 +40,8 @@ from fastdpr.manifest import (
     verify_files,
     write_json,
 )
+from fastdpr.progress import corpus_bar
+from fastdpr.progress import finish as finish_bar
 from fastdpr.store import PassageStoreWriter
 
 INDEX_FORMAT = "fastdpr-index"
@@ -93,7 +95,7 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
         raw = staging / "vectors.f32.partial"
         count = 0
         quiet = None if options.progress is None else not options.progress  # None: tqdm decides by isatty
-        bar = tqdm(unit=" passages", desc="encoding", disable=quiet, dynamic_ncols=True, smoothing=0.1)
+        bar = corpus_bar(reader.path, options.progress, desc="encoding")
         try:
             with PassageStoreWriter(staging / "passages.sqlite") as store, open(raw, "wb") as vectors_out:
                 for chunk in _chunks(reader, ENCODE_CHUNK):
@@ -104,6 +106,7 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
                     vectors_out.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
                     store.add_many((count + i, p.id, p.title, p.text) for i, p in enumerate(chunk))
                     count += len(chunk)
+            finish_bar(bar)
         finally:
             bar.close()
         report: CorpusReport = reader.report

@@ -25,7 +25,7 @@ def count_lines(path: Path) -> int | None:
     return lines + (0 if last.endswith(b"\n") else 1)
 
 
-def corpus_bar(corpus: Path, progress: bool | None, initial: int = 0) -> tqdm:
+def corpus_bar(corpus: Path, progress: bool | None, initial: int = 0, desc: str = "indexing") -> tqdm:
     """A bar counting passages. ``progress=None`` shows it only on a terminal (as elsewhere).
 
     Its total is the corpus's line count, an upper bound on the passages (a header, blank lines and
@@ -33,7 +33,7 @@ def corpus_bar(corpus: Path, progress: bool | None, initial: int = 0) -> tqdm:
     snaps the total to the real count.
     """
     disable = None if progress is None else not progress
-    bar = tqdm(unit=" passages", desc="indexing", disable=disable, dynamic_ncols=True, smoothing=0.1,
+    bar = tqdm(unit=" passages", desc=desc, disable=disable, dynamic_ncols=True, smoothing=0.1,
                initial=initial)
     if not bar.disable:
         bar.total = count_lines(corpus)
@@ -42,7 +42,8 @@ def corpus_bar(corpus: Path, progress: bool | None, initial: int = 0) -> tqdm:
 
 
 def finish(bar: tqdm) -> None:
-    """Close ``bar`` at 100%: the line count overestimated the passages by the rows that are not ones."""
+    """Close ``bar`` at 100% after a complete pass: the line count overestimated the passages by the
+    rows that are not passages. (After a failure, just close it: it stops where the build did.)"""
     if not bar.disable and bar.total is not None:
         bar.total = bar.n
         bar.refresh()

@@ -317,8 +317,9 @@ def _build(artifact: Artifact, precision: str, reader: CorpusReader, out: Path, 
             offset = sum(entry.count for entry in shards)
             shards.append(_build_shard(staging, len(shards), offset, chain([first], rest), encoder, options,
                                        context, bar))
-    finally:
         finish(bar)
+    finally:
+        bar.close()
     report = reader.report
     count = sum(entry.count for entry in shards)
     if count == 0:  # the reader raises for an empty corpus; this guards a reader change
