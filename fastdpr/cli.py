@@ -188,7 +188,12 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
     if shard_size is not None:
         from fastdpr.sharded_build import build_sharded_index
 
-        manifest = build_sharded_index(artifact, corpus, out, fmt, options, shard_size=shard_size, resume=resume)
+        try:
+            manifest = build_sharded_index(artifact, corpus, out, fmt, options, shard_size=shard_size, resume=resume)
+        except KeyboardInterrupt:
+            click.echo(f"interrupted: the finished shards are kept; add --resume to continue the build of {out}",
+                       err=True)
+            raise
     else:
         manifest = build_index(artifact, corpus, out, fmt, options)
     if as_json:
