@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -376,3 +377,56 @@ def test_an_interrupted_build_needs_resume_or_force(tmp_path: Path, tiny_artifac
 def test_resume_needs_a_shard_size(tmp_path: Path, tiny_artifact: Path, pydoc_corpus: Path) -> None:
     result = run_cli(["index", tiny_artifact, pydoc_corpus, "--out", tmp_path / "idx", "--resume"], code=2)
     assert "--shard-size" in result.output
+
+
+# ---------------------------------------------------------------------------------------------------
+# Progress and the README
+
+
+def test_the_progress_bar_counts_passages_over_the_whole_corpus(tmp_path: Path, tiny_artifact: Path,
+                                                                 pydoc_corpus: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    options = IndexOptions(threads=1, progress=True)
+    build_sharded_index(tiny_artifact, pydoc_corpus, tmp_path / "idx", "jsonl", options, shard_size=SHARD_SIZE)
+    err = capsys.readouterr().err
+    assert "690/690" in err and "passages/s" in err and "100%" in err  # a total, hence an ETA while running
+    # Quiet when stderr is not a terminal (the default).
+    result = run_cli(["index", tiny_artifact, pydoc_corpus, "--out", tmp_path / "quiet", "--shard-size", SHARD_SIZE,
+                      "--threads", 1])
+    assert "passages/s]" not in result.stderr
+
+
+def readme_commands() -> list[list[str]]:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Sharded indexes and resumable builds", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_commands_work(tmp_path: Path, tiny_artifact: Path, pydoc_corpus: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    names = {"dpr-nq": str(tiny_artifact), "psgs_w100.tsv": str(pydoc_corpus), "wiki-index": str(tmp_path / "wiki"),
+             "1000000": str(SHARD_SIZE)}
+    commands = [[names.get(arg, arg) for arg in command] for command in readme_commands()]
+    assert [command[:2] for command in commands] == [["fastdpr", "index"], ["fastdpr", "index"],
+                                                      ["fastdpr", "info"], ["fastdpr", "search"]]
+    # The first build is interrupted (Ctrl-C) as its third shard starts.
+    original = sharded_build._build_shard
+    calls = []
+
+    def interrupt_third(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sharded_build, "_build_shard", interrupt_third)
+    interrupted = run_cli([*commands[0][1:], "--threads", 1], code=1)
+    assert "add --resume to continue" in interrupted.stderr
+    monkeypatch.undo()
+    resumed = run_cli([*commands[1][1:], "--threads", 1])
+    assert "indexed 690 passages" in resumed.output and "in 4 shards" in resumed.output
+    assert manifest_of(tmp_path / "wiki")["build"]["resumed_from"] == 2 * SHARD_SIZE
+    assert "shards: 4" in run_cli(commands[2][1:]).output
+    rows = [json.loads(line) for line in run_cli([*commands[3][1:], "--threads", 1]).output.splitlines()]
+    assert len(rows) == 5
