@@ -129,7 +129,8 @@ def _prepare_staging(out: Path, state: dict[str, Any], force: bool, resume: bool
                 difference = "its build state is unreadable"
             if difference:
                 raise ResumeRefused(f"cannot resume the build of {out}: {difference}; rerun with the same "
-                                     "artifact, corpus and settings, or pass --force to start over")
+                                     "artifact, corpus and settings, or with --force instead of --resume to "
+                                     "start over")
             return staging
     # No usable build state (none yet, killed before writing it, or --force): start from scratch.
     shutil.rmtree(staging, ignore_errors=True)
@@ -348,6 +349,8 @@ def _build(artifact: Artifact, precision: str, reader: CorpusReader, out: Path, 
         "files": {f"encoder/{name}": entry for name, entry in file_table(encoder_dir).items()},
     }
     write_json(staging / MANIFEST_NAME, manifest)
-    (staging / STATE_NAME).unlink()  # the directory is now a complete index, no longer a resumable build
     _publish(staging, out)
+    # Removed only after the rename, so that until then --resume still recognises the build (a kill
+    # here leaves a harmless extra file in a complete index).
+    (out / STATE_NAME).unlink()
     return manifest

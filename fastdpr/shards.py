@@ -76,8 +76,13 @@ def load_sharded_manifest(root: Path | str, check_hashes: bool = True) -> dict[s
             raise IndexLoadError(f"{root}/{MANIFEST_NAME} lacks {key!r}: not written by fastdpr index?")
     verify_files(root, manifest["files"], IndexLoadError, check_hashes=check_hashes)
     offset = 0
-    for raw in manifest["shards"]:
-        entry = ShardEntry(**raw)
+    try:
+        entries = shard_entries(manifest)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise IndexLoadError(f"{root}/{MANIFEST_NAME} has a malformed shard list: {exc}") from exc
+    if not entries:
+        raise IndexLoadError(f"{root}/{MANIFEST_NAME} lists no shards")
+    for entry in entries:
         shard_dir = root / entry.dir
         shard_manifest = shard_dir / MANIFEST_NAME
         if not shard_manifest.is_file():
@@ -101,7 +106,8 @@ def load_sharded_manifest(root: Path | str, check_hashes: bool = True) -> dict[s
 
 def shard_entries(manifest: dict[str, Any]) -> list[ShardEntry]:
     """The shards a sharded-index manifest lists, in label order."""
-    return [ShardEntry(**raw) for raw in manifest["shards"]]
+    return [ShardEntry(dir=str(raw["dir"]), count=int(raw["count"]), label_offset=int(raw["label_offset"]),
+                       manifest_sha256=str(raw["manifest_sha256"])) for raw in manifest["shards"]]
 
 
 class ShardedSearcher:
