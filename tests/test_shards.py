@@ -332,6 +332,40 @@ def test_resume_counts_skipped_rows_over_the_whole_corpus(tmp_path: Path, tiny_a
     assert stored_rows(out) == [(i, f"p{i}") for i in range(30)]
 
 
+def test_resume_redoes_a_finished_shard_that_fails_its_hash_check(tmp_path: Path, tiny_artifact: Path,
+                                                                  big_corpus: Path, interrupted: Path,
+                                                                  clean_big: Path) -> None:
+    out = copy_interrupted(interrupted, tmp_path)
+    vectors = out.parent / ".idx.building-sharded" / "shards" / "00001" / "vectors.npy"
+    data = bytearray(vectors.read_bytes())
+    data[-7] ^= 0x40
+    vectors.write_bytes(bytes(data))
+    run_cli([*index_command(tiny_artifact, big_corpus, out, "--resume")[3:]])
+    assert manifest_of(out)["build"]["resumed_from"] == BIG_SHARD  # shard 00000 only
+    assert stored_rows(out) == list(enumerate(corpus_ids(big_corpus)))
+    assert (out / "shards" / "00001" / "vectors.npy").read_bytes() == (
+        clean_big / "shards" / "00001" / "vectors.npy").read_bytes()
+
+
+def test_a_build_interrupted_after_its_last_shard_resumes_without_encoding(
+        tmp_path: Path, tiny_artifact: Path, pydoc_corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupt(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "idx"
+    monkeypatch.setattr(sharded_build, "_publish", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE)
+    monkeypatch.undo()
+    assert not out.exists()
+    manifest = build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE,
+                                   resume=True)
+    assert manifest["build"]["resumed_from"] == 690
+    assert stored_rows(out) == list(enumerate(corpus_ids(pydoc_corpus)))
+    assert sorted(p.name for p in out.iterdir()) == ["encoder", "manifest.json", "shards"]
+    assert not list(tmp_path.glob(".idx.*"))
+
+
 @pytest.mark.parametrize("change", ["corpus", "artifact", "shard size", "batch size"])
 def test_resume_with_other_inputs_refuses_and_keeps_the_partial_build(
         tmp_path: Path, tiny_artifact: Path, big_corpus: Path, pydoc_corpus: Path, interrupted: Path,
