@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -123,9 +124,9 @@ def _prepare_staging(out: Path, state: dict[str, Any], force: bool, resume: bool
                                  "or --force to start over")
         if resume:
             try:
-                recorded = json_load(state_file)
+                recorded = json.loads(state_file.read_text(encoding="utf-8"))
                 difference = _state_difference(recorded, state)
-            except (ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError):
                 difference = "its build state is unreadable"
             if difference:
                 raise ResumeRefused(f"cannot resume the build of {out}: {difference}; rerun with the same "
@@ -138,13 +139,6 @@ def _prepare_staging(out: Path, state: dict[str, Any], force: bool, resume: bool
     staging.mkdir()
     write_json(state_file, state)
     return staging
-
-
-def json_load(path: Path) -> Any:
-    """Parse a JSON file (UTF-8)."""
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _finished_shards(staging: Path) -> list[ShardEntry]:
@@ -169,8 +163,12 @@ def _finished_shards(staging: Path) -> list[ShardEntry]:
         offset += count
     keep = {Path(entry.dir).name for entry in kept}
     for path in shards.iterdir():
-        if path.name not in keep:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.name in keep:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     return kept
 
 
