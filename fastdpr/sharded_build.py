@@ -3,7 +3,8 @@
 The corpus is streamed once: ``shard_size`` passages are encoded into a shard directory (vectors go
 to disk chunk by chunk), its HNSW graph is built from the memory-mapped vectors, the shard is
 published by a rename, and only then is the next shard started. Memory is bounded by one shard's
-graph, whatever the corpus size.
+graph, whatever the corpus size. Encode chunks follow corpus positions, not shard boundaries
+(:mod:`fastdpr.encoded_stream`), so the vectors are those of an unsharded build.
 
 Everything happens in ``.INDEX.building-sharded/`` next to ``INDEX``; ``build-state.json`` there,
 written before the first passage, records the artifact, corpus and settings. A build interrupted in
@@ -23,6 +24,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterator
 from itertools import chain, islice
 from pathlib import Path
@@ -34,14 +36,13 @@ from tqdm import tqdm
 from fastdpr.ann import build_hnsw, save_hnsw
 from fastdpr.artifact import Artifact
 from fastdpr.corpus import CorpusReader, Passage, read_corpus
-from fastdpr.encoder import OnnxEncoder
+from fastdpr.encoded_stream import EncodedStream
 from fastdpr.errors import CorpusError, FastDPRError, IndexLoadError
 from fastdpr.index import (
     ENCODE_CHUNK,
     INDEX_FORMAT,
     INDEX_FORMAT_VERSION,
     IndexOptions,
-    _chunks,
     _write_npy_from_raw,
     load_index_manifest,
 )
@@ -172,20 +173,23 @@ def _finished_shards(staging: Path) -> list[ShardEntry]:
     return kept
 
 
-def _skip_finished(passages: Iterator[Passage], staging: Path, entry: ShardEntry) -> None:
-    """Read past a finished shard's passages, checking that the corpus yields exactly the ids it holds."""
+def _skip_finished(passages: Iterator[Passage], staging: Path, entry: ShardEntry, tail: deque[Passage]) -> None:
+    """Read past a finished shard's passages, checking that the corpus yields exactly the ids it holds;
+    the last passages read are kept in ``tail``."""
     with sqlite3.connect((staging / entry.dir / "passages.sqlite").resolve().as_uri() + "?mode=ro", uri=True) as conn:
         stored = conn.execute("SELECT label, id FROM passages ORDER BY label")
         for (label, pid), passage in zip(stored, chain(islice(passages, entry.count), [None]), strict=False):
+            if passage is not None:
+                tail.append(passage)
             if passage is None or passage.id != pid:
                 found = "the end of the corpus" if passage is None else repr(passage.id)
                 raise ResumeRefused(f"cannot resume: passage {entry.label_offset + label} of the corpus is "
                                      f"{found}, but {entry.dir} holds {pid!r}; pass --force to start over")
 
 
-def _build_shard(staging: Path, number: int, offset: int, passages: Iterator[Passage], encoder: OnnxEncoder,
-                 options: IndexOptions, context: dict[str, Any], bar: tqdm) -> ShardEntry:
-    """Encode ``passages`` into ``shards/NNNNN`` (an ordinary index directory), publish it by a rename."""
+def _build_shard(staging: Path, number: int, offset: int, pieces: Iterator[tuple[list[Passage], np.ndarray]],
+                 dim: int, options: IndexOptions, context: dict[str, Any], bar: tqdm) -> ShardEntry:
+    """Write encoded ``pieces`` into ``shards/NNNNN`` (an ordinary index directory), publish it by a rename."""
     name = f"{number:05d}"
     final = staging / SHARDS_DIR / name
     work = staging / SHARDS_DIR / f".{name}.building"
@@ -195,16 +199,11 @@ def _build_shard(staging: Path, number: int, offset: int, passages: Iterator[Pas
     count = 0
     started = time.perf_counter()
     with PassageStoreWriter(work / "passages.sqlite") as store, open(raw, "wb") as vectors_out:
-        for chunk in _chunks(passages, ENCODE_CHUNK):
-            vectors = encoder.encode_passages([(p.title, p.text) for p in chunk], options.batch_size,
-                                              on_batch=bar.update)
-            if not np.isfinite(vectors).all():
-                raise FastDPRError("the encoder produced NaN/inf embeddings; is the artifact damaged?")
+        for passages, vectors in pieces:
             vectors_out.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
-            store.add_many((count + i, p.id, p.title, p.text) for i, p in enumerate(chunk))
-            count += len(chunk)
+            store.add_many((count + i, p.id, p.title, p.text) for i, p in enumerate(passages))
+            count += len(passages)
     encode_seconds = time.perf_counter() - started
-    dim = encoder.dim
     _write_npy_from_raw(raw, work / "vectors.npy", count, dim)
     raw.unlink()
     bar.set_postfix_str(f"shard {name}: hnsw graph", refresh=True)
@@ -309,12 +308,17 @@ def _build(artifact: Artifact, precision: str, reader: CorpusReader, out: Path, 
         # The whole corpus is read again on resume (reading is cheap next to encoding), so the skip
         # counts of the corpus report cover every row, and the finished shards' ids are checked.
         passages = iter(reader)
+        tail: deque[Passage] = deque(maxlen=ENCODE_CHUNK)
         for entry in shards:
-            _skip_finished(passages, staging, entry)
-        while (first := next(passages, None)) is not None:
-            rest = islice(passages, shard_size - 1)
+            _skip_finished(passages, staging, entry, tail)
+        # Resuming mid-chunk: the chunk's finished passages are encoded again (and dropped) so that the
+        # rest of it gets the batch companions a clean build gives it (see fastdpr.encoded_stream).
+        within = resumed_from % ENCODE_CHUNK
+        lead = list(tail)[len(tail) - within:] if within else []
+        stream = EncodedStream(passages, encoder, options.batch_size, ENCODE_CHUNK, lead, on_encoded=bar.update)
+        while not stream.exhausted():
             offset = sum(entry.count for entry in shards)
-            shards.append(_build_shard(staging, len(shards), offset, chain([first], rest), encoder, options,
+            shards.append(_build_shard(staging, len(shards), offset, stream.take(shard_size), encoder.dim, options,
                                        context, bar))
         finish(bar)
     finally:
