@@ -1,8 +1,9 @@
 """Sharded indexes (`fastdpr index --shard-size N`) and resumable builds (`--resume`).
 
-Builds use the tiny random artifact at batch size 1 and one thread: an embedding then depends only on
-its passage (int8 activations are quantized per batch, so batch companions would change vectors in
-the last bits), which makes a sharded, a resumed and an unsharded build comparable bit for bit.
+Builds use the tiny random artifact (int8) and one thread. An int8 embedding depends on the passages
+batched with it (activations are quantized per batch), so batch sizes above 1 check that sharded,
+resumed and unsharded builds encode every passage in the same company: their vectors must be equal
+bit for bit.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from fastdpr.index import IndexOptions, build_index
 from fastdpr.retriever import Retriever
 from fastdpr.sharded_build import build_sharded_index
 
-OPTIONS = IndexOptions(batch_size=1, threads=1, progress=False)
+OPTIONS = IndexOptions(threads=1, progress=False)  # batch size 32
 SHARD_SIZE = 200  # 690 pydoc passages: shards of 200, 200, 200 and 90
 QUESTIONS = (
     "how do I catch an exception and still run cleanup code?",
@@ -126,6 +127,12 @@ def test_a_shard_size_that_does_not_divide_the_corpus_keeps_every_passage_once(s
     assert manifest["counts"]["indexed"] == 690
     rows = stored_rows(sharded)
     assert rows == list(enumerate(corpus_ids(pydoc_corpus)))  # every passage once, in corpus order
+
+
+def test_shards_hold_the_very_vectors_of_an_unsharded_build(sharded: Path, unsharded: Path) -> None:
+    # 690 passages are one encode chunk for the unsharded build; the shards of 200 must not split it.
+    shards = [np.load(sharded / s["dir"] / "vectors.npy", mmap_mode="r") for s in manifest_of(sharded)["shards"]]
+    assert np.array_equal(np.concatenate(shards), np.load(unsharded / "vectors.npy", mmap_mode="r"))
 
 
 def test_each_shard_is_an_index_and_the_encoder_is_stored_once(sharded: Path, tiny_index: Path) -> None:
@@ -225,8 +232,9 @@ def test_a_tampered_shard_fails_to_load(tmp_path: Path, sharded: Path, damage: s
 # ---------------------------------------------------------------------------------------------------
 # kill -9 and --resume
 
-REPEATS = 6  # 6 x 690 = 4,140 passages: a few seconds at --batch-size 1
-BIG_SHARD = 1000  # five shards, the last of 140
+REPEATS = 6  # 6 x 690 = 4,140 passages: a few seconds at --batch-size 4
+BIG_SHARD = 1000  # five shards, the last of 140; the kill lands in shard 2, in the middle of encode chunk 0
+BIG_OPTIONS = IndexOptions(batch_size=4, threads=1, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -239,14 +247,14 @@ def big_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def index_command(artifact: Path, corpus: Path, out: Path, *extra: Any) -> list[str]:
     return [sys.executable, "-c", "from fastdpr.cli import main; main()", "index", str(artifact), str(corpus),
-            "--out", str(out), "--batch-size", "1", "--threads", "1", "--shard-size", str(BIG_SHARD),
+            "--out", str(out), "--batch-size", "4", "--threads", "1", "--shard-size", str(BIG_SHARD),
             *map(str, extra)]
 
 
 @pytest.fixture(scope="module")
 def clean_big(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, big_corpus: Path) -> Path:
     out = tmp_path_factory.mktemp("clean") / "idx"
-    build_sharded_index(tiny_artifact, big_corpus, out, "auto", OPTIONS, shard_size=BIG_SHARD)
+    build_sharded_index(tiny_artifact, big_corpus, out, "auto", BIG_OPTIONS, shard_size=BIG_SHARD)
     return out
 
 
@@ -338,6 +346,9 @@ def test_resume_counts_skipped_rows_over_the_whole_corpus(tmp_path: Path, tiny_a
     assert manifest["counts"]["skipped"] == {"malformed JSON": 1, "duplicate id": 1}
     assert manifest["counts"]["indexed"] == 30
     assert stored_rows(out) == [(i, f"p{i}") for i in range(30)]
+    for shard in manifest["shards"]:  # shard 2 resumed mid-chunk: its vectors are a clean build's
+        assert np.array_equal(np.load(out / shard["dir"] / "vectors.npy"),
+                              np.load(tmp_path / "clean" / shard["dir"] / "vectors.npy"))
 
 
 def test_resume_redoes_a_finished_shard_that_fails_its_hash_check(tmp_path: Path, tiny_artifact: Path,
@@ -398,7 +409,7 @@ def test_resume_with_other_inputs_refuses_and_keeps_the_partial_build(
     result = run_cli(args, code=1)
     expected = {"corpus": "the corpus differs", "artifact": "the artifact differs",
                 "shard size": "the settings differ (shard_size was 1000)",
-                "batch size": "the settings differ (batch_size was 1)"}[change]
+                "batch size": "the settings differ (batch_size was 4)"}[change]
     assert f"cannot resume the build of {out}: {expected}" in result.output
     assert "--force" in result.output and len(result.output.strip().splitlines()) == 1
     assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*")) == before
