@@ -313,6 +313,28 @@ def test_kill_9_then_resume_gives_the_clean_build(tmp_path: Path, tiny_artifact:
     assert results(out) == results(clean_big)
 
 
+def test_ctrl_c_keeps_the_finished_shards_and_says_how_to_resume(tmp_path: Path, tiny_artifact: Path,
+                                                                  big_corpus: Path) -> None:
+    out = tmp_path / "idx"
+    command = index_command(tiny_artifact, big_corpus, out)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shards = tmp_path / ".idx.building-sharded" / "shards"
+    deadline = time.monotonic() + 300
+    while not (shards / "00000").is_dir():
+        assert proc.poll() is None and time.monotonic() < deadline, "the build ended before its first shard"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in err and "Aborted" in err
+    assert f"add --resume to continue the build of {out}" in err
+    assert not out.exists() and (shards / "00000" / "manifest.json").is_file()
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert manifest_of(out)["build"]["resumed_from"] >= BIG_SHARD
+    assert stored_rows(out) == list(enumerate(corpus_ids(big_corpus)))
+
+
 def test_resume_counts_skipped_rows_over_the_whole_corpus(tmp_path: Path, tiny_artifact: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     # Bad rows before and after the interruption point: the resumed build still counts both.
