@@ -369,8 +369,22 @@ class ExactSearcher:
             keep = _top_k_columns(merged_scores, k)
             best_labels = np.take_along_axis(merged_labels, keep, axis=1)
             best_scores = np.take_along_axis(merged_scores, keep, axis=1)
+        best_scores = self._rescore(array, best_labels)
         order = np.lexsort((best_labels, -best_scores), axis=1)
         return np.take_along_axis(best_labels, order, axis=1), np.take_along_axis(best_scores, order, axis=1)
+
+    def _rescore(self, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        # BLAS rounds a float32 matrix product differently depending on the matrix's shape (OpenBLAS
+        # switches kernels for small matrices), so the same passage could score a few ulps apart in an
+        # index and in a shard of it, and near-ties could swap. The winners' scores are recomputed one
+        # row at a time in float64 (float32 products are exact there) and rounded once: the correctly
+        # rounded dot product, whatever the corpus size or blocking. k rows per query: negligible cost.
+        scores = np.empty(labels.shape, dtype=np.float32)
+        for row, (query, row_labels) in enumerate(zip(queries, labels, strict=True)):
+            ascending = np.argsort(row_labels)  # read the memory map front to back
+            rows = np.asarray(self._vectors[row_labels[ascending]], dtype=np.float64)
+            scores[row, ascending] = (rows * query.astype(np.float64)).sum(axis=1)
+        return scores
 
 
 def _top_k_columns(scores: np.ndarray, k: int) -> np.ndarray:

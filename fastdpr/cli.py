@@ -167,15 +167,21 @@ def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -
 @click.option("--ef", "ef_search", type=click.IntRange(1, 100000), default=None,
               help="Search ef recorded in the index [default: 200, see README]; raised to k when k is larger.")
 @click.option("--strict", is_flag=True, help="Fail on the first bad corpus row instead of skipping and counting it.")
-@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists (and discard an interrupted sharded build).")
 @click.option("--allow-unverified-int8", is_flag=True,
               help="Index with int8 even when the int8 graph misses its export thresholds on this CPU "
                    "(checked before encoding; recorded in the manifest either way).")
 @click.option("--json", "as_json", is_flag=True, help="Print the index manifest as JSON.")
+@click.option("--shard-size", type=click.IntRange(1, None), metavar="N",
+              help="Write a sharded index, N passages per shard, in memory bounded by one shard "
+                   "[default: one unsharded index].")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted sharded build of --out (same artifact, corpus and settings).")
 @user_errors
 def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: str | None, batch_size: int,
                   threads: int | None, hnsw_m: int, ef_construction: int, ef_search: int | None, strict: bool,
-                  force: bool, allow_unverified_int8: bool, as_json: bool) -> None:
+                  force: bool, allow_unverified_int8: bool, as_json: bool, shard_size: int | None,
+                  resume: bool) -> None:
     """Encode CORPUS with ARTIFACT's context encoder into a searchable index.
 
     \b
@@ -186,6 +192,7 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
     An int8 build first checks the artifact's int8 graphs on this CPU against PyTorch's probe
     embeddings (int8 kernels differ between CPU classes) and refuses when they miss the export's
     thresholds.
+    With --shard-size, an interrupted build is kept next to --out and --resume continues it.
     """
     from fastdpr.ann import DEFAULT_EF
     from fastdpr.index import IndexOptions, build_index
@@ -193,13 +200,26 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
     options = IndexOptions(precision=precision, batch_size=batch_size, threads=threads, hnsw_m=hnsw_m,
                            ef_construction=ef_construction, ef_search=ef_search or DEFAULT_EF,
                            strict=strict, force=force, allow_unverified_int8=allow_unverified_int8)
-    manifest = build_index(artifact, corpus, out, fmt, options)
+    if resume and shard_size is None:
+        raise click.UsageError("--resume continues a sharded build: give the same --shard-size as before")
+    if shard_size is not None:
+        from fastdpr.sharded_build import build_sharded_index
+
+        try:
+            manifest = build_sharded_index(artifact, corpus, out, fmt, options, shard_size=shard_size, resume=resume)
+        except KeyboardInterrupt:
+            click.echo(f"interrupted: the finished shards are kept; add --resume to continue the build of {out}",
+                       err=True)
+            raise
+    else:
+        manifest = build_index(artifact, corpus, out, fmt, options)
     if as_json:
         echo_json(manifest)
         return
     counts, build = manifest["counts"], manifest["build"]
     click.echo(f"indexed {counts['indexed']} passages into {out} ({manifest['precision']}, "
-               f"{build['passages_per_s']} passages/s)")
+               f"{build['passages_per_s']} passages/s)"
+               + (f" in {len(manifest['shards'])} shards" if "shards" in manifest else ""))
     if manifest.get("int8_verification"):
         from fastdpr.verify import Int8Verification
 

@@ -42,6 +42,8 @@ from fastdpr.manifest import (
     verify_files,
     write_json,
 )
+from fastdpr.progress import corpus_bar
+from fastdpr.progress import finish as finish_bar
 from fastdpr.store import PassageStoreWriter
 from fastdpr.verify import Int8Verification, int8_thresholds, verify_int8_here
 
@@ -92,14 +94,14 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
     artifact = Artifact.load(artifact_dir)
     precision = options.precision or artifact.default_precision
     reader = read_corpus(corpus, fmt, strict=options.strict)  # type: ignore[arg-type]  # fails early on a missing file / unknown format
-    int8_check = _verify_int8(artifact, options) if precision == "int8" else None
+    int8_check = verify_int8_for_build(artifact, options) if precision == "int8" else None
     encoder = artifact.encoder("context", precision, options.threads)
     started = time.perf_counter()
     with atomic_directory(Path(out), options.force, IndexLoadError) as staging:
         raw = staging / "vectors.f32.partial"
         count = 0
         quiet = None if options.progress is None else not options.progress  # None: tqdm decides by isatty
-        bar = tqdm(unit=" passages", desc="encoding", disable=quiet, dynamic_ncols=True, smoothing=0.1)
+        bar = corpus_bar(reader.path, options.progress, desc="encoding")
         try:
             with PassageStoreWriter(staging / "passages.sqlite") as store, open(raw, "wb") as vectors_out:
                 for chunk in _chunks(reader, ENCODE_CHUNK):
@@ -110,6 +112,7 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
                     vectors_out.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
                     store.add_many((count + i, p.id, p.title, p.text) for i, p in enumerate(chunk))
                     count += len(chunk)
+            finish_bar(bar)
         finally:
             bar.close()
         report: CorpusReport = reader.report
@@ -133,7 +136,7 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
         encoder_dir.mkdir()
         shutil.copy2(artifact.model_path("question", precision), encoder_dir / "model.onnx")
         shutil.copy2(artifact.tokenizer_path("question"), encoder_dir / "tokenizer.json")
-        probe_check = _write_question_probes(artifact, encoder_dir) if precision == "int8" else None
+        probe_check = write_question_probes(artifact, encoder_dir) if precision == "int8" else None
         manifest: dict[str, Any] = {
             "format": INDEX_FORMAT,
             "format_version": INDEX_FORMAT_VERSION,
@@ -168,7 +171,7 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
     return manifest
 
 
-def _verify_int8(artifact: Artifact, options: IndexOptions) -> Int8Verification:
+def verify_int8_for_build(artifact: Artifact, options: IndexOptions) -> Int8Verification:
     """Check the artifact's int8 graphs on this CPU before spending hours encoding a corpus with them."""
     check = verify_int8_here(artifact, "index build", options.threads)
     if not check.passed and not options.allow_unverified_int8:
@@ -180,7 +183,7 @@ def _verify_int8(artifact: Artifact, options: IndexOptions) -> Int8Verification:
     return check
 
 
-def _write_question_probes(artifact: Artifact, encoder_dir: Path) -> dict[str, Any]:
+def write_question_probes(artifact: Artifact, encoder_dir: Path) -> dict[str, Any]:
     """Keep the probe questions and PyTorch's embeddings of them beside the index's question encoder,
     so every load can check the int8 graph on the machine it runs on (a few milliseconds)."""
     probes = artifact.probes()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fastdpr.cpu import CpuInfo
 from fastdpr.errors import FastDPRError
 from fastdpr.manifest import MANIFEST_NAME
 
@@ -85,32 +86,42 @@ def describe(path: Path, verify: bool = False, threads: int | None = None) -> di
     from fastdpr.index import INDEX_FORMAT, load_index_manifest
 
     if kind == INDEX_FORMAT:
-        manifest = load_index_manifest(path)
-        built_on = manifest.get("cpu", {}).get("int8_class")
-        graph = int8_graph({"quantization": manifest["artifact"].get("quantization"), "sides": {}}, here.int8_class)
-        report = {"kind": "index", "path": str(path),
-                  **{k: v for k, v in manifest.items() if k not in ("files", "cpu")},
-                  "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
-                  "integrity": "ok", "built_on": manifest.get("cpu"), "cpu": here.to_dict(),
-                  "int8": None if manifest.get("precision") != "int8" else {
-                      "model": manifest["question_encoder"]["model"], "this_machine": here.int8_class,
-                      "built_on": built_on,
-                      "exact_on_every_x86_class": graph["exact_on_every_x86_class"] if graph else None}}
-        if verify and manifest.get("precision") == "int8":
-            from fastdpr.encoder import OnnxEncoder
-            from fastdpr.retriever import check_index_int8
-            from fastdpr.spec import EncoderSpec
-            from fastdpr.tokenization import SpecTokenizer
+        return _index_report(path, "index", load_index_manifest(path), here, verify, threads)
+    from fastdpr.shards import SHARDED_INDEX_FORMAT, load_sharded_manifest
 
-            spec = EncoderSpec.from_dict(manifest["spec"])
-            encoder = OnnxEncoder(path / manifest["question_encoder"]["model"],
-                                  SpecTokenizer(path / manifest["question_encoder"]["tokenizer"], spec, "question"),
-                                  threads=threads)
-            check = check_index_int8(path, manifest, encoder, "info --verify")
-            report["verified"] = {"passed": check is None or check.passed, "results": [],
-                                  "int8_here": None if check is None else check.to_dict()}
-        return report
+    if kind == SHARDED_INDEX_FORMAT:
+        return _index_report(path, "sharded index", load_sharded_manifest(path), here, verify, threads)
     raise FastDPRError(f"{path}: unknown manifest format {kind!r}")
+
+
+def _index_report(path: Path, kind: str, manifest: dict[str, Any], here: CpuInfo, verify: bool,
+                  threads: int | None) -> dict[str, Any]:
+    """An index's (or sharded index's) description: where it was built and checked, and, with
+    ``verify``, its int8 question encoder checked on this machine."""
+    built_on = manifest.get("cpu", {}).get("int8_class")
+    graph = int8_graph({"quantization": manifest["artifact"].get("quantization"), "sides": {}}, here.int8_class)
+    report = {"kind": kind, "path": str(path),
+              **{k: v for k, v in manifest.items() if k not in ("files", "cpu")},
+              "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
+              "integrity": "ok", "built_on": manifest.get("cpu"), "cpu": here.to_dict(),
+              "int8": None if manifest.get("precision") != "int8" else {
+                  "model": manifest["question_encoder"]["model"], "this_machine": here.int8_class,
+                  "built_on": built_on,
+                  "exact_on_every_x86_class": graph["exact_on_every_x86_class"] if graph else None}}
+    if verify and manifest.get("precision") == "int8":
+        from fastdpr.encoder import OnnxEncoder
+        from fastdpr.retriever import check_index_int8
+        from fastdpr.spec import EncoderSpec
+        from fastdpr.tokenization import SpecTokenizer
+
+        spec = EncoderSpec.from_dict(manifest["spec"])
+        encoder = OnnxEncoder(path / manifest["question_encoder"]["model"],
+                              SpecTokenizer(path / manifest["question_encoder"]["tokenizer"], spec, "question"),
+                              threads=threads)
+        check = check_index_int8(path, manifest, encoder, "info --verify")
+        report["verified"] = {"passed": check is None or check.passed, "results": [],
+                              "int8_here": None if check is None else check.to_dict()}
+    return report
 
 
 def render(report: dict[str, Any]) -> str:
@@ -150,6 +161,10 @@ def render(report: dict[str, Any]) -> str:
                      f"{counts.get('skipped', {})}")
         lines.append(f"  precision: {report.get('precision')}; hnsw: {report.get('hnsw')}")
         lines.append(f"  artifact: {report.get('artifact', {}).get('path')}")
+        if "shards" in report:
+            sizes = [shard["count"] for shard in report["shards"]]
+            lines.append(f"  shards: {len(sizes)} of up to {report.get('shard_size')} passages "
+                         f"(smallest {min(sizes)}, largest {max(sizes)})")
         lines.append(f"  this machine: {report['cpu']['int8_class']}; built on: "
                      f"{(report.get('built_on') or {}).get('int8_class', 'not recorded')}")
         check = report.get("int8_verification")

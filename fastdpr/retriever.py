@@ -16,6 +16,7 @@ from fastdpr.batching import DEFAULT_QUESTION_BATCH_SIZE
 from fastdpr.encoder import OnnxEncoder
 from fastdpr.errors import FastDPRError, Int8Warning
 from fastdpr.index import load_index_manifest
+from fastdpr.shards import ShardedSearcher, ShardedStore, is_sharded_index, load_sharded_manifest, open_shards
 from fastdpr.spec import EncoderSpec
 from fastdpr.store import PassageStore
 from fastdpr.tokenization import SpecTokenizer
@@ -53,7 +54,8 @@ class Retriever:
     """
 
     def __init__(self, index_dir: Path, manifest: dict[str, Any], encoder: OnnxEncoder,
-                 searcher: HnswSearcher | ExactSearcher, store: PassageStore, ef: int) -> None:
+                 searcher: HnswSearcher | ExactSearcher | ShardedSearcher, store: PassageStore | ShardedStore,
+                 ef: int) -> None:
         self.index_dir = index_dir
         self.manifest = manifest
         self.encoder = encoder
@@ -67,13 +69,27 @@ class Retriever:
     def load(cls, index_dir: Path | str, *, threads: int | None = None, ef: int | None = None,
              exact: bool = False, check_hashes: bool = True, check_int8: bool = True) -> Retriever:
         """Open ``index_dir``. ``ef`` defaults to the value recorded at build time (hnswlib does not save
-        it); ``exact=True`` searches by brute force instead of HNSW.
+        it); ``exact=True`` searches by brute force instead of HNSW. A sharded index opens as one index.
 
         ``check_int8``: an int8 index checks its question encoder on this CPU against PyTorch's
         embeddings of the probe questions (a few milliseconds) and warns (:class:`Int8Warning`) when it
         misses the export's threshold; the result is :attr:`int8_check`.
         """
         root = Path(index_dir)
+        if is_sharded_index(root):
+            retriever = cls._load_sharded(root, threads=threads, ef=ef, exact=exact, check_hashes=check_hashes)
+        else:
+            retriever = cls._load_single(root, threads=threads, ef=ef, exact=exact, check_hashes=check_hashes)
+        if check_int8:
+            retriever.int8_check = check_index_int8(root, retriever.manifest, retriever.encoder, "load")
+            if retriever.int8_check is not None and not retriever.int8_check.passed:
+                warnings.warn(retriever.int8_check.summary() + ". Rebuild the index with --precision fp32, or "
+                              "re-export with a 7-bit recipe", Int8Warning, stacklevel=2)
+        return retriever
+
+    @classmethod
+    def _load_single(cls, root: Path, *, threads: int | None, ef: int | None, exact: bool,
+                     check_hashes: bool) -> Retriever:
         manifest = load_index_manifest(root, check_hashes=check_hashes)
         spec = EncoderSpec.from_dict(manifest["spec"])
         tokenizer = SpecTokenizer(root / manifest["question_encoder"]["tokenizer"], spec, "question")
@@ -88,13 +104,18 @@ class Retriever:
         store = PassageStore(root / manifest["store"])
         if store.count() != count:
             raise FastDPRError(f"{root}: passage store holds {store.count()} passages, manifest says {count}")
-        retriever = cls(root, manifest, encoder, searcher, store, ef)
-        if check_int8:
-            retriever.int8_check = check_index_int8(root, manifest, encoder, "load")
-            if retriever.int8_check is not None and not retriever.int8_check.passed:
-                warnings.warn(retriever.int8_check.summary() + ". Rebuild the index with --precision fp32, or "
-                              "re-export with a 7-bit recipe", Int8Warning, stacklevel=2)
-        return retriever
+        return cls(root, manifest, encoder, searcher, store, ef)
+
+    @classmethod
+    def _load_sharded(cls, root: Path, *, threads: int | None, ef: int | None, exact: bool,
+                      check_hashes: bool) -> Retriever:
+        manifest = load_sharded_manifest(root, check_hashes=check_hashes)
+        spec = EncoderSpec.from_dict(manifest["spec"])
+        tokenizer = SpecTokenizer(root / manifest["question_encoder"]["tokenizer"], spec, "question")
+        encoder = OnnxEncoder(root / manifest["question_encoder"]["model"], tokenizer, threads=threads)
+        ef = int(ef if ef is not None else manifest["hnsw"]["ef_search"])
+        searcher, store = open_shards(root, manifest, dim=spec.dim, ef=ef, exact=exact, threads=threads)
+        return cls(root, manifest, encoder, searcher, store, ef)
 
     @property
     def count(self) -> int:
@@ -115,7 +136,7 @@ class Retriever:
             raise FastDPRError(f"k must be at least 1, got {k}")
         if ef is not None and ef < 1:
             raise FastDPRError(f"ef must be at least 1, got {ef}")
-        if isinstance(self.searcher, HnswSearcher):
+        if isinstance(self.searcher, HnswSearcher | ShardedSearcher):
             labels, scores = self.searcher.search(vectors, k, ef=ef)
         else:
             labels, scores = self.searcher.search(vectors, k)

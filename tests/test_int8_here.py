@@ -136,3 +136,21 @@ def test_an_index_whose_int8_question_encoder_fails_here_warns_at_load(tiny_inde
     assert "warning: int8 on" in searched.stderr and "FAILED" in searched.stderr
     verified = invoke("info", str(index), "--verify")
     assert verified.exit_code == 1 and "[x] int8 on this machine" in verified.output
+
+
+def test_a_sharded_index_is_checked_like_one_index(tiny_artifact: Path, pydoc_corpus: Path, tmp_path: Path) -> None:
+    from fastdpr.sharded_build import build_sharded_index
+
+    out = tmp_path / "sharded"
+    manifest = build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", IndexOptions(progress=False),
+                                   shard_size=200)
+    assert len(manifest["shards"]) > 1
+    assert manifest["int8_verification"]["passed"] is True
+    assert manifest["cpu"]["int8_class"] == this_cpu().int8_class
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Int8Warning)
+        with Retriever.load(out) as retriever:
+            assert retriever.int8_check is not None and retriever.int8_check.passed
+    verified = invoke("info", str(out), "--verify")
+    assert verified.exit_code == 0, verified.output
+    assert "[✓] int8 on this machine" in verified.output and "shards:" in verified.output
