@@ -93,7 +93,7 @@ RECIPES: dict[str, QuantRecipe] = {
                     smooth_alphas=AUTO_SMOOTH_ALPHAS, quantize_embeddings=False, reduce_range=True),
     )
 }
-DEFAULT_RECIPE = "dynamic-per-channel-smooth-auto"
+DEFAULT_RECIPE = "dynamic-per-channel-smooth-auto-7bit"
 
 
 def get_recipe(name: str) -> QuantRecipe:
