@@ -269,10 +269,13 @@ def _print_hits(hits: list[Any], width: int = 100) -> None:
               help="has_answer rule: DPR string match, or regex answers (CuratedTREC).")
 @click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Serve a sharded index's shards from Ray actors on this cluster (auto, ray://HOST:10001, "
+                   "HOST:6379; every node must see INDEX at the same path). Needs fastdpr[ray].")
 @user_errors
 def search_command(index: Path, question: str | None, k: int | None, ef: int | None, exact: bool, as_json: bool,
                    queries: Path | None, queries_format: str, out: Path | None, match: str,
-                   threads: int | None, batch_size: int) -> None:
+                   threads: int | None, batch_size: int, ray_address: str | None) -> None:
     """Answer QUESTION from INDEX, or every question of --queries into --out (DPR results JSON)."""
     from fastdpr.retriever import Retriever
 
@@ -282,7 +285,7 @@ def search_command(index: Path, question: str | None, k: int | None, ef: int | N
         raise click.UsageError("--queries needs --out RESULTS.json")
     if question is not None and not question.strip():
         raise click.UsageError("the question is empty")
-    retriever = Retriever.load(index, threads=threads, ef=ef, exact=exact)
+    retriever = Retriever.load(index, threads=threads, ef=ef, exact=exact, ray_address=ray_address)
     if question is not None:
         hits = retriever.search(question, k=k or 10)
         if as_json:
