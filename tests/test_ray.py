@@ -11,6 +11,7 @@ import builtins
 import json
 import os
 import shlex
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,48 @@ def test_an_interrupted_ray_build_resumes_at_its_finished_shards(local_ray: Any,
     manifest = build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE,
                                    resume=True, backend=ray_backend(""))
     assert manifest["build"]["resumed_from"] == 400
+    assert stored_rows(out) == stored_rows(local_sharded)
+    np.testing.assert_array_equal(shard_vectors(out), shard_vectors(local_sharded))
+
+
+class _DiesOnce:
+    """An encoder actor whose process dies (as if OOM-killed) on its first chunk while ``marker`` exists."""
+
+    marker = ""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from fastdpr.ray_build import _ChunkEncoder
+
+        self._encoder = _ChunkEncoder(**kwargs)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if os.path.exists(self.marker):
+            os.unlink(self.marker)
+            os._exit(1)
+        return self._encoder(batch)
+
+
+def test_a_ray_worker_that_dies_is_restarted_and_its_chunk_retried(local_ray: Any, tmp_path: Path,
+                                                                   tiny_artifact: Path, pydoc_corpus: Path,
+                                                                   local_sharded: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray.cloudpickle
+
+    from fastdpr import ray_build
+
+    marker = tmp_path / "die-once"
+    marker.touch()
+    # Ray ships the class by value (workers cannot import the tests), with the marker's path baked in.
+    dies = type("DiesOnce", (_DiesOnce,), {"marker": str(marker)})
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(ray_build, "_ChunkEncoder", dies)
+    try:
+        out = tmp_path / "idx"
+        build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE,
+                            backend=ray_build.ray_backend(""))
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert not marker.exists()  # a worker did die
     assert stored_rows(out) == stored_rows(local_sharded)
     np.testing.assert_array_equal(shard_vectors(out), shard_vectors(local_sharded))
 
