@@ -177,11 +177,14 @@ def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -
                    "[default: one unsharded index].")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted sharded build of --out (same artifact, corpus and settings).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="With --shard-size: encode on a Ray cluster (ADDRESS, e.g. auto or ray://HOST:10001; alone: "
+                   "a local cluster), --threads CPUs per encoder (default 1). Needs fastdpr[ray].")
 @user_errors
 def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: str | None, batch_size: int,
                   threads: int | None, hnsw_m: int, ef_construction: int, ef_search: int | None, strict: bool,
                   force: bool, allow_unverified_int8: bool, as_json: bool, shard_size: int | None,
-                  resume: bool) -> None:
+                  resume: bool, ray_address: str | None) -> None:
     """Encode CORPUS with ARTIFACT's context encoder into a searchable index.
 
     \b
@@ -193,6 +196,7 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
     embeddings (int8 kernels differ between CPU classes) and refuses when they miss the export's
     thresholds.
     With --shard-size, an interrupted build is kept next to --out and --resume continues it.
+    With --ray, the same sharded index is encoded on a Ray cluster (pip install 'fastdpr[ray]').
     """
     from fastdpr.ann import DEFAULT_EF
     from fastdpr.index import IndexOptions, build_index
@@ -202,11 +206,19 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
                            strict=strict, force=force, allow_unverified_int8=allow_unverified_int8)
     if resume and shard_size is None:
         raise click.UsageError("--resume continues a sharded build: give the same --shard-size as before")
+    if ray_address is not None and shard_size is None:
+        raise click.UsageError("--ray builds a sharded index: give --shard-size N")
     if shard_size is not None:
-        from fastdpr.sharded_build import build_sharded_index
+        from fastdpr.sharded_build import BackendFactory, BuildBackend, build_sharded_index
 
+        backend: BackendFactory = BuildBackend
+        if ray_address is not None:
+            from fastdpr.ray_build import ray_backend
+
+            backend = ray_backend(ray_address)
         try:
-            manifest = build_sharded_index(artifact, corpus, out, fmt, options, shard_size=shard_size, resume=resume)
+            manifest = build_sharded_index(artifact, corpus, out, fmt, options, shard_size=shard_size, resume=resume,
+                                           backend=backend)
         except KeyboardInterrupt:
             click.echo(f"interrupted: the finished shards are kept; add --resume to continue the build of {out}",
                        err=True)
@@ -257,10 +269,13 @@ def _print_hits(hits: list[Any], width: int = 100) -> None:
               help="has_answer rule: DPR string match, or regex answers (CuratedTREC).")
 @click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Serve a sharded index's shards from Ray actors on this cluster (auto, ray://HOST:10001, "
+                   "HOST:6379; every node must see INDEX at the same path). Needs fastdpr[ray].")
 @user_errors
 def search_command(index: Path, question: str | None, k: int | None, ef: int | None, exact: bool, as_json: bool,
                    queries: Path | None, queries_format: str, out: Path | None, match: str,
-                   threads: int | None, batch_size: int) -> None:
+                   threads: int | None, batch_size: int, ray_address: str | None) -> None:
     """Answer QUESTION from INDEX, or every question of --queries into --out (DPR results JSON)."""
     from fastdpr.retriever import Retriever
 
@@ -270,7 +285,7 @@ def search_command(index: Path, question: str | None, k: int | None, ef: int | N
         raise click.UsageError("--queries needs --out RESULTS.json")
     if question is not None and not question.strip():
         raise click.UsageError("the question is empty")
-    retriever = Retriever.load(index, threads=threads, ef=ef, exact=exact)
+    retriever = Retriever.load(index, threads=threads, ef=ef, exact=exact, ray_address=ray_address)
     if question is not None:
         hits = retriever.search(question, k=k or 10)
         if as_json:

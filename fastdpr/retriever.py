@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from fastdpr.spec import EncoderSpec
 from fastdpr.store import PassageStore
 from fastdpr.tokenization import SpecTokenizer
 from fastdpr.verify import Int8Verification, verify_int8_questions
+
+if TYPE_CHECKING:
+    from fastdpr.ray_search import RayShardedSearcher, RayShardedStore
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,8 @@ class Retriever:
     """
 
     def __init__(self, index_dir: Path, manifest: dict[str, Any], encoder: OnnxEncoder,
-                 searcher: HnswSearcher | ExactSearcher | ShardedSearcher, store: PassageStore | ShardedStore,
-                 ef: int) -> None:
+                 searcher: HnswSearcher | ExactSearcher | ShardedSearcher | RayShardedSearcher,
+                 store: PassageStore | ShardedStore | RayShardedStore, ef: int) -> None:
         self.index_dir = index_dir
         self.manifest = manifest
         self.encoder = encoder
@@ -67,17 +70,27 @@ class Retriever:
 
     @classmethod
     def load(cls, index_dir: Path | str, *, threads: int | None = None, ef: int | None = None,
-             exact: bool = False, check_hashes: bool = True, check_int8: bool = True) -> Retriever:
+             exact: bool = False, check_hashes: bool = True, check_int8: bool = True,
+             ray_address: str | None = None, ray_actors: int | None = None) -> Retriever:
         """Open ``index_dir``. ``ef`` defaults to the value recorded at build time (hnswlib does not save
         it); ``exact=True`` searches by brute force instead of HNSW. A sharded index opens as one index.
 
         ``check_int8``: an int8 index checks its question encoder on this CPU against PyTorch's
         embeddings of the probe questions (a few milliseconds) and warns (:class:`Int8Warning`) when it
         misses the export's threshold; the result is :attr:`int8_check`.
+
+        ``ray_address`` (a sharded index only; needs ``fastdpr[ray]``) serves the shards from Ray actors
+        on that cluster (``""``: a local one; a process already connected keeps its connection):
+        ``ray_actors`` of them (default: the cluster's CPUs / ``threads``), each holding consecutive
+        shards; questions are still encoded here. :meth:`close` stops the actors.
         """
         root = Path(index_dir)
         if is_sharded_index(root):
-            retriever = cls._load_sharded(root, threads=threads, ef=ef, exact=exact, check_hashes=check_hashes)
+            retriever = cls._load_sharded(root, threads=threads, ef=ef, exact=exact, check_hashes=check_hashes,
+                                          ray_address=ray_address, ray_actors=ray_actors)
+        elif ray_address is not None:
+            raise FastDPRError(f"{root} is not a sharded index: Ray serves the shards of a sharded index "
+                               "(build it with --shard-size)")
         else:
             retriever = cls._load_single(root, threads=threads, ef=ef, exact=exact, check_hashes=check_hashes)
         if check_int8:
@@ -108,13 +121,21 @@ class Retriever:
 
     @classmethod
     def _load_sharded(cls, root: Path, *, threads: int | None, ef: int | None, exact: bool,
-                      check_hashes: bool) -> Retriever:
+                      check_hashes: bool, ray_address: str | None, ray_actors: int | None) -> Retriever:
         manifest = load_sharded_manifest(root, check_hashes=check_hashes)
         spec = EncoderSpec.from_dict(manifest["spec"])
         tokenizer = SpecTokenizer(root / manifest["question_encoder"]["tokenizer"], spec, "question")
         encoder = OnnxEncoder(root / manifest["question_encoder"]["model"], tokenizer, threads=threads)
         ef = int(ef if ef is not None else manifest["hnsw"]["ef_search"])
-        searcher, store = open_shards(root, manifest, dim=spec.dim, ef=ef, exact=exact, threads=threads)
+        searcher: ShardedSearcher | RayShardedSearcher
+        store: ShardedStore | RayShardedStore
+        if ray_address is not None:
+            from fastdpr.ray_search import open_ray_shards
+
+            searcher, store = open_ray_shards(root, manifest, dim=spec.dim, ef=ef, exact=exact, threads=threads,
+                                              address=ray_address, actors=ray_actors)
+        else:
+            searcher, store = open_shards(root, manifest, dim=spec.dim, ef=ef, exact=exact, threads=threads)
         return cls(root, manifest, encoder, searcher, store, ef)
 
     @property
@@ -136,10 +157,10 @@ class Retriever:
             raise FastDPRError(f"k must be at least 1, got {k}")
         if ef is not None and ef < 1:
             raise FastDPRError(f"ef must be at least 1, got {ef}")
-        if isinstance(self.searcher, HnswSearcher | ShardedSearcher):
-            labels, scores = self.searcher.search(vectors, k, ef=ef)
-        else:
+        if isinstance(self.searcher, ExactSearcher):
             labels, scores = self.searcher.search(vectors, k)
+        else:
+            labels, scores = self.searcher.search(vectors, k, ef=ef)
         results: list[list[Hit]] = []
         for row_labels, row_scores in zip(labels, scores, strict=True):
             stored = self.store.get([int(label) for label in row_labels])
@@ -160,7 +181,7 @@ class Retriever:
         return self.search_vectors(self.encode_questions(questions, batch_size), k, ef=ef)
 
     def close(self) -> None:
-        """Release the passage store."""
+        """Release the passage store (and stop the Ray actors serving the shards, if any)."""
         self.store.close()
 
     def __enter__(self) -> Retriever:

@@ -25,7 +25,7 @@ import sqlite3
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
@@ -191,8 +191,40 @@ def _skip_finished(passages: Iterator[Passage], staging: Path, entry: ShardEntry
                                      f"{found}, but {entry.dir} holds {pid!r}; pass --force to start over")
 
 
+class BuildBackend:
+    """Where a sharded build encodes passages and builds each shard's graph: here, in this process.
+
+    :mod:`fastdpr.ray_build` subclasses it to do both on a Ray cluster; everything else (reading the
+    corpus, the shard layout, resuming, publishing) is the same code for both.
+    """
+
+    def __init__(self, artifact: Artifact, precision: str, options: IndexOptions) -> None:
+        self.dim = artifact.spec.dim
+        self.options = options
+        self._encoder = artifact.encoder("context", precision, options.threads)
+
+    def stream(self, passages: Iterator[Passage], lead: list[Passage],
+               on_encoded: Callable[[int], None]) -> EncodedStream:
+        """The corpus's remaining ``passages`` encoded in chunks aligned to corpus position."""
+        return EncodedStream(passages, self._encoder, self.options.batch_size, ENCODE_CHUNK, lead,
+                             on_encoded=on_encoded)
+
+    def build_graph(self, vectors: np.ndarray, target: Path) -> None:
+        """Build the HNSW graph of one shard's ``vectors`` (a memory map) and save it to ``target``."""
+        graph = build_hnsw(vectors, m=self.options.hnsw_m, ef_construction=self.options.ef_construction,
+                           threads=self.options.threads)
+        save_hnsw(graph, target)
+
+    def note(self) -> dict[str, Any] | None:
+        """What the top-level manifest records about where the build ran (None: here)."""
+        return None
+
+
+BackendFactory = Callable[[Artifact, str, IndexOptions], BuildBackend]
+
+
 def _build_shard(staging: Path, number: int, offset: int, pieces: Iterator[tuple[list[Passage], np.ndarray]],
-                 dim: int, options: IndexOptions, context: dict[str, Any], bar: tqdm) -> ShardEntry:
+                 backend: BuildBackend, options: IndexOptions, context: dict[str, Any], bar: tqdm) -> ShardEntry:
     """Write encoded ``pieces`` into ``shards/NNNNN`` (an ordinary index directory), publish it by a rename."""
     name = f"{number:05d}"
     final = staging / SHARDS_DIR / name
@@ -208,15 +240,13 @@ def _build_shard(staging: Path, number: int, offset: int, pieces: Iterator[tuple
             store.add_many((count + i, p.id, p.title, p.text) for i, p in enumerate(passages))
             count += len(passages)
     encode_seconds = time.perf_counter() - started
-    _write_npy_from_raw(raw, work / "vectors.npy", count, dim)
+    _write_npy_from_raw(raw, work / "vectors.npy", count, backend.dim)
     raw.unlink()
     bar.set_postfix_str(f"shard {name}: hnsw graph", refresh=True)
     t0 = time.perf_counter()
     vectors_map = np.load(work / "vectors.npy", mmap_mode="r", allow_pickle=False)
-    graph = build_hnsw(vectors_map, m=options.hnsw_m, ef_construction=options.ef_construction,
-                       threads=options.threads)
-    save_hnsw(graph, work / "hnsw.bin")
-    del graph, vectors_map  # free the shard's graph before the next shard is encoded
+    backend.build_graph(vectors_map, work / "hnsw.bin")
+    del vectors_map
     bar.set_postfix_str("", refresh=False)
     manifest: dict[str, Any] = {
         "format": INDEX_FORMAT,
@@ -227,7 +257,7 @@ def _build_shard(staging: Path, number: int, offset: int, pieces: Iterator[tuple
         "question_encoder": {"model": "../../encoder/model.onnx", "tokenizer": "../../encoder/tokenizer.json"},
         "shard": {"number": number, "label_offset": offset, "of": "../../manifest.json"},
         "counts": {"indexed": count},
-        "vectors": {"file": "vectors.npy", "dtype": "float32", "shape": [count, dim]},
+        "vectors": {"file": "vectors.npy", "dtype": "float32", "shape": [count, backend.dim]},
         "store": "passages.sqlite",
         "hnsw": _hnsw_settings(options),
         "build": {"encode_seconds": round(encode_seconds, 2),
@@ -262,12 +292,14 @@ def _publish(staging: Path, out: Path) -> None:
 
 def build_sharded_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, fmt: str = "auto",
                         options: IndexOptions | None = None, *, shard_size: int,
-                        resume: bool = False) -> dict[str, Any]:
+                        resume: bool = False, backend: BackendFactory = BuildBackend) -> dict[str, Any]:
     """Encode ``corpus`` into a sharded index at ``out``, ``shard_size`` passages per shard.
 
     With ``resume=True`` an interrupted build of ``out`` is continued (it must have used the same
     artifact, corpus and settings, or :class:`IndexLoadError` says what differs); without it, an
-    interrupted build is an error unless ``options.force`` discards it. Returns the top-level manifest.
+    interrupted build is an error unless ``options.force`` discards it. ``backend`` makes the object
+    that encodes and builds graphs (default: this process; see :mod:`fastdpr.ray_build`). Returns the
+    top-level manifest.
     """
     options = options or IndexOptions()
     if shard_size < 1:
@@ -282,7 +314,7 @@ def build_sharded_index(artifact_dir: Path | str, corpus: Path | str, out: Path 
     # Checked on every (re)start: a resumed build may run on another machine, with other int8 kernels.
     int8_check = verify_int8_for_build(artifact, options) if precision == "int8" else None
     try:
-        return _build(artifact, precision, reader, out, staging, shard_size, options, int8_check)
+        return _build(artifact, precision, reader, out, staging, shard_size, options, int8_check, backend)
     except ResumeRefused:
         raise
     except FastDPRError:
@@ -293,7 +325,7 @@ def build_sharded_index(artifact_dir: Path | str, corpus: Path | str, out: Path 
 
 
 def _build(artifact: Artifact, precision: str, reader: CorpusReader, out: Path, staging: Path, shard_size: int,
-           options: IndexOptions, int8_check: Int8Verification | None) -> dict[str, Any]:
+           options: IndexOptions, int8_check: Int8Verification | None, make_backend: BackendFactory) -> dict[str, Any]:
     started = time.perf_counter()
     shards = _finished_shards(staging)
     resumed_from = sum(entry.count for entry in shards)
@@ -308,7 +340,7 @@ def _build(artifact: Artifact, precision: str, reader: CorpusReader, out: Path, 
         "precision": precision,
         "corpus": {"path": str(reader.path.resolve()), "format": reader.format},
     }
-    encoder = artifact.encoder("context", precision, options.threads)
+    backend = make_backend(artifact, precision, options)
     bar = corpus_bar(reader.path, options.progress, initial=resumed_from)
     try:
         # The whole corpus is read again on resume (reading is cheap next to encoding), so the skip
@@ -321,10 +353,10 @@ def _build(artifact: Artifact, precision: str, reader: CorpusReader, out: Path, 
         # rest of it gets the batch companions a clean build gives it (see fastdpr.encoded_stream).
         within = resumed_from % ENCODE_CHUNK
         lead = list(tail)[len(tail) - within:] if within else []
-        stream = EncodedStream(passages, encoder, options.batch_size, ENCODE_CHUNK, lead, on_encoded=bar.update)
+        stream = backend.stream(passages, lead, bar.update)
         while not stream.exhausted():
             offset = sum(entry.count for entry in shards)
-            shards.append(_build_shard(staging, len(shards), offset, stream.take(shard_size), encoder.dim, options,
+            shards.append(_build_shard(staging, len(shards), offset, stream.take(shard_size), backend, options,
                                        context, bar))
         finish(bar)
     finally:
@@ -356,7 +388,8 @@ def _build(artifact: Artifact, precision: str, reader: CorpusReader, out: Path, 
         "hnsw": {key: value for key, value in _hnsw_settings(options).items() if key != "file"},
         "build": {"seconds": round(seconds, 2), "resumed_from": resumed_from,
                   "passages_per_s": round((count - resumed_from) / max(seconds, 1e-9), 1),
-                  "batch_size": options.batch_size, "threads": options.threads},
+                  "batch_size": options.batch_size, "threads": options.threads,
+                  **({"ray": note} if (note := backend.note()) else {})},
         "versions": library_versions(("fastdpr", "onnxruntime", "tokenizers", "hnswlib", "numpy")),
         "files": {f"encoder/{name}": entry for name, entry in file_table(encoder_dir).items()},
     }

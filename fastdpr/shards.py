@@ -153,10 +153,17 @@ class ShardedSearcher:
                 shard_labels, shard_scores = searcher.search(queries, wanted)
             labels.append(shard_labels + offset)
             scores.append(shard_scores)
-        all_labels = np.concatenate(labels, axis=1)
-        all_scores = np.concatenate(scores, axis=1)
-        order = np.lexsort((all_labels, -all_scores), axis=1)[:, :k]
-        return np.take_along_axis(all_labels, order, axis=1), np.take_along_axis(all_scores, order, axis=1)
+        return merge_top_k(labels, scores, k)
+
+
+def merge_top_k(labels: list[np.ndarray], scores: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of several ``[queries, n_i]`` hit lists (global labels, dot products): by score,
+    descending, then by label. A total order, so merging partial merges gives the same result as merging
+    every shard's hits at once (what lets Ray actors merge their own shards first)."""
+    all_labels = np.concatenate(labels, axis=1)
+    all_scores = np.concatenate(scores, axis=1)
+    order = np.lexsort((all_labels, -all_scores), axis=1)[:, :k]
+    return np.take_along_axis(all_labels, order, axis=1), np.take_along_axis(all_scores, order, axis=1)
 
 
 class ShardedStore:

@@ -1,0 +1,225 @@
+"""Ray (`fastdpr[ray]`): sharded builds encoded on a Ray cluster, and shards served by Ray actors.
+
+One local Ray cluster (2 CPUs) for the module; the multi-node test starts its own 2-node cluster after
+that one is shut down. Builds use the tiny int8 artifact and one ONNX Runtime thread, as the local
+builds of tests/test_shards.py they are compared with.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+if os.environ.get("CI") == "true":
+    import ray  # CI installs the ray extra: a missing ray must fail there, not skip
+else:
+    ray = pytest.importorskip("ray", reason="needs the ray extra: pip install -e '.[ray]'")
+
+from test_shards import QUESTIONS, assert_same_results, manifest_of, results, run_cli, stored_rows
+
+from fastdpr.errors import MissingDependencyError
+from fastdpr.index import IndexOptions
+from fastdpr.retriever import Retriever
+from fastdpr.sharded_build import build_sharded_index, staging_dir
+
+OPTIONS = IndexOptions(threads=1, progress=False)  # batch size 32, as test_shards
+SHARD_SIZE = 200  # 690 pydoc passages: shards of 200, 200, 200 and 90
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[Any]:
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_sharded(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, pydoc_corpus: Path) -> Path:
+    out = tmp_path_factory.mktemp("local") / "idx"
+    build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_sharded(local_ray: Any, tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path,
+                pydoc_corpus: Path) -> Path:
+    out = tmp_path_factory.mktemp("ray") / "idx"
+    run_cli(["index", tiny_artifact, pydoc_corpus, "--out", out, "--format", "jsonl", "--threads", 1,
+             "--shard-size", SHARD_SIZE, "--ray"])
+    return out
+
+
+def shard_vectors(index: Path) -> np.ndarray:
+    return np.concatenate([np.load(index / shard["dir"] / "vectors.npy")
+                           for shard in manifest_of(index)["shards"]])
+
+
+def test_a_ray_build_is_the_local_sharded_build(ray_sharded: Path, local_sharded: Path) -> None:
+    ray_manifest, local_manifest = manifest_of(ray_sharded), manifest_of(local_sharded)
+    assert stored_rows(ray_sharded) == stored_rows(local_sharded)
+    assert ray_manifest["shards"] == [  # same layout; shard manifests differ only by timings
+        {**shard, "manifest_sha256": ray_shard["manifest_sha256"]}
+        for shard, ray_shard in zip(local_manifest["shards"], ray_manifest["shards"], strict=True)]
+    assert ray_manifest["counts"] == local_manifest["counts"]
+    assert ray_manifest["precision"] == local_manifest["precision"] == "int8"
+    assert ray_manifest["int8_verification"]["passed"]
+    note = ray_manifest["build"]["ray"]
+    assert note["address"] == "local" and note["encoders"] == 2
+    # Every chunk is encoded at its corpus position by one actor: int8 vectors are bit-identical.
+    np.testing.assert_array_equal(shard_vectors(ray_sharded), shard_vectors(local_sharded))
+    for shard in ray_manifest["shards"]:
+        assert (ray_sharded / shard["dir"] / "hnsw.bin").stat().st_size > 0
+
+
+def test_search_through_ray_actors_equals_local_search(ray_sharded: Path, local_sharded: Path) -> None:
+    local = results(local_sharded)
+    assert_same_results(results(ray_sharded), local)
+    with Retriever.load(local_sharded, threads=1, ray_address="", ray_actors=2) as retriever:
+        assert len(retriever.searcher.shards.actors) == 2  # type: ignore[union-attr]
+        ray_hits = [[(h.id, h.score) for h in hits] for hits in retriever.search_batch(list(QUESTIONS), k=10)]
+    assert ray_hits == local  # the same files, merged in the same order: equal, not merely close
+    exact = results(local_sharded, exact=True, k=690)
+    with Retriever.load(local_sharded, threads=1, ray_address="", exact=True) as retriever:
+        assert [[(h.id, h.score) for h in hits] for hits in retriever.search_batch(list(QUESTIONS), k=690)] == exact
+
+
+def test_the_search_cli_serves_shards_from_ray(ray_sharded: Path, local_sharded: Path) -> None:
+    local = run_cli(["search", local_sharded, QUESTIONS[0], "--json", "--threads", 1]).stdout
+    assert run_cli(["search", local_sharded, QUESTIONS[0], "--json", "--threads", 1, "--ray", "auto"]).stdout == local
+
+
+def test_an_interrupted_ray_build_resumes_at_its_finished_shards(local_ray: Any, tmp_path: Path, tiny_artifact: Path,
+                                                                 pydoc_corpus: Path, local_sharded: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastdpr import sharded_build
+    from fastdpr.ray_build import ray_backend
+
+    out = tmp_path / "idx"
+    real = sharded_build._build_shard
+    built: list[int] = []
+
+    def dies_at_third(*args: Any, **kwargs: Any) -> Any:
+        if args[1] == 2:
+            raise KeyboardInterrupt  # the job dies after two shards
+        built.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sharded_build, "_build_shard", dies_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE,
+                            backend=ray_backend(""))
+    assert built == [0, 1] and staging_dir(out).is_dir() and not out.exists()
+    monkeypatch.setattr(sharded_build, "_build_shard", real)
+    manifest = build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE,
+                                   resume=True, backend=ray_backend(""))
+    assert manifest["build"]["resumed_from"] == 400
+    assert stored_rows(out) == stored_rows(local_sharded)
+    np.testing.assert_array_equal(shard_vectors(out), shard_vectors(local_sharded))
+
+
+class _DiesOnce:
+    """An encoder actor whose process dies (as if OOM-killed) on its first chunk while ``marker`` exists."""
+
+    marker = ""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from fastdpr.ray_build import _ChunkEncoder
+
+        self._encoder = _ChunkEncoder(**kwargs)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if os.path.exists(self.marker):
+            os.unlink(self.marker)
+            os._exit(1)
+        return self._encoder(batch)
+
+
+def test_a_ray_worker_that_dies_is_restarted_and_its_chunk_retried(local_ray: Any, tmp_path: Path,
+                                                                   tiny_artifact: Path, pydoc_corpus: Path,
+                                                                   local_sharded: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray.cloudpickle
+
+    from fastdpr import ray_build
+
+    marker = tmp_path / "die-once"
+    marker.touch()
+    # Ray ships the class by value (workers cannot import the tests), with the marker's path baked in.
+    dies = type("DiesOnce", (_DiesOnce,), {"marker": str(marker)})
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(ray_build, "_ChunkEncoder", dies)
+    try:
+        out = tmp_path / "idx"
+        build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE,
+                            backend=ray_build.ray_backend(""))
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert not marker.exists()  # a worker did die
+    assert stored_rows(out) == stored_rows(local_sharded)
+    np.testing.assert_array_equal(shard_vectors(out), shard_vectors(local_sharded))
+
+
+def test_without_ray_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                     tiny_artifact: Path, pydoc_corpus: Path,
+                                                     local_sharded: Path) -> None:
+    real_import = builtins.__import__
+
+    def no_ray(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    out = tmp_path / "idx"
+    result = run_cli(["index", tiny_artifact, pydoc_corpus, "--out", out, "--shard-size", SHARD_SIZE, "--ray"], code=1)
+    assert "pip install 'fastdpr[ray]'" in result.stderr
+    assert not out.exists() and not staging_dir(out).exists()
+    result = run_cli(["search", local_sharded, "a question", "--ray", "auto"], code=1)
+    assert "pip install 'fastdpr[ray]'" in result.stderr
+    with pytest.raises(MissingDependencyError, match=r"fastdpr\[ray\]"):
+        Retriever.load(local_sharded, ray_address="")
+
+
+def test_the_readme_commands_work(local_ray: Any, tmp_path: Path, tiny_artifact: Path, pydoc_corpus: Path,
+                                  local_sharded: Path) -> None:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = text.split("### Ray", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    names = {"dpr-nq": str(tiny_artifact), "psgs_w100.tsv": str(pydoc_corpus), "wiki-index": str(tmp_path / "wiki"),
+             "1000000": str(SHARD_SIZE)}
+    commands = [[names.get(arg, arg) for arg in shlex.split(line)] for line in block.splitlines() if line.strip()]
+    assert [command[:2] for command in commands] == [["fastdpr", "index"], ["fastdpr", "search"]]
+    assert "in 4 shards" in run_cli(commands[0][1:]).output  # --ray auto: the module's cluster
+    assert stored_rows(tmp_path / "wiki") == stored_rows(local_sharded)
+    rows = [json.loads(line) for line in run_cli(commands[1][1:]).output.splitlines()]
+    assert len(rows) == 5
+
+
+def test_shards_served_across_two_nodes_give_the_local_results(local_ray: Any, local_sharded: Path) -> None:
+    from ray.cluster_utils import Cluster
+
+    local = results(local_sharded)
+    ray.shutdown()  # the module's single-node cluster; this test runs last (see the fixture order)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING")
+        with Retriever.load(local_sharded, threads=1, ray_address=cluster.address) as retriever:
+            shards = retriever.searcher.shards  # type: ignore[union-attr]
+            assert len(shards.actors) == 2 and len(set(shards.node_ids)) == 2  # one actor on each node
+            assert [len(run) for run in shards.runs] == [2, 2]
+            hits = [[(h.id, h.score) for h in hits] for hits in retriever.search_batch(list(QUESTIONS), k=10)]
+        assert hits == local
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
