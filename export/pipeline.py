@@ -23,7 +23,7 @@ from fastdpr.cpu import this_cpu
 from fastdpr.encoder import OnnxEncoder
 from fastdpr.errors import ExportError, ValidationError
 from fastdpr.manifest import MANIFEST_NAME, atomic_directory, file_table, library_versions, write_json
-from fastdpr.probes import CALIBRATION_ROWS, HELD_OUT_ROWS, Probes, builtin_probes
+from fastdpr.probes import Probes, builtin_probes
 from fastdpr.spec import SIDES, EncoderSpec, Side
 from fastdpr.tokenization import SpecTokenizer
 from fastdpr.verify import compare
@@ -129,15 +129,16 @@ def _save_tokenizer(hf_tokenizer: Any, path: Path) -> None:
 class _Stages:
     """Collects per-stage comparisons and prints an optimum-style [✓]/[x] log."""
 
-    def __init__(self, log: Log) -> None:
+    def __init__(self, log: Log, probes: Probes) -> None:
         self.log = log
+        self.probes = probes
         self.report: dict[str, dict[str, Any]] = {}
         self.failures: list[str] = []
         self.int8_failures: list[str] = []
 
     def check(self, stage: str, side: Side, embeddings: np.ndarray, reference: np.ndarray) -> None:
         # int8 is judged on the probes its calibration never read; fp32 stages on every probe.
-        rows = HELD_OUT_ROWS if stage == "int8" else slice(None)
+        rows = self.probes.held_out_rows(side) if stage == "int8" else slice(None)
         comparison = compare(embeddings[rows], reference[rows])
         threshold = STAGE_THRESHOLDS[stage]["min_cosine"]
         passed = comparison.min_cosine >= threshold
@@ -177,7 +178,7 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
         probes.save(staging / "probes")
         inputs: dict[Side, Any] = {"question": list(probes.questions), "context": probes.passage_pairs()}
 
-        stages = _Stages(log)
+        stages = _Stages(log, probes)
         references: dict[Side, np.ndarray] = {}
         embeddings: dict[str, dict[Side, np.ndarray]] = {"fused": {}, "int8": {}}
         sides_manifest: dict[str, dict[str, Any]] = {}
@@ -197,7 +198,7 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
 
         agreement = None
         if recipe is not None:
-            held_out = {stage: {side: vectors[HELD_OUT_ROWS] for side, vectors in by_side.items()}
+            held_out = {stage: {side: vectors[probes.held_out_rows(side)] for side, vectors in by_side.items()}
                         for stage, by_side in embeddings.items()}
             agreement = retrieval_agreement(held_out["fused"]["question"], held_out["fused"]["context"],
                                             held_out["int8"]["question"], held_out["int8"]["context"])
@@ -232,8 +233,8 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
             "probes": {"dir": "probes", "source": probes.source,
                        "questions": len(probes.questions), "passages": len(probes.passages),
                        "batch_size": PROBE_BATCH_SIZE,
-                       "calibration_rows": "even positions (int8 calibration reads only these)",
-                       "held_out_rows": "odd positions (the int8 checks and gate read only these)",
+                       # int8 calibration reads the first rows; the int8 checks and the gate the rest.
+                       "calibration": probes.split_counts(),
                        "reference": {side: f"probes/{side}.npy" for side in SIDES}},
             "validation": {
                 "reference": "Hugging Face model in PyTorch fp32, fresh copy, same token ids",
@@ -289,8 +290,8 @@ def artifact_calibration_batches(artifact: Artifact, sides: Sequence[Side]) -> l
     """The calibration batches ``artifact``'s export quantized ``sides`` with (its probes' calibration
     rows, batched as at export): replaying its int8 decisions needs exactly these."""
     probes = artifact.probes()
-    inputs: dict[Side, Any] = {"question": list(probes.questions)[CALIBRATION_ROWS],
-                               "context": probes.passage_pairs()[CALIBRATION_ROWS]}
+    inputs: dict[Side, Any] = {"question": list(probes.questions)[probes.calibration_rows("question")],
+                               "context": probes.passage_pairs()[probes.calibration_rows("context")]}
     return calibration_batches({side: artifact.tokenizer(side) for side in sides}, inputs)
 
 
@@ -346,14 +347,14 @@ def _export_one(name: str, sides: tuple[Side, ...], resolved: ResolvedSource, hf
 
     if recipe is not None:
         t0 = time.perf_counter()
-        calibration_inputs = {side: inputs[side][CALIBRATION_ROWS] for side in sides}
+        calibration_inputs = {side: inputs[side][stages.probes.calibration_rows(side)] for side in sides}
         calibration = calibration_batches(tokenizers, calibration_inputs) if recipe.needs_calibration else None
         quant_counts[name] = quantize(out_dir / "model.onnx", out_dir / "model.int8.onnx", recipe, calibration)
         seconds["quantize"] = round(time.perf_counter() - t0, 2)
         log(f"{name}: quantized with {recipe.name} {quant_counts[name]} in {seconds['quantize']} s")
         run_stage("int8", out_dir / "model.int8.onnx")
         t0 = time.perf_counter()
-        held_out_inputs = {side: inputs[side][HELD_OUT_ROWS] for side in sides}
+        held_out_inputs = {side: inputs[side][stages.probes.held_out_rows(side)] for side in sides}
         quant_counts[name]["avx2_u8s8"] = avx2_report(out_dir / "model.int8.onnx",
                                                       calibration_batches(tokenizers, held_out_inputs))
         report = quant_counts[name]["avx2_u8s8"]

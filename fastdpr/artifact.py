@@ -97,7 +97,13 @@ class Artifact:
         """The probe texts the export validated on."""
         probes = Probes.load(self.root / self.manifest["probes"]["dir"])
         source = self.manifest["probes"].get("source")  # absent in artifacts written before it was recorded
-        return replace(probes, source=source) if source else probes
+        if source:
+            probes = replace(probes, source=source)
+        split = self.manifest["probes"].get("calibration")  # absent before probes were held out
+        if split:
+            probes = replace(probes, calibration_questions=int(split["questions"]),
+                             calibration_passages=int(split["passages"]))
+        return probes
 
     def probe_reference(self, side: Side) -> np.ndarray:
         """PyTorch's embeddings of the probes for ``side`` (computed at export time)."""

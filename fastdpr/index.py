@@ -191,7 +191,9 @@ def write_question_probes(artifact: Artifact, encoder_dir: Path) -> dict[str, An
                                                        encoding="utf-8")
     np.save(encoder_dir / "probe_reference.npy", artifact.probe_reference("question"), allow_pickle=False)
     return {"questions": "encoder/probe_questions.json", "reference": "encoder/probe_reference.npy",
-            "batch_size": int(artifact.manifest["probes"]["batch_size"]), "held_out_rows": "odd positions",
+            "batch_size": int(artifact.manifest["probes"]["batch_size"]),
+            # Rows from here on were held out from int8 calibration (0: artifacts without the split).
+            "held_out_from": probes.calibration_questions or 0,
             "thresholds": int8_thresholds(artifact.manifest)}
 
 

@@ -45,7 +45,8 @@ def check_index_int8(root: Path, manifest: dict[str, Any], encoder: OnnxEncoder,
         return None
     questions = json.loads((root / probe["questions"]).read_text(encoding="utf-8"))
     reference = np.load(root / probe["reference"], allow_pickle=False)
-    return verify_int8_questions(encoder, questions, reference, int(probe["batch_size"]), probe["thresholds"], where)
+    return verify_int8_questions(encoder, questions, reference, int(probe["batch_size"]),
+                                 slice(int(probe.get("held_out_from", 0)), None), probe["thresholds"], where)
 
 
 class Retriever:

@@ -18,7 +18,6 @@ import numpy as np
 from fastdpr.artifact import Artifact
 from fastdpr.cpu import this_cpu
 from fastdpr.encoder import OnnxEncoder
-from fastdpr.probes import HELD_OUT_ROWS
 from fastdpr.spec import SIDES, Side
 
 RETRIEVAL_K = 10
@@ -113,9 +112,9 @@ class Int8Verification:
         return f"int8 on {self.cpu['int8_class']} ({self.where}): {', '.join(parts)}: {verdict}"
 
 
-def _held_out_check(side: str, embeddings: np.ndarray, reference: np.ndarray, min_cosine: float,
+def _held_out_check(side: str, embeddings: np.ndarray, reference: np.ndarray, rows: slice, min_cosine: float,
                     failures: list[str]) -> dict[str, float]:
-    comparison = compare(embeddings[HELD_OUT_ROWS], reference[HELD_OUT_ROWS])
+    comparison = compare(embeddings[rows], reference[rows])
     if comparison.min_cosine < min_cosine:
         failures.append(f"{side} min cosine {comparison.min_cosine:.4f} < {min_cosine}")
     return {**comparison.to_dict(), "min_cosine_threshold": min_cosine}
@@ -142,9 +141,11 @@ def verify_int8_here(artifact: Artifact, where: str, threads: int | None = None)
         inputs = probes.questions if side == "question" else probes.passage_pairs()
         embeddings[side] = artifact.encoder(side, "int8", threads).encode(inputs, batch_size=batch_size)
         references[side] = artifact.probe_reference(side)
-        sides[side] = _held_out_check(side, embeddings[side], references[side], thresholds["min_cosine"], failures)
-    agreement = retrieval_agreement(references["question"][HELD_OUT_ROWS], references["context"][HELD_OUT_ROWS],
-                                    embeddings["question"][HELD_OUT_ROWS], embeddings["context"][HELD_OUT_ROWS])
+        sides[side] = _held_out_check(side, embeddings[side], references[side], probes.held_out_rows(side),
+                                      thresholds["min_cosine"], failures)
+    q_rows, p_rows = probes.held_out_rows("question"), probes.held_out_rows("context")
+    agreement = retrieval_agreement(references["question"][q_rows], references["context"][p_rows],
+                                    embeddings["question"][q_rows], embeddings["context"][p_rows])
     if agreement.recall_at_k < thresholds["recall_at_10"]:
         failures.append(f"recall@10 against fp32 {agreement.recall_at_k:.3f} < {thresholds['recall_at_10']}")
     return Int8Verification(where, this_cpu().to_dict(), sides, round(agreement.recall_at_k, 4), thresholds,
@@ -152,12 +153,13 @@ def verify_int8_here(artifact: Artifact, where: str, threads: int | None = None)
 
 
 def verify_int8_questions(encoder: OnnxEncoder, questions: Sequence[str], reference: np.ndarray, batch_size: int,
-                          thresholds: dict[str, float], where: str) -> Int8Verification:
+                          held_out: slice, thresholds: dict[str, float], where: str) -> Int8Verification:
     """The cheap check an index runs at load: its int8 question encoder on the probe questions (tens
-    of milliseconds), held-out rows against PyTorch fp32."""
+    of milliseconds), ``held_out`` rows against PyTorch fp32."""
     failures: list[str] = []
     embeddings = encoder.encode(list(questions), batch_size=batch_size)
-    sides = {"question": _held_out_check("question", embeddings, reference, thresholds["min_cosine"], failures)}
+    sides = {"question": _held_out_check("question", embeddings, reference, held_out, thresholds["min_cosine"],
+                                         failures)}
     return Int8Verification(where, this_cpu().to_dict(), sides, None, thresholds, not failures, failures)
 
 
@@ -178,7 +180,7 @@ def verify_artifact(artifact: Artifact, threads: int | None = None) -> list[Veri
             inputs = probes.questions if side == "question" else probes.passage_pairs()
             embeddings = encoder.encode(inputs, batch_size=batch_size)
             # int8 is judged on the probes its calibration never read (as at export); fp32 on all.
-            rows = HELD_OUT_ROWS if precision == "int8" else slice(None)
+            rows = probes.held_out_rows(side) if precision == "int8" else slice(None)
             comparison = compare(embeddings[rows], artifact.probe_reference(side)[rows])
             results.append(VerifyResult(side, precision, comparison, threshold,
                                         comparison.min_cosine >= threshold))

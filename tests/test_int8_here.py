@@ -54,10 +54,15 @@ def test_export_names_its_cpu_class_and_holds_out_probes_from_calibration(tiny_a
     validation: Any = manifest["validation"]
     assert validation["cpu"]["int8_class"] == this_cpu().int8_class
     probes: Any = manifest["probes"]
-    assert "even" in probes["calibration_rows"] and "odd" in probes["held_out_rows"]
+    calibration = probes["calibration"]
+    assert 0 < calibration["questions"] < probes["questions"] and 0 < calibration["passages"] < probes["passages"]
     agreement = validation["int8_retrieval_agreement"]
-    # The gate reads only the held-out half of the probes.
-    assert agreement["questions"] == probes["questions"] // 2 and agreement["passages"] == probes["passages"] // 2
+    # The gate reads only the probes after the calibration rows: none that calibration read.
+    assert agreement["questions"] == probes["questions"] - calibration["questions"] >= 32
+    assert agreement["passages"] == probes["passages"] - calibration["passages"] >= 128
+    smoothing = manifest["quantization"]["per_model"]["context"]["smoothing"]  # type: ignore[index]
+    # Calibration batches: the calibration passages only, at the runtime's passage batch size (8).
+    assert smoothing["calibration_batches"] == -(-calibration["passages"] // 8)
 
 
 def test_index_records_the_int8_check_and_keeps_probes_for_load_checks(tiny_index: Path) -> None:

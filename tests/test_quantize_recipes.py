@@ -109,7 +109,8 @@ def test_calibration_corpus_replaces_probe_passages(tiny_dpr_pair: tuple[Path, P
     assert result.exit_code == 0, result.output
     artifact = Artifact.load(out)
     probes = artifact.probes()
-    assert len(probes.passages) == 256
+    assert len(probes.passages) == 300  # the whole corpus: smaller than 256 calibration + 128 held out
+    assert (probes.calibration_passages, len(probes.passages[probes.held_out_rows("context")])) == (200, 100)
     assert {p.id for p in probes.passages} <= {p.id for p in passages}
 
     tiny = tmp_path / "tiny.jsonl"
