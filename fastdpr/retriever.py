@@ -45,8 +45,11 @@ def check_index_int8(root: Path, manifest: dict[str, Any], encoder: OnnxEncoder,
         return None
     questions = json.loads((root / probe["questions"]).read_text(encoding="utf-8"))
     reference = np.load(root / probe["reference"], allow_pickle=False)
-    return verify_int8_questions(encoder, questions, reference, int(probe["batch_size"]),
-                                 slice(int(probe.get("held_out_from", 0)), None), probe["thresholds"], where)
+    # Only the held-out questions are encoded: the check runs at every load, so it stays small (their
+    # batch companions differ from the export's, which moves cosines by ~1e-3, far inside the threshold).
+    start = int(probe.get("held_out_from", 0))
+    return verify_int8_questions(encoder, questions[start:], reference[start:], int(probe["batch_size"]),
+                                 slice(None), probe["thresholds"], where)
 
 
 class Retriever:
