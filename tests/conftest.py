@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 sys.path.insert(0, str(Path(__file__).parent))
 from shared_data import shared_data_path
@@ -132,6 +134,44 @@ def tiny_index(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, py
     out = tmp_path_factory.mktemp("idx") / "tiny-pydoc"
     build_index(tiny_artifact, pydoc_corpus, out, "jsonl", IndexOptions(progress=False))
     return out
+
+
+def run_cli(args: list[Any], code: int = 0) -> Result:
+    """Invoke ``fastdpr ARGS``; check the exit code and that no traceback escaped."""
+    from fastdpr.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"uncaught {result.exception!r}\n{result.output}"
+    )
+    assert "Traceback" not in result.stderr
+    assert result.exit_code == code, f"exit {result.exit_code}, expected {code}:\n{result.output}"
+    return result
+
+
+def rewrite_hashes(root: Path) -> None:
+    """Make a manifest's file table match the files on disk again (integrity then passes)."""
+    from fastdpr.manifest import MANIFEST_NAME, file_table, write_json
+
+    manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest["files"] = file_table(root)
+    write_json(root / MANIFEST_NAME, manifest)
+
+
+def scramble_int8_weights(path: Path) -> None:
+    """Permute every int8 weight matrix of an ONNX model: the graph still runs but no longer computes the
+    model (what a broken quantizer, or int8 kernels that compute otherwise, look like from outside)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.dtype == np.int8 and array.ndim == 2:
+            init.CopyFrom(numpy_helper.from_array(rng.permutation(array.ravel()).reshape(array.shape), init.name))
+    onnx.save(model, str(path))
 
 
 def read_manifest(path: Path) -> dict[str, object]:

@@ -16,12 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from conftest import run_cli
 
 from fastdpr.ann import DEFAULT_EF
 from fastdpr.artifact import Artifact
 from fastdpr.builtin_corpus import pydoc_topic_passages
-from fastdpr.cli import main
 from fastdpr.corpus import Passage, write_corpus
 from fastdpr.errors import IndexLoadError
 from fastdpr.index import INDEX_FORMAT, INDEX_FORMAT_VERSION
@@ -35,15 +34,6 @@ QUESTIONS = (
 )
 
 
-def run_cli(args: list[Any], code: int = 0) -> Result:
-    """Invoke ``fastdpr ARGS``; check the exit code and that no traceback escaped."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"uncaught {result.exception!r}\n{result.output}"
-    )
-    assert "Traceback" not in result.stderr
-    assert result.exit_code == code, f"exit {result.exit_code}, expected {code}:\n{result.output}"
-    return result
 
 
 def manifest_of(index: Path) -> dict[str, Any]:

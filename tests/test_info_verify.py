@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from conftest import rewrite_hashes
 
 from fastdpr.cli import main
-from fastdpr.manifest import MANIFEST_NAME, file_table, write_json
 
 
 def invoke(*args: str) -> Result:
@@ -25,11 +25,6 @@ def copy_artifact(source: Path, target: Path) -> Path:
     return target
 
 
-def rewrite_hashes(root: Path) -> None:
-    """Make the manifest's file table match the files on disk again (integrity then passes)."""
-    manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
-    manifest["files"] = file_table(root)
-    write_json(root / MANIFEST_NAME, manifest)
 
 
 def failed_checks(report: dict[str, Any]) -> set[tuple[str, str]]:

@@ -11,16 +11,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from conftest import read_manifest
+from conftest import read_manifest, rewrite_hashes, scramble_int8_weights
 
 from fastdpr.cli import main
 from fastdpr.cpu import this_cpu
 from fastdpr.errors import FastDPRError, Int8Warning
 from fastdpr.index import IndexOptions, build_index
-from fastdpr.manifest import MANIFEST_NAME, file_table, write_json
 from fastdpr.retriever import Retriever
 
 
@@ -28,25 +26,8 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=True)
 
 
-def rewrite_hashes(root: Path) -> None:
-    manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
-    manifest["files"] = file_table(root)
-    write_json(root / MANIFEST_NAME, manifest)
 
 
-def scramble_int8(path: Path) -> None:
-    """Permute every int8 weight matrix: the graph still runs, but it no longer computes the model (what
-    a wrong int8 kernel class or a broken quantizer looks like from outside)."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    rng = np.random.default_rng(0)
-    for init in model.graph.initializer:
-        array = numpy_helper.to_array(init)
-        if array.dtype == np.int8 and array.ndim == 2:
-            init.CopyFrom(numpy_helper.from_array(rng.permutation(array.ravel()).reshape(array.shape), init.name))
-    onnx.save(model, str(path))
 
 
 def test_export_names_its_cpu_class_and_holds_out_probes_from_calibration(tiny_artifact: Path) -> None:
@@ -106,7 +87,7 @@ def test_info_says_which_int8_graph_runs_here(tiny_artifact: Path, tiny_index: P
 def test_index_refuses_an_int8_graph_that_fails_here(tiny_artifact: Path, pydoc_corpus: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(tiny_artifact, broken)
-    scramble_int8(broken / "context" / "model.int8.onnx")
+    scramble_int8_weights(broken / "context" / "model.int8.onnx")
     rewrite_hashes(broken)
     out = tmp_path / "idx"
     result = invoke("index", str(broken), str(pydoc_corpus), "--out", str(out))
@@ -127,7 +108,7 @@ def test_index_refuses_an_int8_graph_that_fails_here(tiny_artifact: Path, pydoc_
 def test_an_index_whose_int8_question_encoder_fails_here_warns_at_load(tiny_index: Path, tmp_path: Path) -> None:
     index = tmp_path / "index"
     shutil.copytree(tiny_index, index)
-    scramble_int8(index / "encoder" / "model.onnx")
+    scramble_int8_weights(index / "encoder" / "model.onnx")
     rewrite_hashes(index)
     with pytest.warns(Int8Warning, match="question min cosine"), Retriever.load(index) as retriever:
         assert retriever.int8_check is not None and not retriever.int8_check.passed

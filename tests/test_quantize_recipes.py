@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_INT8_MIN_RECALL, export, read_manifest, require_export
+from conftest import TINY_INT8_MIN_RECALL, export, read_manifest, require_export, scramble_int8_weights
 
 from fastdpr.artifact import Artifact
 from fastdpr.cli import main
@@ -58,18 +58,6 @@ def test_each_recipe_exports_and_passes_validation(recipe: str, tiny_dpr_pair: t
         assert validation["stages"]["int8"][side]["passed"] is True
 
 
-def _damage(path: Path) -> None:
-    """Scramble every int8 weight of a quantized model: a realistic "broken quantizer" artifact."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    rng = np.random.default_rng(0)
-    for init in model.graph.initializer:
-        array = numpy_helper.to_array(init)
-        if array.dtype == np.int8 and array.ndim == 2:
-            init.CopyFrom(numpy_helper.from_array(rng.permutation(array.ravel()).reshape(array.shape), init.name))
-    onnx.save(model, str(path))
 
 
 def test_gate_refuses_a_damaged_int8_model(tiny_dpr_pair: tuple[Path, Path], tmp_path: Path,
@@ -80,7 +68,7 @@ def test_gate_refuses_a_damaged_int8_model(tiny_dpr_pair: tuple[Path, Path], tmp
 
     def damaged(fused: Path, target: Path, *args: object, **kwargs: object) -> object:
         details = real(fused, target, *args, **kwargs)  # type: ignore[arg-type]
-        _damage(target)
+        scramble_int8_weights(target)
         return details
 
     monkeypatch.setattr(quantize_module, "quantize", damaged)

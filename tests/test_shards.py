@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from conftest import run_cli
 
 from fastdpr import sharded_build
 from fastdpr.builtin_corpus import pydoc_topic_passages
-from fastdpr.cli import main
 from fastdpr.corpus import Passage, read_corpus, write_corpus
 from fastdpr.errors import IndexLoadError
 from fastdpr.index import IndexOptions, build_index
@@ -45,15 +44,6 @@ QUESTIONS = (
 )
 
 
-def run_cli(args: list[Any], code: int = 0) -> Result:
-    """Invoke ``fastdpr ARGS``; check the exit code and that no traceback escaped."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"uncaught {result.exception!r}\n{result.output}"
-    )
-    assert "Traceback" not in result.stderr
-    assert result.exit_code == code, f"exit {result.exit_code}, expected {code}:\n{result.output}"
-    return result
 
 
 def manifest_of(index: Path) -> dict[str, Any]:
