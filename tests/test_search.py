@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from conftest import run_cli
 from shared_data import shared_data_path
 
-from fastdpr.cli import main
 from fastdpr.corpus import Passage, write_corpus
 from fastdpr.errors import FastDPRError, IndexLoadError
 from fastdpr.has_answer import has_answer
@@ -31,15 +30,6 @@ SAMPLE_SIZE = 300
 SAMPLE_SEED = 0
 
 
-def run_cli(args: list[Any], code: int = 0) -> Result:
-    """Invoke ``fastdpr ARGS``; check the exit code and that no traceback escaped."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"uncaught {result.exception!r}\n{result.output}"
-    )
-    assert "Traceback" not in result.stderr
-    assert result.exit_code == code, f"exit {result.exit_code}, expected {code}:\n{result.output}"
-    return result
 
 
 def assert_sorted_float_scores(hits: list[Hit]) -> None:
