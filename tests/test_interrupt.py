@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import default_sigint
 
 from fastdpr.builtin_corpus import pydoc_topic_passages
 from fastdpr.corpus import Passage, write_corpus
@@ -43,7 +44,8 @@ def index_command(artifact: Path, corpus: Path, out: Path, *extra: str) -> list[
 
 def start_and_wait_for_first_chunk(command: list[str], out: Path) -> tuple[subprocess.Popen[str], Path]:
     """Start the build and return once its staging directory holds the first chunk of vectors."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         for staging in out.parent.glob(f".{out.name}.building-*"):

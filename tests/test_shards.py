@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import default_sigint, run_cli
 
 from fastdpr import sharded_build
 from fastdpr.builtin_corpus import pydoc_topic_passages
@@ -307,7 +307,8 @@ def test_ctrl_c_keeps_the_finished_shards_and_says_how_to_resume(tmp_path: Path,
                                                                   big_corpus: Path) -> None:
     out = tmp_path / "idx"
     command = index_command(tiny_artifact, big_corpus, out)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     shards = tmp_path / ".idx.building-sharded" / "shards"
     deadline = time.monotonic() + 300
     while not (shards / "00000").is_dir():
