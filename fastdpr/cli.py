@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -37,9 +38,19 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except FastDPRError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(one_line_message(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def one_line_message(exc: FastDPRError) -> str:
+    """The error's one-line message; its details are printed to stderr first when FASTDPR_DETAILS=1."""
+    if exc.details:
+        if os.environ.get("FASTDPR_DETAILS", "") not in ("", "0"):
+            click.echo(exc.details, err=True)
+            return str(exc)
+        return f"{exc} (details: rerun with FASTDPR_DETAILS=1)"
+    return str(exc)
 
 
 def echo_json(data: Any) -> None:

@@ -8,7 +8,19 @@ from __future__ import annotations
 
 
 class FastDPRError(Exception):
-    """Base class of every error fastdpr raises deliberately."""
+    """Base class of every error fastdpr raises deliberately.
+
+    ``str(error)`` is one line, the message a user sees. Longer explanations (a table of failed checks,
+    a list of mismatched files) go in ``details``: the CLI prints them only when asked
+    (``FASTDPR_DETAILS=1``), so an error never floods a terminal or a log line.
+    """
+
+    def __init__(self, message: str, *, details: str | None = None) -> None:
+        # One line: a message with newlines would make every log line and HTTP error ambiguous.
+        first, _, rest = str(message).partition("\n")
+        super().__init__(first)
+        extra = [part for part in (rest.strip(), (details or "").strip()) if part]
+        self.details: str | None = "\n".join(extra) or None
 
 
 class ArtifactError(FastDPRError):
