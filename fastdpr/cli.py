@@ -78,7 +78,7 @@ def main() -> None:
 @click.option("--context-encoder", metavar="SRC",
               help="Context (passage) encoder: hub id, local dir, or builtin:NAME.")
 @click.option("--encoder", metavar="SRC", help="One model for both sides (siamese bi-encoders).")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Artifact directory to create.")
+@click.option("--out", "out", type=click.Path(path_type=Path), help="Artifact directory to create (required).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @click.option("--pooling", type=click.Choice(["cls", "mean"]),
               help="Default: cls for DPR/BERT; sentence-transformers: its config.")
@@ -100,7 +100,7 @@ def main() -> None:
               help="The int8 gate: recall@10 of int8 retrieval against fp32 on the held-out probes.")
 @click.option("--list-recipes", is_flag=True, help="List the INT8 recipes and exit.")
 @user_errors
-def export_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None, out: Path,
+def export_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None, out: Path | None,
                    force: bool, pooling: str | None, normalize: bool | None, token_types: str | None,
                    question_max_length: int | None, passage_max_length: int | None, quantize: str | None,
                    calibration: Path | None, opset: int, int8_min_recall: float, list_recipes: bool) -> None:
@@ -116,18 +116,21 @@ def export_command(question_encoder: str | None, context_encoder: str | None, en
     Needs the export extra: pip install torch==2.13.0 'fastdpr[export]'
     """
     try:
+        # The recipes are plain data (numpy only): listing them needs neither torch nor --out.
         from fastdpr_export import require_export_extra
+        from fastdpr_export.quantize import DEFAULT_RECIPE, RECIPES
     except ImportError as exc:  # fastdpr installed without its export package (should not happen)
         raise click.ClickException(f"the export package is missing: {exc}") from exc
-    require_export_extra()
-    from fastdpr.probes import probes_from_corpus
-    from fastdpr_export.pipeline import ExportOptions, export_artifact
-    from fastdpr_export.quantize import DEFAULT_RECIPE, RECIPES
-
     if list_recipes:
         for name, recipe in RECIPES.items():
             click.echo(f"{name}{' (default)' if name == DEFAULT_RECIPE else ''}: {recipe.description}")
         return
+    if out is None:
+        raise click.UsageError("Missing option '--out' (the artifact directory to create).")
+    require_export_extra()
+    from fastdpr.probes import probes_from_corpus
+    from fastdpr_export.pipeline import ExportOptions, export_artifact
+
     options = ExportOptions(
         out=out, question_encoder=question_encoder, context_encoder=context_encoder, encoder=encoder,
         force=force, pooling=pooling, normalize=normalize, token_types=token_types,
