@@ -215,8 +215,9 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
             hint = "" if recipe is None else (
                 f" Try another recipe (--quantize {', '.join(sorted(_other_recipes(recipe.name)))}) "
                 "or --quantize none to keep fp32 only.")
-            raise ValidationError("export failed validation against PyTorch:\n  " + "\n  ".join(refused)
-                                  + "\n" + hint)
+            more = f" (and {len(refused) - 1} more failed checks)" if len(refused) > 1 else ""
+            raise ValidationError(f"export failed validation against PyTorch: {refused[0]}{more}.{hint}",
+                                  details="failed checks:\n  " + "\n  ".join(refused))
 
         for side in SIDES:
             np.save(staging / "probes" / f"{side}.npy", references[side], allow_pickle=False)

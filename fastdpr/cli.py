@@ -30,7 +30,11 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: Any, *
 
 
 def user_errors(func: F) -> F:
-    """Turn fastdpr's own errors into click errors (message, exit code 1)."""
+    """Turn fastdpr's own errors into click errors (message, exit code 1).
+
+    An ``OSError`` that escapes (a disk that fills up, a file removed or made unreadable while a command
+    runs) is the machine's answer to the user's paths, not a bug in fastdpr: it too ends in one line.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -39,6 +43,8 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except FastDPRError as exc:
             raise click.ClickException(one_line_message(exc)) from exc
+        except OSError as exc:
+            raise click.ClickException(os_error_message(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -51,6 +57,12 @@ def one_line_message(exc: FastDPRError) -> str:
             return str(exc)
         return f"{exc} (details: rerun with FASTDPR_DETAILS=1)"
     return str(exc)
+
+
+def os_error_message(exc: OSError) -> str:
+    """``[Errno 28] No space left on device: 'x'`` as one line: what failed and on which file."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}".replace("\n", " ")
 
 
 def echo_json(data: Any) -> None:
@@ -69,6 +81,10 @@ def main() -> None:
       fastdpr index ARTIFACT passages.tsv --out INDEX
       fastdpr search INDEX "who wrote hamlet?"
     Or try everything offline on a built-in model and corpus: fastdpr demo
+
+    A mistake (a missing file, a corrupt corpus, an unwritable --out) ends in one line starting with
+    "Error:" and exit code 1 (2 for a bad command line). Where there is more to say (every file that
+    failed an integrity check, every failed export check), set FASTDPR_DETAILS=1 to print it too.
     """
 
 
@@ -127,6 +143,9 @@ def export_command(question_encoder: str | None, context_encoder: str | None, en
         return
     if out is None:
         raise click.UsageError("Missing option '--out' (the artifact directory to create).")
+    from fastdpr.outputs import check_output_dir
+
+    check_output_dir(out, "artifact", force)
     require_export_extra()
     from fastdpr.probes import probes_from_corpus
     from fastdpr_export.pipeline import ExportOptions, export_artifact
@@ -214,6 +233,7 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
     """
     from fastdpr.ann import DEFAULT_EF
     from fastdpr.index import IndexOptions, build_index
+    from fastdpr.outputs import check_output_dir
 
     options = IndexOptions(precision=precision, batch_size=batch_size, threads=threads, hnsw_m=hnsw_m,
                            ef_construction=ef_construction, ef_search=ef_search or DEFAULT_EF,
@@ -222,6 +242,7 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
         raise click.UsageError("--resume continues a sharded build: give the same --shard-size as before")
     if ray_address is not None and shard_size is None:
         raise click.UsageError("--ray builds a sharded index: give --shard-size N")
+    check_output_dir(out, "index", force or resume)  # before the corpus is encoded, not after
     if shard_size is not None:
         from fastdpr.sharded_build import BackendFactory, BuildBackend, build_sharded_index
 
@@ -299,6 +320,12 @@ def search_command(index: Path, question: str | None, k: int | None, ef: int | N
         raise click.UsageError("--queries needs --out RESULTS.json")
     if question is not None and not question.strip():
         raise click.UsageError("the question is empty")
+    if out is not None:
+        if queries is None:
+            raise click.UsageError("--out writes the results of --queries FILE; give --queries")
+        from fastdpr.outputs import check_output_file
+
+        check_output_file(out, "results file")  # before the questions are searched, not after
     retriever = Retriever.load(index, threads=threads, ef=ef, exact=exact, ray_address=ray_address)
     if question is not None:
         hits = retriever.search(question, k=k or 10)
@@ -360,9 +387,10 @@ def demo_command(workdir: Path | None, questions: tuple[str, ...], k: int, rebui
     from fastdpr.builtin_corpus import pydoc_topic_passages
     from fastdpr.corpus import write_corpus
     from fastdpr.index import IndexOptions, build_index
+    from fastdpr.outputs import check_output_dir
     from fastdpr.retriever import Retriever
 
-    home = workdir or _demo_home()
+    home = check_output_dir(workdir or _demo_home(), "demo directory", force=True)
     artifact_dir, index_dir = home / "artifact-minilm", home / "index-pydoc-topics"
     corpus = home / "pydoc-topics.jsonl"
     home.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ def _format_of(path: Path) -> str:
         raise FastDPRError(f"{path} has no {MANIFEST_NAME}: neither a fastdpr artifact nor an index")
     try:
         return str(json.loads(manifest.read_text(encoding="utf-8")).get("format"))
-    except (ValueError, AttributeError) as exc:
+    except (OSError, ValueError, AttributeError, RecursionError) as exc:
         raise FastDPRError(f"{manifest} is not valid JSON: {exc}") from exc
 
 

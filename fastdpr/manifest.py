@@ -51,7 +51,9 @@ def verify_files(root: Path, table: dict[str, dict[str, Any]], error: type[FastD
         elif check_hashes and sha256_file(path) != entry["sha256"]:
             problems.append(f"{rel}: sha256 differs from the manifest (file altered or corrupted)")
     if problems:
-        raise error(f"{root} failed its integrity check:\n  " + "\n  ".join(problems))
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise error(f"{root} failed its integrity check: {problems[0]}{more}",
+                    details="files that differ from the manifest:\n  " + "\n  ".join(problems))
 
 
 def library_versions(packages: tuple[str, ...]) -> dict[str, str]:
@@ -85,13 +87,15 @@ def read_manifest(root: Path, expected_format: str, supported_versions: tuple[in
                   error: type[FastDPRError]) -> dict[str, Any]:
     """Load ``root/manifest.json`` and check its ``format`` and ``format_version``."""
     path = root / MANIFEST_NAME
+    if not root.exists():
+        raise error(f"{root} does not exist")
     if not root.is_dir():
         raise error(f"{root} is not a directory")
     if not path.is_file():
         raise error(f"{root} has no {MANIFEST_NAME}: not a {expected_format} (or an unfinished build)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise error(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != expected_format:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__

@@ -40,7 +40,7 @@ def is_sharded_index(path: Path | str) -> bool:
     manifest = Path(path) / MANIFEST_NAME
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False  # let the ordinary loader explain what is wrong
     return isinstance(data, dict) and data.get("format") == SHARDED_INDEX_FORMAT
 
