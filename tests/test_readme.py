@@ -338,10 +338,12 @@ def test_two_commands_install_and_demo(tmp_path: Path, user_env: Path, monkeypat
     assert [a.splitlines()[0] for a in answers] == [
         "how do I catch an exception and still run cleanup code?", "what does the yield statement do?",
         "how are default argument values evaluated?"]
-    for answer in answers:
-        assert re.findall(r"^\s+(\d+)\.\s", answer, flags=re.MULTILINE) == ["1", "2", "3"]
-    # The real model answers from the right topics (titles are pydoc topic names).
-    assert "[try" in answers[0] and "yield" in answers[1] and "function" in answers[2]
+    titles = [re.findall(r"^\s+\d+\.\s+\S+\s+\[\S+\] (\S+)$", answer, flags=re.MULTILINE) for answer in answers]
+    assert [len(t) for t in titles] == [3, 3, 3]
+    # The real model answers from the right pydoc topics (seen on x86-amx, 2026-11-30: execmodel, exceptions,
+    # compound / yield, yield, return / function, compound, function; the 7-bit int8 graph computes the same
+    # integers on every x86 class).
+    assert "exceptions" in titles[0] and titles[1][0] == "yield" and titles[2][0] == "function"
 
 
 TINY_SQUAD = {"version": "1.1", "data": [

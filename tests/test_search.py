@@ -356,7 +356,7 @@ def test_python_api_rejects_bad_k_and_ef(tiny_index: Path) -> None:
 
 def test_missing_or_foreign_index_dir_fails(tmp_path: Path) -> None:
     result = run_cli(["search", tmp_path / "nope", "q"], code=1)
-    assert "nope is not a directory" in result.output
+    assert "nope does not exist" in result.output
     result = run_cli(["search", tmp_path, "q"], code=1)
     assert "no manifest.json" in result.output
     (tmp_path / "manifest.json").write_text("{ broken")
