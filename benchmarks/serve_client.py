@@ -21,6 +21,9 @@ class LoadResult:
     """Latencies (ms) of the successful requests, error count, wall time."""
 
     latencies_ms: list[float] = field(default_factory=list)
+    #: Per successful request: latency minus the server's own queue + encode/search time (Server-Timing),
+    #: i.e. what HTTP, JSON and the event loop cost.
+    overhead_ms: list[float] = field(default_factory=list)
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -30,20 +33,25 @@ class LoadResult:
         return len(self.latencies_ms) + self.errors
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, float, bytes]:
+    """Status, the server's own milliseconds (Server-Timing: queue + infer), body."""
     status_line = await reader.readline()
     if not status_line:
         raise ConnectionError("the server closed the connection")
     status = int(status_line.split()[1])
     length = 0
+    server_ms = 0.0
     while True:
         line = await reader.readline()
         if line in (b"\r\n", b"\n", b""):
             break
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             length = int(value.strip())
-    return status, await reader.readexactly(length)
+        elif name == b"server-timing":
+            server_ms = sum(float(part.split(b"dur=")[1]) for part in value.split(b",") if b"dur=" in part)
+    return status, server_ms, await reader.readexactly(length)
 
 
 async def _client(host: str, port: int, bodies: list[bytes], start: int, stop_at: float, budget: list[int],
@@ -61,7 +69,7 @@ async def _client(host: str, port: int, bodies: list[bytes], start: int, stop_at
             try:
                 writer.write(request)
                 await writer.drain()
-                status, _ = await _read_response(reader)
+                status, server_ms, _ = await _read_response(reader)
             except (ConnectionError, asyncio.IncompleteReadError, OSError):
                 result.errors += 1
                 writer.close()
@@ -69,7 +77,9 @@ async def _client(host: str, port: int, bodies: list[bytes], start: int, stop_at
                 continue
             result.statuses[status] = result.statuses.get(status, 0) + 1
             if status == 200:
-                result.latencies_ms.append((time.perf_counter() - started) * 1000)
+                latency = (time.perf_counter() - started) * 1000
+                result.latencies_ms.append(latency)
+                result.overhead_ms.append(latency - server_ms)
             else:
                 result.errors += 1
     finally:

@@ -101,11 +101,14 @@ def serve(index: Path, *, host: str, port: int, threads: int | None, workers: in
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
 
     class DrainingServer(uvicorn.Server):
-        """Marks the app as draining (so /ready turns 503) as soon as the signal arrives."""
+        """Marks the app as draining (so /ready turns 503) as soon as the signal arrives, and exits with
+        status 0 once drained: uvicorn would re-raise the signal after its graceful shutdown (killing the
+        process by SIGTERM, or a KeyboardInterrupt traceback for Ctrl-C), although nothing was lost."""
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             app.state.fastdpr.draining = True
             super().handle_exit(sig, frame)
+            self._captured_signals.clear()
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS,
                             lifespan="on", server_header=False)

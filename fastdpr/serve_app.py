@@ -218,7 +218,9 @@ class ServerState:
         self._info_lock = asyncio.Lock()
 
     def require_batcher(self) -> QuestionBatcher:
-        if self.batcher is None or self.draining:
+        # Draining (after SIGTERM) still answers: uvicorn stops accepting connections, and every request
+        # that reached the app is one a client sent before, so it is answered, not refused.
+        if self.batcher is None:
             raise ShuttingDown("the server is not accepting work")
         return self.batcher
 
@@ -242,7 +244,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
         context: dict[str, Any] = first.get("ctx") or {}
         return 400, f"the body is not valid JSON: {context.get('error', first['msg'])}"
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-    return 422, f"{where}: {first['msg']}" if where else str(first["msg"])
+    return 422, f"{where or 'body'}: {first['msg']}"
 
 
 def check_text(text: str, what: str = "question", *, blank_ok: bool = False) -> str:
@@ -254,6 +256,15 @@ def check_text(text: str, what: str = "question", *, blank_ok: bool = False) -> 
     if not blank_ok and not text.strip():
         raise ClientError(422, f"the {what} is empty")
     return text
+
+
+def timing(results: list[QuestionResult]) -> dict[str, str]:
+    """``Server-Timing`` (ms in the queue, ms to encode and search the batch) and the batch's size: what a
+    client needs to tell the time spent on HTTP from the time spent on retrieval."""
+    queue_ms = max(r.queue_s for r in results) * 1000
+    infer_ms = max(r.infer_s for r in results) * 1000
+    return {"Server-Timing": f"queue;dur={queue_ms:.3f}, infer;dur={infer_ms:.3f}",
+            "X-Batch-Size": str(max(r.batch for r in results))}
 
 
 def hits_json(question: str, k: int, result: QuestionResult) -> dict[str, Any]:
@@ -296,6 +307,8 @@ def create_app(retriever: Retriever, options: ServeOptions, *, passage_encoder: 
 
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI says only "error parsing the body"
+            return _error(400, "the body is not valid UTF-8")
         return _error(exc.status_code, str(exc.detail), exc.headers)
 
     @app.exception_handler(Exception)
@@ -317,14 +330,14 @@ def create_app(retriever: Retriever, options: ServeOptions, *, passage_encoder: 
             raise ClientError(422, f"k must be between 1 and {options.max_k}, got {k}")
         return k
 
-    async def answer(questions: list[str], k: int) -> list[dict[str, Any]]:
+    async def answer(questions: list[str], k: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
         if len(questions) > options.max_queue:
             raise ClientError(422, f"at most {options.max_queue} questions per request, got {len(questions)}")
         results = await state.require_batcher().submit(questions, k)
         truncated = sum(result.truncated for result in results)
         if truncated:
             state.metrics.truncated.inc(truncated)
-        return [hits_json(q, k, result) for q, result in zip(questions, results, strict=True)]
+        return [hits_json(q, k, result) for q, result in zip(questions, results, strict=True)], timing(results)
 
     @app.post("/search", responses={200: {"model": SearchResult | SearchListResult}, **ERRORS},
               summary="The k best passages for a question (or each of a list of questions)")
@@ -333,10 +346,12 @@ def create_app(retriever: Retriever, options: ServeOptions, *, passage_encoder: 
         if (body.question is None) == (body.questions is None):
             raise ClientError(422, "give either question or questions (a list)")
         if body.question is not None:
-            return JSONResponse((await answer([check_text(body.question)], k))[0])
+            bodies, headers = await answer([check_text(body.question)], k)
+            return JSONResponse(bodies[0], headers=headers)
         if not body.questions:
             raise ClientError(422, "questions is an empty list")
-        return JSONResponse({"results": await answer([check_text(q) for q in body.questions], k)})
+        bodies, headers = await answer([check_text(q) for q in body.questions], k)
+        return JSONResponse({"results": bodies}, headers=headers)
 
     @app.get("/search", responses={200: {"model": SearchResult}, **ERRORS},
              summary="The k best passages for the question q")
@@ -346,7 +361,8 @@ def create_app(retriever: Retriever, options: ServeOptions, *, passage_encoder: 
             parse_qsl(request.scope["query_string"].decode("latin-1"), encoding="utf-8", errors="strict")
         except UnicodeDecodeError as exc:
             raise ClientError(400, "the query string is not valid UTF-8") from exc
-        return JSONResponse((await answer([check_text(q)], check_k(k)))[0])
+        bodies, headers = await answer([check_text(q)], check_k(k))
+        return JSONResponse(bodies[0], headers=headers)
 
     @app.post("/embed", responses={200: {"model": EmbedResult}, **ERRORS},
               summary="Question or passage embeddings (for your own vector store)")

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,10 @@ class QuestionResult:
     hits: list[Hit] | None
     tokens: int
     truncated: bool
+    #: Seconds the question waited in the queue, and its batch took to encode and search; the batch's size.
+    queue_s: float = 0.0
+    infer_s: float = 0.0
+    batch: int = 0
 
 
 @dataclass
@@ -175,11 +179,13 @@ class QuestionBatcher:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
+        infer = time.perf_counter() - started
         if self._observer is not None:
-            self._observer(len(questions), time.perf_counter() - started, waited)
+            self._observer(len(questions), infer, waited)
         start = 0
         for job in batch:
-            part = results[start:start + len(job.questions)]
+            part = [replace(result, queue_s=started - job.enqueued, infer_s=infer, batch=len(questions))
+                    for result in results[start:start + len(job.questions)]]
             start += len(job.questions)
             if not job.future.done():  # a caller that went away cancelled its future
                 job.future.set_result(part)

@@ -10,6 +10,7 @@ batch-invariant up to float rounding (hence a score tolerance).
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ def test_single_requests_equal_retriever_search(int8_server: ServerProcess, tiny
             assert hits_of(got.json()) == want
             assert [h["rank"] for h in posted.json()["hits"]] == [1, 2, 3, 4, 5, 6, 7]
             assert posted.json()["truncated"] is False
+            assert posted.headers["x-batch-size"] == "1"
+            assert re.fullmatch(r"queue;dur=[0-9.]+, infer;dur=[0-9.]+", posted.headers["server-timing"])
 
 
 def test_list_request_equals_search_batch(int8_server: ServerProcess, tiny_index: Path) -> None:
