@@ -32,6 +32,8 @@ from benchmarks.serve_client import LoadResult, run_load
 SYSTEMS = {
     "http-batched": ["--max-batch", "32", "--max-wait-ms", "2"],
     "http-unbatched": ["--max-batch", "1", "--max-wait-ms", "0"],
+    # Two batches at once, one thread each: one batch encodes while the other's answers are written.
+    "http-batched-2x1": ["--max-batch", "32", "--max-wait-ms", "2", "--workers", "2", "--threads", "1"],
 }
 RUN_FASTDPR = "import sys; from fastdpr.cli import main; sys.exit(main())"
 
@@ -49,7 +51,8 @@ class Server:
     """A ``fastdpr serve`` child process; its URL and PID."""
 
     def __init__(self, index: Path, threads: int, extra: list[str]) -> None:
-        command = [sys.executable, "-c", RUN_FASTDPR, "serve", str(index), "--port", "0", "--threads", str(threads),
+        own_threads = [] if "--threads" in extra else ["--threads", str(threads)]
+        command = [sys.executable, "-c", RUN_FASTDPR, "serve", str(index), "--port", "0", *own_threads,
                    "--max-queue", "1024", *extra]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.url = ""
@@ -77,6 +80,13 @@ class Server:
                 pass
             time.sleep(0.1)
         raise RuntimeError("the server never became ready")
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the server process has used."""
+        import psutil
+
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
 
     def rss_mib(self) -> float:
         import psutil
@@ -157,22 +167,29 @@ def run_levels(index: Path, threads: int, levels: list[int], rounds: int, max_re
                 for name, server in running.items():
                     batches_before = server.batch_stats()
                     load_before = os.getloadavg()[0]
+                    cpu_before = server.cpu_seconds()
                     result = run_load(server.url, questions, k=k, concurrency=level, max_requests=max_requests,
                                       max_seconds=max_seconds)
+                    cpu = server.cpu_seconds() - cpu_before
                     batches_after = server.batch_stats()
                     cell = summarize(result, load_before, os.getloadavg()[0])
+                    cell["server_cpu_ms_per_request"] = round(cpu * 1000 / max(len(result.latencies_ms), 1), 2)
                     batches = batches_after[0] - batches_before[0]
                     cell["mean_batch"] = round((batches_after[1] - batches_before[1]) / max(batches, 1), 2)
                     cells.setdefault(name, {}).setdefault(str(level), []).append(cell)
                     click.echo(f"  c={level:>2} round {round_ + 1} {name:<15} {cell['throughput_rps']:>7} req/s  "
                                f"p50 {cell.get('p50')} ms  p99 {cell.get('p99')} ms  batch {cell['mean_batch']}  "
+                               f"cpu {cell['server_cpu_ms_per_request']} ms/req  "
                                f"errors {cell['errors']}  load {cell['loadavg_1m']}", err=True)
                 load_before = os.getloadavg()[0]
+                cpu_before = time.process_time()
                 result = in_process(retriever, questions, k, level, max_requests, max_seconds)
+                cpu = time.process_time() - cpu_before
                 cell = summarize(result, load_before, os.getloadavg()[0])
+                cell["server_cpu_ms_per_request"] = round(cpu * 1000 / max(len(result.latencies_ms), 1), 2)
                 cells.setdefault("in-process", {}).setdefault(str(level), []).append(cell)
                 click.echo(f"  c={level:>2} round {round_ + 1} {'in-process':<15} {cell['throughput_rps']:>7} req/s  "
-                           f"p50 {cell.get('p50')} ms", err=True)
+                           f"p50 {cell.get('p50')} ms  cpu {cell['server_cpu_ms_per_request']} ms/req", err=True)
     retriever.close()
     return {"questions": len(questions), "k": k, "rounds": rounds, "max_requests_per_cell": max_requests,
             "max_seconds_per_cell": max_seconds, "cells": cells, "summary": best_of(cells)}
@@ -227,20 +244,22 @@ def render(report: dict[str, Any]) -> str:
     cpu = report["machine"]["int8_class"]
     lines = [f"# fastdpr serve under load ({report['date']})", "",
              f"Index: {report['index']['passages']} passages ({report['index']['precision']}, "
-             f"{report['index']['model']}); k={report['levels']['k']}; server `--threads {report['threads']}`, "
+             f"{report['index']['model']}); k={report['levels']['k']}; servers `--threads {report['threads']}` "
+             "(http-batched-2x1: `--workers 2 --threads 1`), "
              f"server and load generator side by side on {report['machine']['cores']} cores "
              f"({report['machine']['cpu']}, int8 class {cpu.get('int8_class', cpu)}), loopback. "
              f"{report['levels']['rounds']} interleaved rounds per cell (the median round is shown), each at most "
              f"{report['levels']['max_requests_per_cell']} requests or {report['levels']['max_seconds_per_cell']} s.",
-             "", "| clients | system | req/s | p50 ms | p95 ms | p99 ms | HTTP part p50 ms | mean batch | errors "
-                 "| load avg |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "", "| clients | system | req/s | p50 ms | p95 ms | p99 ms | HTTP part p50 ms | CPU ms / request "
+                 "| mean batch | errors | load avg |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     summary = report["levels"]["summary"]
     for level in report["levels"]["levels"]:
-        for system in ("http-batched", "http-unbatched", "in-process"):
+        for system in (*SYSTEMS, "in-process"):
             cell = summary[system][str(level)]
             lines.append(f"| {level} | {system} | {cell['throughput_rps']} | {cell.get('p50')} | {cell.get('p95')} | "
-                         f"{cell.get('p99')} | {cell.get('http_overhead_p50_ms', '')} | {cell.get('mean_batch', '')} | "
+                         f"{cell.get('p99')} | {cell.get('http_overhead_p50_ms', '')} | "
+                         f"{cell.get('server_cpu_ms_per_request', '')} | {cell.get('mean_batch', '')} | "
                          f"{cell['errors_all_rounds']} | "
                          f"{cell['loadavg_1m'][0]} → {cell['loadavg_1m'][1]} |")
     overhead = report["http_overhead_ms"]
@@ -253,7 +272,9 @@ def render(report: dict[str, Any]) -> str:
                   f"{overhead['p50_in_process_ms']} ms.", "",
               "in-process, 1 client: `Retriever.search` per question; more clients: `search_batch` of that many "
               "questions per call (perfect batching without HTTP, the ceiling). HTTP part: latency minus the "
-              "server's queue + inference time."]
+              "server's queue + inference time. CPU ms / request: CPU time (all threads) of the server process "
+              "(in-process: of the calling process) per answered request: what a request costs, whatever the "
+              "scheduler of a shared machine does to wall-clock numbers."]
     if report.get("soak"):
         s = report["soak"]
         lines += ["", f"## Soak: {s['seconds'] / 60:.0f} minutes, {s['concurrency']} clients, batched server", "",

@@ -340,7 +340,7 @@ def _search_file(retriever: Any, queries: Path, fmt: str, out: Path, k: int, mat
               help="Batches encoded at once; threads x workers may not exceed the cores.")
 @click.option("--max-batch", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="Most questions (from any number of requests) per ONNX Runtime call; 1 turns batching off.")
-@click.option("--max-wait-ms", type=click.FloatRange(0, 1000), default=2.0, show_default=True,
+@click.option("--max-wait-ms", type=click.FloatRange(0, 60000), default=2.0, show_default=True,
               help="How long the first question of a batch waits for others.")
 @click.option("--max-queue", type=click.IntRange(1, 1_000_000), default=256, show_default=True,
               help="Questions waiting for a batch before requests are refused with 503 + Retry-After "

@@ -106,7 +106,10 @@ def serve(index: Path, *, host: str, port: int, threads: int | None, workers: in
         process by SIGTERM, or a KeyboardInterrupt traceback for Ctrl-C), although nothing was lost."""
 
         def handle_exit(self, sig: int, frame: Any) -> None:
-            app.state.fastdpr.draining = True
+            state = app.state.fastdpr
+            state.draining = True
+            if state.batcher is not None and state.loop is not None:  # queued questions stop waiting for more
+                state.loop.call_soon_threadsafe(state.batcher.expedite)
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
 

@@ -210,6 +210,7 @@ class ServerState:
         self.describe = describe
         self.executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="fastdpr-infer")
         self.batcher: QuestionBatcher | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.metrics = ServeMetrics(lambda: float(self.batcher.queued_questions if self.batcher else 0))
         self.ready = False
         self.draining = False
@@ -285,6 +286,7 @@ def create_app(retriever: Retriever, options: ServeOptions, *, passage_encoder: 
                                         max_wait_s=options.max_wait_ms / 1000, max_queue=options.max_queue,
                                         workers=options.workers, observer=state.metrics.observe_batch)
         state.batcher.start()
+        state.loop = asyncio.get_running_loop()
         started = time.perf_counter()
         await state.batcher.submit([READY_PROBE], 1)
         state.probe_ms = round((time.perf_counter() - started) * 1000, 2)

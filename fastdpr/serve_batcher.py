@@ -94,6 +94,7 @@ class QuestionBatcher:
         self._pending_questions = 0
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._no_wait = False
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -104,6 +105,11 @@ class QuestionBatcher:
     def start(self) -> None:
         """Start the workers (inside the running event loop)."""
         self._tasks = [asyncio.create_task(self._worker(), name=f"fastdpr-batcher-{i}") for i in range(self._workers)]
+
+    def expedite(self) -> None:
+        """Stop waiting for more questions (a shutdown began): queued jobs run at once, new ones still run."""
+        self._no_wait = True
+        self._wakeup.set()
 
     async def close(self) -> None:
         """Finish every queued job, then stop the workers."""
@@ -143,7 +149,7 @@ class QuestionBatcher:
                     return
                 await self._wait(None)
             deadline = loop.time() + self.max_wait_s
-            while self._pending_questions < self.max_batch and not self._closing:
+            while self._pending_questions < self.max_batch and not (self._closing or self._no_wait):
                 remaining = deadline - loop.time()
                 if remaining <= 0 or not await self._wait(remaining):
                     break
