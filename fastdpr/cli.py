@@ -335,9 +335,10 @@ def _search_file(retriever: Any, queries: Path, fmt: str, out: Path, k: int, mat
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: a free one).")
 @click.option("--threads", type=click.IntRange(1, 256),
-              help="ONNX Runtime / hnswlib threads per worker (default: the cores divided among the workers).")
-@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Batches encoded at once; threads x workers may not exceed the cores.")
+              help="ONNX Runtime / hnswlib threads per worker (default: 1, or the cores divided among --workers).")
+@click.option("--workers", type=click.IntRange(1, 256),
+              help="Batches encoded at once (default: the cores divided by --threads); threads x workers may not "
+                   "exceed the cores.")
 @click.option("--max-batch", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="Most questions (from any number of requests) per ONNX Runtime call; 1 turns batching off.")
 @click.option("--max-wait-ms", type=click.FloatRange(0, 60000), default=2.0, show_default=True,
@@ -355,7 +356,7 @@ def _search_file(retriever: Any, queries: Path, fmt: str, out: Path, k: int, mat
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning",
               show_default=True, help="uvicorn's log level.")
 @user_errors
-def serve_command(index: Path, host: str, port: int, threads: int | None, workers: int, max_batch: int,
+def serve_command(index: Path, host: str, port: int, threads: int | None, workers: int | None, max_batch: int,
                   max_wait_ms: float, max_queue: int, max_k: int, max_body_bytes: int, artifact: Path | None,
                   log_level: str) -> None:
     """Serve INDEX over HTTP: POST/GET /search, POST /embed, /health, /ready, /info, /metrics, a search page

@@ -33,17 +33,22 @@ def require_serve_extra() -> None:
                                      "pip install 'fastdpr[serve]'") from exc
 
 
-def thread_budget(threads: int | None, workers: int, cores: int | None = None) -> int:
-    """ONNX Runtime threads per worker: ``threads``, or the cores divided among the workers; refuses a
-    budget above the cores (``threads x workers`` oversubscribes them)."""
+def thread_budget(threads: int | None, workers: int | None, cores: int | None = None) -> tuple[int, int]:
+    """``(workers, threads per worker)`` within the cores; refuses a budget above them (``threads x workers``
+    oversubscribes). Default: one single-threaded worker per core. On 2 cores, 2 workers x 1 thread answered
+    2-3x the requests of 1 worker x 2 threads at 16 and 64 clients for a third of the CPU per request
+    (benchmarks/results/serve-x86-amx): ORT's intra-op threads cost more than they give on one short
+    question batch, and a second worker encodes while the first one's answers are written."""
     cores = cores or default_threads()
-    if workers > cores:
+    if workers is not None and workers > cores:
         raise FastDPRError(f"--workers {workers} is more than the {cores} cores this process may use")
+    if workers is None:
+        workers = max(1, cores // (threads or 1))
     chosen = threads or max(1, cores // workers)
     if chosen * workers > cores:
         raise FastDPRError(f"--threads {chosen} x --workers {workers} = {chosen * workers} threads on {cores} cores: "
                            f"lower --threads to {cores // workers} or fewer")
-    return chosen
+    return workers, chosen
 
 
 def open_passage_encoder(retriever: Retriever, artifact_dir: Path | None, threads: int,
@@ -81,7 +86,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
         raise FastDPRError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
-def serve(index: Path, *, host: str, port: int, threads: int | None, workers: int, options_kwargs: dict[str, Any],
+def serve(index: Path, *, host: str, port: int, threads: int | None, workers: int | None,
+          options_kwargs: dict[str, Any],
           artifact: Path | None, log: Callable[[str], None], log_level: str = "warning") -> None:
     """Load ``index`` and serve it until SIGTERM or SIGINT (which drain in-flight requests)."""
     require_serve_extra()
@@ -90,7 +96,7 @@ def serve(index: Path, *, host: str, port: int, threads: int | None, workers: in
     from fastdpr.info import describe
     from fastdpr.serve_app import ServeOptions, create_app
 
-    budget = thread_budget(threads, workers)
+    workers, budget = thread_budget(threads, workers)
     options = ServeOptions(workers=workers, threads=budget, **options_kwargs)
     retriever = Retriever.load(index, threads=budget)
     passage_encoder = open_passage_encoder(retriever, artifact, budget, log)

@@ -324,9 +324,11 @@ def test_thread_budget_never_oversubscribes() -> None:
     from fastdpr.errors import FastDPRError
     from fastdpr.serve import thread_budget
 
-    assert thread_budget(None, 1, cores=8) == 8
-    assert thread_budget(None, 3, cores=8) == 2
-    assert thread_budget(4, 2, cores=8) == 4
+    assert thread_budget(None, None, cores=8) == (8, 1)  # default: a single-threaded worker per core
+    assert thread_budget(2, None, cores=8) == (4, 2)
+    assert thread_budget(None, 1, cores=8) == (1, 8)
+    assert thread_budget(None, 3, cores=8) == (3, 2)
+    assert thread_budget(4, 2, cores=8) == (2, 4)
     with pytest.raises(FastDPRError, match="lower --threads to 2"):
         thread_budget(3, 3, cores=8)
     with pytest.raises(FastDPRError, match="more than the 8 cores"):
