@@ -231,7 +231,8 @@ def soak(index: Path, threads: int, seconds: float, concurrency: int, k: int) ->
     finally:
         exit_code = server.stop()
     rss = [s["rss_mib"] for s in samples]
-    return {"seconds": seconds, "concurrency": concurrency, "requests": totals.requests, "errors": totals.errors,
+    return {"server": f"fastdpr serve INDEX --threads {threads} {' '.join(SYSTEMS['http-batched'])}",
+            "seconds": seconds, "concurrency": concurrency, "requests": totals.requests, "errors": totals.errors,
             "throughput_rps": round(len(totals.latencies_ms) / max(totals.seconds, 1e-9), 1),
             **percentiles(totals.latencies_ms), "rss_start_mib": rss[0], "rss_end_mib": rss[-1],
             "rss_max_mib": max(rss), "rss_growth_mib": round(rss[-1] - rss[0], 1),
@@ -250,6 +251,9 @@ def render(report: dict[str, Any]) -> str:
              f"({report['machine']['cpu']}, int8 class {cpu.get('int8_class', cpu)}), loopback. "
              f"{report['levels']['rounds']} interleaved rounds per cell (the median round is shown), each at most "
              f"{report['levels']['max_requests_per_cell']} requests or {report['levels']['max_seconds_per_cell']} s.",
+             "", *[f"- {name}: `fastdpr serve INDEX "
+                   f"{'' if '--threads' in args else '--threads ' + str(report['threads']) + ' '}{' '.join(args)}`"
+                   for name, args in SYSTEMS.items()],
              "", "| clients | system | req/s | p50 ms | p95 ms | p99 ms | HTTP part p50 ms | CPU ms / request "
                  "| mean batch | errors | load avg |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -277,7 +281,8 @@ def render(report: dict[str, Any]) -> str:
               "scheduler of a shared machine does to wall-clock numbers."]
     if report.get("soak"):
         s = report["soak"]
-        lines += ["", f"## Soak: {s['seconds'] / 60:.0f} minutes, {s['concurrency']} clients, batched server", "",
+        lines += ["", f"## Soak: {s['seconds'] / 60:.0f} minutes, {s['concurrency']} clients, "
+                      f"`{s.get('server', 'http-batched')}`", "",
                   f"{s['requests']} requests, {s['errors']} errors, {s['throughput_rps']} req/s, p50 {s['p50']} ms, "
                   f"p99 {s['p99']} ms. Server RSS: start {s['rss_start_mib']} MiB, end {s['rss_end_mib']} MiB, "
                   f"max {s['rss_max_mib']} MiB (slope {s['rss_slope_mib_per_min']} MiB/min). "
