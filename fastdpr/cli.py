@@ -1,4 +1,4 @@
-"""The ``fastdpr`` command line: export, index, search, info (and demo).
+"""The ``fastdpr`` command line: export, index, search, info, serve (and demo).
 
 A thin layer: every command calls the Python API and turns :class:`FastDPRError` into a
 ``click.ClickException`` (a one-line message and exit 1, never a traceback for a user mistake).
@@ -358,6 +358,48 @@ def _search_file(retriever: Any, queries: Path, fmt: str, out: Path, k: int, mat
     accuracy = top_k_accuracy(results, [k_ for k_ in (1, 5, 20, 50, 100) if k_ <= k])
     summary = ", ".join(f"top-{k_} {v * 100:.2f}%" for k_, v in accuracy.items())
     click.echo(f"wrote {len(results)} results to {out}" + (f"; answer recall: {summary}" if summary else ""))
+
+
+@main.command("serve")
+@click.argument("index", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: a free one).")
+@click.option("--threads", type=click.IntRange(1, 256),
+              help="ONNX Runtime / hnswlib threads per worker (default: 1, or the cores divided among --workers).")
+@click.option("--workers", type=click.IntRange(1, 256),
+              help="Batches encoded at once (default: the cores divided by --threads); threads x workers may not "
+                   "exceed the cores.")
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="Most questions (from any number of requests) per ONNX Runtime call; 1 turns batching off.")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 60000), default=2.0, show_default=True,
+              help="How long the first question of a batch waits for others.")
+@click.option("--max-queue", type=click.IntRange(1, 1_000_000), default=256, show_default=True,
+              help="Questions waiting for a batch before requests are refused with 503 + Retry-After "
+                   "(also the most questions per request).")
+@click.option("--max-k", type=click.IntRange(1, 100000), default=100, show_default=True,
+              help="Largest k a request may ask.")
+@click.option("--max-body", "max_body_bytes", type=click.IntRange(1024, 1 << 30), default=256 * 1024,
+              show_default=True, help="Largest request body in bytes (413 above).")
+@click.option("--artifact", type=click.Path(path_type=Path),
+              help="The artifact the index was built from, for POST /embed of passages (default: the path the "
+                   "index recorded, when it is still there).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning",
+              show_default=True, help="uvicorn's log level.")
+@user_errors
+def serve_command(index: Path, host: str, port: int, threads: int | None, workers: int | None, max_batch: int,
+                  max_wait_ms: float, max_queue: int, max_k: int, max_body_bytes: int, artifact: Path | None,
+                  log_level: str) -> None:
+    """Serve INDEX over HTTP: POST/GET /search, POST /embed, /health, /ready, /info, /metrics, a search page
+    at /, and the OpenAPI schema at /openapi.json. Concurrent requests are batched into one ONNX Runtime
+    call. SIGTERM (or Ctrl-C) stops accepting connections, answers the accepted requests and exits.
+    Needs the serve extra: pip install 'fastdpr[serve]'
+    """
+    from fastdpr.serve import serve
+
+    serve(index, host=host, port=port, threads=threads, workers=workers, artifact=artifact, log_level=log_level,
+          options_kwargs={"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
+                          "max_k": max_k, "max_body_bytes": max_body_bytes},
+          log=lambda line: click.echo(line, err=True))
 
 
 DEMO_QUESTIONS = (
