@@ -162,7 +162,7 @@ class FileTable:
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise self.error(f"{self.root} failed its integrity check: {problems[0]}{more}",
-                             details="\n".join(problems))
+                             details="\n".join(problems) if len(problems) > 1 else None)
 
 
 def _file_problem(path: Path, root: Path, entry: FileEntry, level: Integrity) -> str | None:

@@ -176,22 +176,35 @@ def recover(target: Path) -> None:
 def build_lock(target: Path, error: type[FastDPRError]) -> Iterator[None]:
     """Hold an exclusive lock on building ``target`` (``flock`` on ``.TARGET.lock`` beside it).
 
-    The lock file stays after the build (removing it would let a third build lock a new file while a
-    second still holds the old one); the kernel releases the lock when the process dies, however.
+    The kernel releases the lock when the process dies however it dies (a kill -9 leaves only the file,
+    which the next build locks again). A finished build removes the file while it still holds the lock;
+    a build that locked a file which was removed meanwhile sees that its inode is no longer the one at
+    the path and tries again, so two builds can never hold locks on two different files.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.parent / f".{target.name}.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
             raise error(f"another build of {target} is running (pid {holder}); wait for it or stop it") from None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # locked a file another build had just removed: lock the current one
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         yield
     finally:
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
         os.close(fd)  # releases the lock
 
 
