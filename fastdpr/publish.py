@@ -147,9 +147,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _dead(path: Path, marker: str) -> bool:
-    """True when ``path`` is named ``...{marker}PID...`` and PID is not a live process (or has no PID)."""
-    match = re.search(re.escape(marker) + r"(\d+)", path.name)
+def _dead(path: Path, pattern: str) -> bool:
+    """True unless ``path``'s name carries the pid of a live process (``pattern`` captures it). Names
+    without a pid were left by fastdpr versions before pids were recorded: no build of theirs can be
+    running under the lock."""
+    match = re.search(pattern, path.name)
     return match is None or not _pid_alive(int(match.group(1)))
 
 
@@ -162,13 +164,16 @@ def recover(target: Path) -> None:
     resumable ``.TARGET.building-sharded`` is not touched.)
     """
     parent = target.parent
-    olds = sorted((p for p in parent.glob(f".{target.name}.old-*") if _dead(p, ".old-")),
+    olds = sorted((p for p in parent.glob(f".{target.name}.old-*") if _dead(p, r"\.old-(\d+)$")),
                   key=lambda p: p.stat().st_mtime)
     if olds and not target.exists():
-        os.replace(olds.pop(), target)
+        newest = olds.pop()
+        # Versions before this one moved the old directory to `.old-XXXX/previous`.
+        os.replace(newest / "previous" if (newest / "previous").is_dir() else newest, target)
         fsync_directory(parent)
+        olds.append(newest)
     for path in olds + [p for p in parent.glob(f".{target.name}.building-*")
-                        if p.name != f".{target.name}.building-sharded" and _dead(p, ".building-")]:
+                        if p.name != f".{target.name}.building-sharded" and _dead(p, r"\.building-(\d+)-")]:
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -437,3 +437,16 @@ def test_kill_at_every_publish_step_leaves_the_old_or_the_new_index(tmp_path: Pa
     assert seen == {read(tiny_index)["hnsw"]["ef_search"], 77}
     assert kill_at >= 4  # the child was killed at several distinct steps before it finished
 
+
+
+def test_recover_restores_what_an_older_fastdpr_left_between_its_two_renames(tmp_path: Path) -> None:
+    """Before this version the old index went to ``.idx.old-RANDOM/previous`` and staging directories
+    carried no pid: a kill between the renames left no ``idx``; the next build puts it back."""
+    previous = tmp_path / ".idx.old-k3j9x2ab" / "previous"
+    previous.mkdir(parents=True)
+    (previous / "manifest.json").write_text('{"old": true}')
+    (tmp_path / ".idx.building-q1w2e3r4").mkdir()
+    with build_lock(tmp_path / "idx", IndexLoadError):
+        recover(tmp_path / "idx")
+    assert json.loads((tmp_path / "idx" / "manifest.json").read_text()) == {"old": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
