@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastdpr.artifact import Artifact
 from fastdpr.cpu import this_cpu
-from fastdpr.encoder import OnnxEncoder
 from fastdpr.errors import ArtifactError
 from fastdpr.spec import SIDES, Side
+
+if TYPE_CHECKING:  # loading an index needs only verify_int8_questions: keep artifact/probe imports off that path
+    from fastdpr.artifact import Artifact
+    from fastdpr.encoder import OnnxEncoder
 
 RETRIEVAL_K = 10
 
