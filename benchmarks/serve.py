@@ -314,7 +314,7 @@ def serve_command(index: Path, out: Path, levels: str, rounds: int, max_requests
     from fastdpr.session import default_threads
 
     threads = threads or default_threads()
-    manifest = load_index_manifest(index, check_hashes=False)
+    manifest = load_index_manifest(index, integrity="sizes").raw
     concurrency = [int(level) for level in levels.split(",")]
     report: dict[str, Any] = {
         "benchmark": "serve", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
