@@ -117,7 +117,8 @@ def make_bert_without_pooler(directory: Path) -> Path:
         ("tf_bert_model/bert/embeddings/LayerNorm/beta:0", 1, ("bert.embeddings.LayerNorm.bias", False)),
         ("tf_bert_model/bert/embeddings/position_embeddings/embeddings:0", 2,
          ("bert.embeddings.position_embeddings.weight", False)),
-        ("tf_bert_model/bert/embeddings/word_embeddings/weight:0", 2, ("bert.embeddings.word_embeddings.weight", False)),
+        ("tf_bert_model/bert/embeddings/word_embeddings/weight:0", 2,
+         ("bert.embeddings.word_embeddings.weight", False)),
         ("tf_bert_model/bert/pooler/dense/bias:0", 1, ("bert.pooler.dense.bias", False)),
         ("tf_dpr_question_encoder/question_encoder/bert_model/encoder/layer_._1/intermediate/dense/kernel:0", 2,
          ("question_encoder.bert_model.encoder.layer.1.intermediate.dense.weight", True)),
@@ -274,7 +275,8 @@ def test_dpr_question_encoder_from_h5_and_class_from_the_side(tmp_path: Path) ->
 def test_dpr_config_without_class_as_shared_encoder_is_refused(tmp_path: Path) -> None:
     directory = without_architectures(TF_DPR_QUESTION, tmp_path / "q")
     result = invoke(["export", "--encoder", directory, "--out", tmp_path / "art"])
-    assert_clean_failure(result, "a DPR config without DPRQuestionEncoder/DPRContextEncoder", "pass it as --question-encoder or --context-encoder")
+    assert_clean_failure(result, "a DPR config without DPRQuestionEncoder/DPRContextEncoder",
+                         "pass it as --question-encoder or --context-encoder")
 
 
 # ------------------------------------------------------------------------------------- strict loading
