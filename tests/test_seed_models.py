@@ -374,3 +374,29 @@ def test_unsupported_tf_layouts_are_refused(case: str, tmp_path: Path) -> None:
         (directory / "model.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
         needles = ["Keras 3 files (model.keras, model.weights.h5) are not supported"]
     assert_clean_failure(invoke(["export", "--encoder", directory, "--out", tmp_path / "art"]), *needles)
+
+
+# ------------------------------------------------------------------------------ the parity benchmark
+
+
+def test_parity_baseline_embeds_like_tensorflow(tf_bert_artifact: Path) -> None:
+    """The parity benchmark's PyTorch system on the nlpconnect-shaped fixture: loaded from tf_model.h5
+    by the exporter's strict loader, pooler pooling, pair token types: TF's embeddings."""
+    import sys
+
+    from conftest import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ runs from a checkout; it is not installed
+    from benchmarks.torch_baseline import TorchEncoder
+
+    spec = Artifact.load(tf_bert_artifact).spec
+    records = recorded(TF_BERT)["records"]
+    for side in ("question", "context"):
+        # Titled passages only: the baseline tokenizes every passage as a (title, text) pair (SQuAD's all
+        # have titles), where the runtime encodes an untitled one from its text alone.
+        rows = [r for r in records if r["side"] == side and (side == "question" or r["input"][0])]
+        encoder = TorchEncoder(str(TF_BERT), "BertModel", "bert", spec, side, threads=1)  # type: ignore[arg-type]
+        inputs = [r["input"] if side == "question" else tuple(r["input"]) for r in rows]
+        ours = encoder.encode(inputs)
+        np.testing.assert_allclose(ours, np.asarray([r["pooler_output"] for r in rows], dtype=np.float32),
+                                   atol=TF_ATOL)
