@@ -96,8 +96,9 @@ def main() -> None:
 @click.option("--encoder", metavar="SRC", help="One model for both sides (siamese bi-encoders).")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Artifact directory to create (required).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-@click.option("--pooling", type=click.Choice(["cls", "mean"]),
-              help="Default: cls for DPR/BERT; sentence-transformers: its config.")
+@click.option("--pooling", type=click.Choice(["cls", "mean", "pooler"]),
+              help="Default: cls for DPR; pooler for a BertModel that carries pooler weights (else cls); "
+                   "sentence-transformers: its config.")
 @click.option("--normalize/--no-normalize", default=None,
               help="L2-normalize embeddings in the graph. Default: from the source.")
 @click.option("--token-types", type=click.Choice(["zeros", "pair"]),

@@ -410,8 +410,8 @@ def test_shared_encoder_layout_and_manifest(shared_artifact: Path) -> None:
         assert entry["tokenizer"] == "encoder/tokenizer.json"
         assert entry["models"] == {"fp32": "encoder/model.onnx", "int8": "encoder/model.int8.onnx"}
         assert entry["source"]["class"] == "BertModel" and entry["source"]["kind"] == "bert"
-    # A plain BERT: CLS pooling, the tokenizer's own token types.
-    assert manifest["spec"]["pooling"] == "cls" and manifest["spec"]["token_types"] == "pair"
+    # A plain BertModel saved with its pooler: BERT's pooler (issue #12), the tokenizer's own token types.
+    assert manifest["spec"]["pooling"] == "pooler" and manifest["spec"]["token_types"] == "pair"
     assert manifest["spec"]["dim"] == TINY_HIDDEN
     assert set(manifest["fusion"]) == {"encoder"}
     assert manifest["fusion"]["encoder"]["Attention"] == TINY_LAYERS

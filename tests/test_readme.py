@@ -17,7 +17,8 @@ what keeps the README from drifting.
 Commands run offline in a temporary directory with an isolated HOME, against tiny models. What cannot
 run as written is mapped here, explicitly:
 
-* Hugging Face hub ids become local tiny DPR checkpoints (the ``tiny_dpr_pair`` fixture);
+* Hugging Face hub ids become local tiny DPR checkpoints (the ``tiny_dpr_pair`` fixture), nlpconnect's
+  the TF-written BertModel fixture of their kind (``tests/fixtures/tf-bert-pooler``);
 * placeholders (``SRC``) and a user's own model (``./my-sentence-transformer``) become a tiny
   sentence-transformers directory built here;
 * a user's files (``psgs_w100.tsv``, ``nq-test.qa.csv``, ``corpus.jsonl``, SQuAD) become small generated
@@ -51,6 +52,8 @@ RUN: dict[str, str] = {
     "The CLI #1": "test_the_cli_block",
     "The CLI #2": "test_the_python_block",
     "INT8 recipes: the frontier #1": "test_the_frontier_block",
+    "The seed models #1": "test_the_seed_models_block",
+    "The seed models #2": "test_the_seed_fixture_block",
 }
 
 #: Executed by another test, which reads the block from the README itself: key -> "file::test".
@@ -398,3 +401,44 @@ def test_the_frontier_block(tmp_path: Path, user_env: Path, monkeypatch: pytest.
 
     assert params["squad"] == Path("../shared/data/squad/dev-v1.1.json")
     assert len(params["recipes"]) == 8 and set(params["recipes"]) <= set(RECIPES)
+
+
+def test_the_seed_models_block(workspace: Path, tiny_dpr_pair: tuple[Path, Path], user_env: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seeds' hub ids become local checkpoints of the same kind: nlpconnect's (BertModel + pooler
+    weights) -> the TF-written fixture of their shape at hidden 32 (``tests/fixtures/tf-bert-pooler``,
+    read from its tf_model.h5), RDR's (DPR classes) -> tiny DPR checkpoints; the defaults the README's
+    table names are what the manifests say."""
+    q, c = tiny_dpr_pair
+    nlpconnect = str(REPO_ROOT / "tests" / "fixtures" / "tf-bert-pooler")
+    names = {f"nlpconnect/dpr-{side}_bert_uncased_L-{layers}_H-128_A-2": nlpconnect
+             for side in ("question_encoder", "ctx_encoder") for layers in (2, 12)}
+    names |= {"soheeyang/rdr-question_encoder-single-trivia-base": str(q),
+              "soheeyang/rdr-ctx_encoder-single-trivia-base": str(c)}
+    commands = [substitute(command, names) for command in shell_commands(block("The seed models #1").text)]
+    assert [command[:2] for command in commands] == [["fastdpr", "export"]] * 3
+    assert not [word for command in commands for word in command if re.match(r"(nlpconnect|soheeyang)/", word)]
+    for command in commands:
+        fastdpr([*command[1:], "--int8-min-recall", str(TINY_INT8_MIN_RECALL)], workspace, monkeypatch)
+    for out in ("nlpconnect-l2", "nlpconnect-l12"):
+        manifest = json.loads((workspace / out / "manifest.json").read_text(encoding="utf-8"))
+        assert (manifest["spec"]["pooling"], manifest["spec"]["token_types"]) == ("pooler", "pair")
+        assert (manifest["spec"]["question_max_length"], manifest["spec"]["passage_max_length"]) == (64, 256)
+        assert "pooler.dense weights" in manifest["spec_decisions"]["pooling"]
+    rdr = json.loads((workspace / "rdr-trivia" / "manifest.json").read_text(encoding="utf-8"))
+    assert (rdr["spec"]["pooling"], rdr["spec"]["token_types"]) == ("cls", "zeros")
+    assert [rdr["sides"][side]["source"]["class"] for side in ("question", "context")] == [
+        "DPRQuestionEncoder", "DPRContextEncoder"]
+
+
+def test_the_seed_fixture_block(tmp_path: Path, user_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from a checkout: the fixture path is relative to the repository root."""
+    (command,) = shell_commands(block("The seed models #2").text)
+    assert command[:2] == ["fastdpr", "export"] and "tests/fixtures/tf-bert-pooler" in command
+    checkout = tmp_path / "fastdpr"
+    (checkout / "tests").mkdir(parents=True)
+    (checkout / "tests" / "fixtures").symlink_to(REPO_ROOT / "tests" / "fixtures")
+    fastdpr(command[1:], checkout, monkeypatch)
+    manifest = json.loads((checkout / "seed-shaped" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["sides"]["question"]["source"]["weights"]["file"] == "tf_model.h5"
+    assert manifest["spec"]["pooling"] == "pooler" and manifest["quantization"] is None
