@@ -100,7 +100,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"- machine: {report['machine']['cpu']}, int8 class {report['machine']['int8_class'].get('int8_class', '?')}, "
         f"{report['machine']['cores']} cores, {report['machine']['os']}",
         f"- model: {model['label']}" + (" (RANDOM WEIGHTS)" if model["random_weights"] else ""),
-        f"- threads: {report['threads']} (torch.set_num_threads, ORT intra-op, hnswlib, tokenizers)",
+        f"- threads: {report['threads']} (torch.set_num_threads, ORT intra-op, OpenVINO, hnswlib, tokenizers); "
+        f"PyTorch's OMP_WAIT_POLICY {report.get('omp_wait_policy', 'default')}",
         f"- load average (1 min) at start / end: {report['load_average']['start'][0]} / "
         f"{report['load_average']['end'][0]} on {report['machine']['cores']} cores"
         + (" - the machine was shared and busy: absolute numbers are pessimistic, and PyTorch's OpenMP "
