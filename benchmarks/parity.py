@@ -31,6 +31,8 @@ from fastdpr.squad import load_squad
 
 KS = (1, 5, 20, 50, 100)
 PYTORCH = "pytorch-fp32-exact"
+#: The OpenVINO int8 peer (NNCF), searched exactly (``--openvino``).
+OPENVINO = "openvino-int8-exact"
 #: Issue #5's goal for the default int8 recipe: largest loss (points of answer recall, int8 + HNSW minus
 #: PyTorch fp32) per k, and the smallest passage-encoding speed-up over fused fp32.
 GOAL_MAX_LOSS = {"1": 1.0, "5": 1.0, "20": 0.5, "50": 0.5, "100": 0.5}
@@ -130,6 +132,30 @@ def onnx_systems(artifact_dir: Path, precision: str, corpus: Path, questions: li
     return runs
 
 
+def openvino_system(artifact: Artifact, artifact_dir: Path, corpus: Path, passages: list[Passage],
+                    questions: list[Question], threads: int, workdir: Path) -> SystemRun:
+    """The OpenVINO int8 peer of the latency benchmark (:mod:`benchmarks.latency.systems.openvino`: NNCF int8
+    on the same calibration batches, HF tokenizer, length-sorted batches), exact search: its recall on the
+    same questions, in the same run as fastdpr's."""
+    from benchmarks.latency.systems.base import SetupContext
+    from benchmarks.latency.systems.openvino import openvino_encoders
+    from fastdpr.batching import DEFAULT_QUESTION_BATCH_SIZE
+    from fastdpr_export.sources import resolve_source
+
+    (workdir / "openvino-sources").mkdir(exist_ok=True)
+    resolved = {side: resolve_source(artifact.manifest["sides"][side]["source"]["source"], side,
+                                     workdir / "openvino-sources") for side in SIDES}
+    context = SetupContext(artifact=artifact, artifact_dir=artifact_dir, resolved=resolved, threads=threads,
+                           batch_size=DEFAULT_PASSAGE_BATCH_SIZE, workdir=workdir, corpus=corpus, log=log)
+    encoders = openvino_encoders(context)
+    start = time.perf_counter()
+    passage_vectors = encoders["context"].encode([(p.title, p.text) for p in passages], DEFAULT_PASSAGE_BATCH_SIZE)
+    seconds = time.perf_counter() - start
+    question_vectors = encoders["question"].encode([q.question for q in questions], DEFAULT_QUESTION_BATCH_SIZE)
+    ranked = exact_top_ids(question_vectors, passage_vectors, [p.id for p in passages], max(KS))
+    return SystemRun(OPENVINO, ranked, passages_per_s=len(passages) / seconds)
+
+
 def interleaved_speed(models: dict[str, Path], artifact: Artifact, passages: list[Passage], threads: int,
                       rounds: int = 3, sample: int = 256) -> dict[str, float]:
     """Passage-encoding passages/s of each model on the same passages, rounds interleaved across models
@@ -151,7 +177,7 @@ def interleaved_speed(models: dict[str, Path], artifact: Artifact, passages: lis
 
 
 def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: int | None, seed: int,
-               threads: int) -> dict[str, Any]:
+               threads: int, openvino: bool = False) -> dict[str, Any]:
     """Measure every system and write parity.json / parity.md / parity.png (and frontier.png) into ``out``.
 
     ``artifacts`` maps a label to an artifact directory; each is loaded (and its files hashed) once.
@@ -180,6 +206,9 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
             label = _int8_label(recipe, len(artifacts) == 1)
             log(f"[parity] ONNX {label} ...")
             runs.extend(onnx_systems(artifact_dir, "int8", corpus, questions, threads, workdir, label, recipe))
+        if openvino:
+            log("[parity] OpenVINO int8 (NNCF) ...")
+            runs.append(openvino_system(artifact, first, corpus, passages, questions, threads, workdir))
 
     log("[parity] passage-encoding speed, interleaved ...")
     speed_models = {"onnx-fp32": artifact.model_path("context", "fp32")}
@@ -397,10 +426,12 @@ def plot_frontier(report: dict[str, Any], path: Path) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quantize", "recipes", multiple=True, help="Recipes to measure (repeatable; default: the default).")
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
+@click.option("--openvino/--no-openvino", default=False, show_default=True,
+              help="Also measure the OpenVINO int8 peer (NNCF; the bench extra), exact search.")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 def parity_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None,
                    artifact_dirs: tuple[Path, ...], squad: Path, questions_n: int | None, seed: int,
-                   recipes: tuple[str, ...], threads: int, out: Path) -> None:
+                   recipes: tuple[str, ...], threads: int, openvino: bool, out: Path) -> None:
     """Recall parity of fastdpr (ONNX fp32/int8, exact/HNSW) with PyTorch fp32 on SQuAD dev."""
     artifacts: dict[str, Path] = {}
     sources_given = bool(question_encoder or context_encoder or encoder)
@@ -427,7 +458,7 @@ def parity_command(question_encoder: str | None, context_encoder: str | None, en
         if label in artifacts:  # the same recipe twice (e.g. other calibration data): name it by directory
             label = f"{label}@{artifact.name}"
         artifacts[label] = artifact
-    report = run_parity(squad, out, artifacts, questions_n, seed, threads)
+    report = run_parity(squad, out, artifacts, questions_n, seed, threads, openvino)
     click.echo((out / "parity.md").read_text(encoding="utf-8"))
     click.echo(f"wrote {out}/parity.json, parity.md, parity.png" + (", frontier.png" if report["frontier"] else ""))
     del report

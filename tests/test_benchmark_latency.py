@@ -1,25 +1,151 @@
-"""Smoke test of ``python -m benchmarks latency``: a tiny random-weight shape end to end (no timing assertions)."""
+"""``python -m benchmarks latency``: the timing procedure (with fake systems and a fake clock, no timing),
+warm-up selection, the system registry, and a slow smoke run of a tiny random-weight shape end to end."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import REPO_ROOT, require_export
 
 sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ runs from a checkout; it is not installed
 
-pytestmark = pytest.mark.slow
+from benchmarks.latency.report import ratio_pairs
+from benchmarks.latency.systems import SYSTEMS, System
+from benchmarks.latency.timing import Measurements, Procedure, measure
+from benchmarks.latency.workload import warmup_passages, warmup_questions
+from fastdpr.corpus import Passage
 
 
+class FakeClock:
+    """A clock that only moves when told to (sleep, or a fake system doing work)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class FakeSystem(System):
+    """Records every call; a query "takes" ``query_ms`` on the fake clock and reports parts worth 2 ms."""
+
+    def __init__(self, name: str, clock: FakeClock, query_ms: float, log: list[tuple[str, str, str]]) -> None:
+        self.name = name
+        self.clock = clock
+        self.query_ms = query_ms
+        self.log = log
+        self.attached: list[str] = []
+
+    def encode_passages(self, passages: Sequence[tuple[str, str]]) -> np.ndarray:
+        self.log.append((self.name, "encode", ",".join(title for title, _ in passages)))
+        self.clock.now += 0.5
+        return np.ones((len(passages), 4), dtype=np.float32)
+
+    def attach(self, passages: list[Passage], vectors: np.ndarray) -> None:
+        self.attached = [p.id for p in passages]
+
+    def query(self, question: str) -> dict[str, float]:
+        self.log.append((self.name, "query", question))
+        self.clock.now += self.query_ms / 1000
+        return {"tokenize": 0.0005, "encode": 0.001, "search": 0.0003, "fetch": 0.0002}
+
+
+def _passages(n: int, prefix: str) -> list[Passage]:
+    return [Passage(id=f"{prefix}{i}", title=f"{prefix}{i}", text="text") for i in range(n)]
+
+
+def _run(rounds: int = 2) -> tuple[dict[str, FakeSystem], list[tuple[str, str, str]], FakeClock, Measurements]:
+    clock = FakeClock()
+    log: list[tuple[str, str, str]] = []
+    systems = {name: FakeSystem(name, clock, ms, log) for name, ms in (("a", 3.0), ("b", 5.0), ("c", 4.0))}
+    measured = measure(systems, _passages(2, "p"), _passages(1, "w"), ["q1", "q2", "q3", "q4"], ["w1", "w2"],
+                       Procedure(rounds=rounds, settle_s=0.02), clock=clock, sleep=clock.sleep)
+    return systems, log, clock, measured
+
+
+def test_every_system_gets_the_same_inputs_in_the_same_sequence() -> None:
+    systems, log, _clock, _measured = _run()
+    for name in ("a", "b", "c"):
+        calls = [(kind, arg) for who, kind, arg in log if who == name]
+        assert calls == [("encode", "w0"), ("encode", "p0,p1"), ("encode", "p0,p1"),
+                         ("query", "w1"), ("query", "w2"),
+                         ("query", "q1"), ("query", "q2"), ("query", "q3"), ("query", "q4")]
+        assert systems[name].attached == ["p0", "p1"]
+
+
+def test_system_order_rotates_per_round_and_per_question() -> None:
+    _systems, _log, _clock, measured = _run()
+    assert measured.schedule == [
+        ("throughput", 0, ("a", "b", "c")), ("throughput", 1, ("b", "c", "a")),
+        ("warmup", 0, ("a", "b", "c")), ("warmup", 1, ("b", "c", "a")),
+        # measured questions continue the rotation after the warm-up
+        ("question", 0, ("c", "a", "b")), ("question", 1, ("a", "b", "c")),
+        ("question", 2, ("b", "c", "a")), ("question", 3, ("c", "a", "b")),
+    ]
+    _s, log, _c, _m = _run()
+    queried = [who for who, kind, _ in log if kind == "query"]
+    assert queried[6:9] == ["c", "a", "b"]  # the first measured question, as scheduled
+
+
+def test_each_call_is_timed_once_from_outside_and_warmup_is_kept_apart() -> None:
+    _systems, _log, clock, measured = _run()
+    totals, warmup = measured.totals_ms, measured.warmup_ms
+    assert set(totals) == set(warmup) == {"a", "b", "c"}
+    for name, ms in (("a", 3.0), ("b", 5.0), ("c", 4.0)):
+        assert totals[name] == pytest.approx([ms] * 4)
+        assert warmup[name] == pytest.approx([ms] * 2)
+    parts = measured.parts_ms["b"]
+    assert parts["encode"] == [1.0] * 4
+    assert parts["other"] == pytest.approx([3.0] * 4)  # 5 ms call - 2 ms of reported parts
+    rounds = measured.round_seconds
+    assert {name: pytest.approx(seconds) for name, seconds in rounds.items()} == {n: [0.5, 0.5] for n in "abc"}
+    # one settle pause before every timed call: 3 warm-up encodes + 6 rounds + 18 queries
+    assert clock.sleeps == [0.02] * 27
+
+
+def test_warmup_questions_cover_every_measured_length_from_spare_questions_first() -> None:
+    measured = ["one two", "one two three", "x y z", "a b c d e"]
+    spare = ["s1 s2 s3", "t1 t2", "u1 u2 u3", "v1 v2 v3 v4", "t3 t4", "w1 w2"]
+    chosen, description = warmup_questions(measured, spare, lambda q: len(q.split()), per_length=2)
+    assert chosen == ["t1 t2", "t3 t4", "s1 s2 s3", "u1 u2 u3", "a b c d e"]
+    assert description == {"questions": 5, "per_length": 2, "lengths": [2, 5], "distinct_lengths": 3,
+                           "taken_from_measured": 1}
+
+
+def test_warmup_passages_span_the_length_range() -> None:
+    passages = _passages(9, "p")
+    lengths = [50, 10, 90, 30, 70, 20, 80, 40, 60]
+    assert [p.id for p in warmup_passages(passages, lengths, 3)] == ["p1", "p0", "p2"]  # lengths 10, 50, 90
+
+
+def test_registry_finds_every_adapter_and_ratios_compare_targets_with_baselines() -> None:
+    assert SYSTEMS == ("pytorch-fp32-padded", "pytorch-fp32-sorted", "optimum-ort-int8", "openvino-int8",
+                       "fastdpr-fp32", "fastdpr-int8")
+    assert ratio_pairs(["pytorch-fp32-sorted", "openvino-int8", "fastdpr-fp32", "fastdpr-int8"]) == [
+        ("fastdpr-int8", "pytorch-fp32-sorted"), ("fastdpr-fp32", "pytorch-fp32-sorted"),
+        ("openvino-int8", "pytorch-fp32-sorted"), ("fastdpr-int8", "openvino-int8"),
+        ("fastdpr-int8", "fastdpr-fp32")]
+
+
+@pytest.mark.slow
 def test_latency_command_on_a_tiny_shape(tmp_path: Path) -> None:
     require_export()
     pytest.importorskip("optimum.onnxruntime", reason="the optimum peer needs optimum-onnx (export extra)")
+    pytest.importorskip("openvino", reason="the OpenVINO peer needs the bench extra: pip install -e '.[bench]'")
+    pytest.importorskip("nncf", reason="the OpenVINO peer needs the bench extra: pip install -e '.[bench]'")
     pytest.importorskip("matplotlib", reason="needs the bench extra: pip install -e '.[bench]'")
-    from benchmarks.latency import PARTS, SYSTEMS, latency_command
+    from benchmarks.latency import PARTS, latency_command
 
     out = tmp_path / "results"
     result = CliRunner().invoke(latency_command, [
@@ -27,22 +153,25 @@ def test_latency_command_on_a_tiny_shape(tmp_path: Path) -> None:
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
 
     report = json.loads((out / "latency.json").read_text(encoding="utf-8"))
-    for key in ("machine", "versions", "threads", "model", "workload", "systems", "ratios", "profile"):
+    for key in ("machine", "versions", "threads", "model", "workload", "systems", "ratios", "profile", "procedure"):
         assert key in report, key
     assert report["threads"] == 2
     assert report["model"]["random_weights"] is True
     assert report["model"]["shape"]["name"] == "l2-h128"
     assert report["workload"]["passages"]["count"] == 32
     assert report["workload"]["questions"]["count"] == 10
+    assert report["workload"]["warmup"]["passages"] == 32
     assert set(report["systems"]) == set(SYSTEMS)
     for name, system in report["systems"].items():
         assert "error" not in system, f"{name}: {system.get('error')}"
         assert system["passages_per_s"] > 0
         assert all(system["query_ms"][p] > 0 for p in ("p50", "p95", "p99"))
-        assert set(system["breakdown_ms"]) == set(PARTS)
-        assert all(value > 0 for value in system["breakdown_ms"].values()), name
+        assert set(system["breakdown_ms"]) == {*PARTS, "other"}
+        assert all(system["breakdown_ms"][part] > 0 for part in PARTS), name
+        assert system["warmup"]["questions"] == report["workload"]["warmup"]["questions"]["questions"]
     for comparison in ("fastdpr-int8 vs pytorch-fp32-padded", "fastdpr-int8 vs pytorch-fp32-sorted",
-                       "fastdpr-int8 vs fastdpr-fp32", "optimum-ort-int8 vs pytorch-fp32-padded"):
+                       "fastdpr-int8 vs fastdpr-fp32", "optimum-ort-int8 vs pytorch-fp32-padded",
+                       "fastdpr-int8 vs openvino-int8"):
         assert report["ratios"][comparison]["passages_per_s"] > 0
         assert report["ratios"][comparison]["query_p50"] > 0
     # Every system ran the same model: int8 may differ a little from PyTorch fp32, nothing more.

@@ -1,0 +1,140 @@
+"""The interface every system under test implements, and what the adapters share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastdpr.artifact import Artifact
+from fastdpr.corpus import Passage
+from fastdpr.spec import SIDES, EncoderSpec, Side
+
+#: Passages every query returns (top-k) and fetches.
+K = 100
+#: The parts of one end-to-end query each adapter times inside its call; "other" is what the timing
+#: procedure measured around the call minus their sum (Python glue, result objects).
+PARTS = ("tokenize", "encode", "search", "fetch")
+#: Kinds decide the report's colours and which ratios are published (targets against baselines).
+KINDS = ("baseline", "peer", "fastdpr")
+
+
+@dataclass(frozen=True)
+class SetupContext:
+    """Everything an adapter may need to build itself; every adapter gets the same one."""
+
+    artifact: Artifact
+    artifact_dir: Path
+    resolved: dict[Side, Any]  # fastdpr_export.sources.ResolvedSource per side
+    threads: int
+    batch_size: int
+    workdir: Path
+    corpus: Path  # the workload's passages as JSONL (what fastdpr indexes)
+    log: Callable[[str], None]
+
+    @property
+    def spec(self) -> EncoderSpec:
+        """The artifact's encoder spec (tokenization, pooling, max lengths): every system follows it."""
+        return self.artifact.spec
+
+
+class System:
+    """One system under test.
+
+    ``encode_passages`` embeds passages as the system would for indexing; ``query`` answers one question
+    end to end (tokenize -> encode -> top-:data:`K` search -> fetch the passages) in ONE call and returns
+    the seconds of each part of :data:`PARTS` it measured inside that call. The timing procedure times the
+    call itself from outside, the same way for every system.
+    """
+
+    name: str = ""
+
+    def encode_passages(self, passages: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Embed (title, text) passages, tokenization included, in input order."""
+        raise NotImplementedError
+
+    def attach(self, passages: list[Passage], vectors: np.ndarray) -> None:
+        """Give the system the passages (and its own embeddings of them) to search; systems with their own
+        index ignore it."""
+
+    def query(self, question: str) -> dict[str, float]:
+        """Answer one question end to end; seconds per part of :data:`PARTS`."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """A system the benchmark knows: its name, what it is, and how to build it."""
+
+    name: str
+    kind: str  # one of KINDS
+    description: str
+    build: Callable[[SetupContext], System]
+    order: int  # position in tables (baselines first, fastdpr last)
+
+
+def exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest dot products, best first (what a PyTorch user writes with numpy)."""
+    scores = vectors @ query
+    k = min(k, len(scores))
+    top = np.argpartition(-scores, k - 1)[:k]
+    result: np.ndarray = top[np.argsort(-scores[top], kind="stable")]
+    return result
+
+
+class ListSearch(System):
+    """Exact numpy search over the system's own passage embeddings, passages looked up in a Python list:
+    what a user of a bare encoder (PyTorch, optimum, OpenVINO) writes."""
+
+    def __init__(self) -> None:
+        self.vectors: np.ndarray | None = None
+        self.passages: list[Passage] = []
+
+    def attach(self, passages: list[Passage], vectors: np.ndarray) -> None:
+        self.passages = passages
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def embed_question(self, question: str) -> tuple[Any, Callable[[Any], np.ndarray]]:
+        """Tokenize one question; return the model inputs and the function that embeds them."""
+        raise NotImplementedError
+
+    def query(self, question: str) -> dict[str, float]:
+        assert self.vectors is not None, "attach() the passage embeddings first"
+        t0 = time.perf_counter()
+        feeds, run = self.embed_question(question)
+        t1 = time.perf_counter()
+        vector = run(feeds)[0]
+        t2 = time.perf_counter()
+        labels = exact_top(self.vectors, vector, K)
+        t3 = time.perf_counter()
+        [self.passages[int(i)] for i in labels]
+        t4 = time.perf_counter()
+        return {"tokenize": t1 - t0, "encode": t2 - t1, "search": t3 - t2, "fetch": t4 - t3}
+
+
+def hf_feeds(tokenizer: Any, spec: EncoderSpec, side: Side, inputs: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Hugging Face tokenization as a user of optimum / sentence-transformers runs it: padded to the batch's
+    longest, truncated at the spec's max length, the spec's token-type convention; int64 numpy feeds."""
+    max_length = spec.max_length(side)
+    if side == "question":
+        batch = tokenizer(list(inputs), padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    else:
+        batch = tokenizer([t for t, _ in inputs], [x for _, x in inputs], padding=True, truncation=True,
+                          max_length=max_length, return_tensors="np")
+    feeds = {k: np.asarray(v, dtype=np.int64) for k, v in batch.items()}
+    if spec.token_types == "zeros":
+        feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+    return feeds
+
+
+def served_sides(artifact: Artifact, side: Side) -> list[Side]:
+    """The sides served by the same model file as ``side`` (one file for both with ``--encoder``)."""
+    model_dir = artifact.manifest["sides"][side]["dir"]
+    return [s for s in SIDES if artifact.manifest["sides"][s]["dir"] == model_dir]

@@ -1,0 +1,77 @@
+"""The fastdpr runtime: an artifact's context encoder for passages, ``Retriever.search`` for questions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from benchmarks.latency.systems.base import K, SetupContext, System, SystemSpec
+
+
+class _Timed:
+    """A stand-in for ``target`` whose method ``method`` adds its seconds to ``record[part]``; every other
+    attribute is the target's. Lets one real ``Retriever.search`` call report its parts."""
+
+    def __init__(self, target: Any, method: str, part: str, record: dict[str, float]) -> None:
+        self._target = target
+        original: Callable[..., Any] = getattr(target, method)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                record[part] = record.get(part, 0.0) + time.perf_counter() - start
+
+        setattr(self, method, timed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+class FastdprSystem(System):
+    """``Artifact.encoder("context", ...)`` for passages; ``Retriever.search(q, k=100)`` over an index built
+    with ``build_index`` (HNSW + SQLite store) for questions, its parts timed inside that one call."""
+
+    def __init__(self, context: SetupContext, precision: str) -> None:
+        from fastdpr.index import IndexOptions, build_index
+        from fastdpr.retriever import Retriever
+
+        self.name = f"fastdpr-{precision}"
+        self.batch_size = context.batch_size
+        self.context = context.artifact.encoder("context", precision, context.threads)
+        index_dir = context.workdir / f"index-{precision}"
+        build_index(context.artifact_dir, context.corpus, index_dir, "jsonl",
+                    IndexOptions(precision=precision, threads=context.threads, force=True, progress=False))
+        self.retriever = Retriever.load(index_dir, threads=context.threads)
+        self._record: dict[str, float] = {}
+        retriever: Any = self.retriever
+        encoder = retriever.encoder
+        encoder.session = _Timed(encoder.session, "run", "encode", self._record)
+        retriever.encoder = _Timed(encoder, "encode_questions", "_encoder", self._record)
+        retriever.searcher = _Timed(retriever.searcher, "search", "search", self._record)
+        retriever.store = _Timed(retriever.store, "get", "fetch", self._record)
+
+    def encode_passages(self, passages: Sequence[tuple[str, str]]) -> np.ndarray:
+        return self.context.encode_passages(passages, self.batch_size)
+
+    def query(self, question: str) -> dict[str, float]:
+        self._record.clear()
+        self.retriever.search(question, k=K)
+        record = self._record
+        return {"tokenize": record["_encoder"] - record["encode"], "encode": record["encode"],
+                "search": record["search"], "fetch": record["fetch"]}
+
+    def close(self) -> None:
+        self.retriever.close()
+
+
+ADAPTERS = (
+    SystemSpec("fastdpr-fp32", "fastdpr", "fastdpr runtime, fused fp32 ONNX; Retriever.search: HNSW top-100, "
+               "SQLite fetch", lambda context: FastdprSystem(context, "fp32"), order=20),
+    SystemSpec("fastdpr-int8", "fastdpr", "fastdpr runtime, fused int8 ONNX; Retriever.search: HNSW top-100, "
+               "SQLite fetch", lambda context: FastdprSystem(context, "int8"), order=21),
+)
