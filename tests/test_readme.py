@@ -30,6 +30,7 @@ run as written is mapped here, explicitly:
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -52,6 +53,7 @@ RUN: dict[str, str] = {
     "The CLI #1": "test_the_cli_block",
     "The CLI #2": "test_the_python_block",
     "INT8 recipes: the frontier #1": "test_the_frontier_block",
+    "Serving over HTTP #1": "test_two_commands_install_and_demo",
     "The seed models #1": "test_the_seed_models_block",
     "The seed models #2": "test_the_seed_fixture_block",
 }
@@ -320,8 +322,6 @@ def test_the_python_block(workspace: Path, user_env: Path, request: pytest.Fixtu
 
 
 def python_env(home: Path) -> dict[str, str]:
-    import os
-
     env = {key: value for key, value in os.environ.items() if not key.startswith("FASTDPR_")}
     return {**env, "HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONIOENCODING": "utf-8"}
 
@@ -347,6 +347,36 @@ def test_two_commands_install_and_demo(tmp_path: Path, user_env: Path, monkeypat
     # compound / yield, yield, return / function, compound, function; the 7-bit int8 graph computes the same
     # integers on every x86 class).
     assert "exceptions" in titles[0] and titles[1][0] == "yield" and titles[2][0] == "function"
+    run_the_serve_block(user_env, tmp_path)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_the_serve_block(home: Path, cwd: Path) -> None:
+    """The "Serving over HTTP" block, as a bash script, on the index the demo just built (so its
+    ``|| fastdpr demo`` does not run again). Its fixed port 8731 is the one substitution: a test must
+    not collide with whatever else listens on this machine."""
+    script = block("Serving over HTTP #1").text
+    assert "8731" in script
+    script = script.replace("8731", str(free_port()))
+    bin_dir = str(Path(sys.executable).parent)  # the console script `fastdpr` lives beside this python
+    env = {**python_env(home), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    ready, one, many = (json.loads(line) for line in lines[:3])
+    assert ready["ready"] is True, ready
+    assert one["k"] == 2 and len(one["hits"]) == 2 and one["hits"][0]["title"] == "yield"
+    assert [len(r["hits"]) for r in many["results"]] == [3, 3]
+    assert lines[-1].startswith("fastdpr_batch_questions_count")
 
 
 TINY_SQUAD = {"version": "1.1", "data": [
