@@ -60,7 +60,7 @@ def main(index: Path, squad: Path, count: int, k: int, threads: int | None, unsh
         pool = load_squad_questions(squad)
         rng = np.random.default_rng(seed)
         picked = sorted(rng.choice(len(pool), size=min(count, len(pool)), replace=False).tolist())
-        texts = [pool[i].text for i in picked]
+        texts = [pool[i].question for i in picked]
 
         query_ms = []
         for text in texts:
