@@ -8,8 +8,9 @@ Ray cluster on this machine) builds the index with the real CLI in a child proce
   memory of the whole process tree (PSS, so pages shared between Ray processes count once), load
   average before and after;
 * disk: bytes per passage, by file kind;
-* serving (:mod:`benchmarks.scale_probe`, a fresh process per index): cold start (interpreter start to
-  the first answered question), query p50/p99 at k=100 one question at a time (encode + search + fetch,
+* serving (:mod:`benchmarks.scale_probe`, a fresh process per index; the ``ray`` system's shards are
+  served by actors of a new local Ray cluster): cold start (interpreter start to the first answered
+  question), query p50/p99 at k=100 one question at a time (encode + search + fetch,
   and search alone), peak RSS, and recall@100 of HNSW against exact search on the same vectors.
 
 Then, once, on the local index's vectors: an unsharded HNSW graph (same M and ef_construction), its
@@ -229,7 +230,7 @@ def seen_id_bytes(count: int) -> dict[str, Any]:
 
 
 def run_probe(index: Path, squad: Path, questions: int, k: int, log_file: Path, unsharded_graph: Path | None = None,
-              threads: int | None = None) -> dict[str, Any]:
+              threads: int | None = None, on_ray: bool = False) -> dict[str, Any]:
     """Serving measurements in a fresh process (:mod:`benchmarks.scale_probe`)."""
     command = [sys.executable, "-m", "benchmarks.scale_probe", str(index), "--squad", str(squad),
                "--questions", str(questions), "-k", str(k)]
@@ -237,6 +238,8 @@ def run_probe(index: Path, squad: Path, questions: int, k: int, log_file: Path, 
         command += ["--unsharded-graph", str(unsharded_graph)]
     if threads:
         command += ["--threads", str(threads)]
+    if on_ray:
+        command += ["--ray"]
     load_before = os.getloadavg()
     started = time.perf_counter()
     with open(log_file, "wb") as errors, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors,
@@ -349,8 +352,11 @@ def scale_command(artifact: Path, label: str, passages: int, shard_size: int, sy
     for system in finished:
         index = workdir / f"index-{system}"
         graph = workdir / "unsharded-hnsw.bin" if (unsharded and system == finished[0]) else None
+        if graph is not None:
+            graph.unlink(missing_ok=True)  # built (and timed) by every run, never reused
         log(f"{system}: serving probe ({questions} questions, k={k})")
-        probe = run_probe(index, squad, questions, k, workdir / f"probe-{system}.log", graph, threads)
+        probe = run_probe(index, squad, questions, k, workdir / f"probe-{system}.log", graph, threads,
+                          on_ray=system == "ray")
         result["systems"][system]["serve"] = probe
         _write(out, result)
     digests = {s: result["systems"][s]["build"]["content_sha256"] for s in finished}

@@ -7,6 +7,8 @@ cold start up to that line), then measures and prints one JSON object:
 * ``query_ms``: ``Retriever.search(q, k)`` one question at a time (encode + search + fetch), p50/p99;
 * ``search_ms``: the HNSW search alone on precomputed question vectors, p50/p99;
 * ``peak_rss_bytes``: this process's peak RSS while serving (before exact search loads all vectors);
+  with ``--ray`` the shards are served by actors of a new local Ray cluster (its start is part of the
+  cold start) and this is the driver's RSS only;
 * ``recall_vs_exact``: mean |HNSW top-k ∩ exact top-k| / k over the questions;
 * with ``--unsharded-graph``: one HNSW graph over all the index's vectors (same M / ef_construction),
   built (timed) or loaded from PATH, searched with the same ef, its recall against the same exact top-k.
@@ -46,12 +48,13 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
 @click.option("--threads", type=int, default=None)
 @click.option("--unsharded-graph", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--seed", type=int, default=0)
+@click.option("--ray", "on_ray", is_flag=True, help="Serve the shards from actors of a new local Ray cluster.")
 def main(index: Path, squad: Path, count: int, k: int, threads: int | None, unsharded_graph: Path | None,
-         seed: int) -> None:
+         seed: int, on_ray: bool) -> None:
     """Cold start, latency, memory and recall of one index (see the module docstring)."""
     from fastdpr.retriever import Retriever
 
-    with Retriever.load(index, threads=threads) as retriever:
+    with Retriever.load(index, threads=threads, ray_address="" if on_ray else None) as retriever:
         retriever.search("who wrote the declaration of independence", k=k)
         print("ready", flush=True)
 
@@ -87,6 +90,8 @@ def main(index: Path, squad: Path, count: int, k: int, threads: int | None, unsh
         "ef_search": ef,
         "query_ms": _percentiles(query_ms),
         "search_ms": _percentiles(search_ms),
+        "served_by": "local Ray actors" if on_ray else "this process",
+        # With Ray, the shards live in actor processes: this is the driver's RSS only.
         "peak_rss_bytes": peak_rss,
         "recall_vs_exact": _recall(np.asarray(hnsw_labels), np.asarray(exact_labels)),
     }
