@@ -1,4 +1,4 @@
-"""``python -m benchmarks parity|latency|encode-dump|scale|scale-projection``: run from a checkout
+"""``python -m benchmarks parity|latency|encode-dump|serve|scale|scale-projection``: run from a checkout
 (benchmarks are not installed)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from benchmarks.latency import latency_command
 from benchmarks.parity import parity_command
 from benchmarks.scale import scale_command
 from benchmarks.scale_projection import projection_command
+from benchmarks.serve import serve_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -20,6 +21,7 @@ def main() -> None:
 main.add_command(parity_command)
 main.add_command(latency_command)
 main.add_command(encode_dump_command)
+main.add_command(serve_command)
 main.add_command(scale_command)
 main.add_command(projection_command)
 

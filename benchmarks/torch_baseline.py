@@ -20,14 +20,24 @@ class TorchEncoder:
 
     def __init__(self, source_dir: str, architecture: str, kind: str, spec: EncoderSpec, side: Side,
                  threads: int, pad_to_max_length: bool = False, sort_by_length: bool = True) -> None:
+        import tempfile
+        from pathlib import Path
+
         import torch
         import transformers
+
+        from fastdpr_export.sources import resolve_source
+        from fastdpr_export.torch_model import load_hf_model
 
         torch.set_num_threads(threads)
         self.torch = torch
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(source_dir, use_fast=True)
-        cls = getattr(transformers, architecture) if kind == "dpr" else transformers.AutoModel
-        self.model: Any = cls.from_pretrained(source_dir).eval()
+        # The exporter's own strict loader: the class the config (or side) names, the weights file it
+        # prefers (Keras 2 tf_model.h5 without TensorFlow), BERT's pooler when the checkpoint carries it.
+        resolved = resolve_source(source_dir, side, Path(tempfile.gettempdir()))
+        if (resolved.kind, resolved.architecture) != (kind, architecture) and kind == "dpr":
+            raise ValueError(f"{source_dir} resolves to {resolved.architecture}, not {architecture}")
+        self.model: Any = load_hf_model(resolved, eager_attention=False)
         self.kind = kind
         self.spec = spec
         self.side = side
@@ -63,7 +73,8 @@ class TorchEncoder:
     def run(self, batch: dict[str, Any]) -> np.ndarray:
         """The model on a tokenized batch -> embeddings."""
         with self.torch.inference_mode():
-            if self.kind == "dpr":
+            if self.kind == "dpr" or self.spec.pooling == "pooler":
+                # DPR classes: their pooler_output (CLS, projected); a BertModel: BERT's trained pooler.
                 pooled = self.model(**batch).pooler_output
             else:
                 hidden = self.model(**batch).last_hidden_state

@@ -21,8 +21,11 @@ DEFAULT_OPSET = 17
 def export_onnx(module: PooledEncoder, path: Path, opset: int = DEFAULT_OPSET) -> None:
     """Export with dynamic batch and sequence axes; the output is the pooled embedding."""
     # A short dummy batch with real padding, so the mask path is traced with variable lengths.
-    input_ids = torch.tensor([[101, 2054, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0]], dtype=torch.long)
-    attention_mask = (input_ids != 0).long()
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], dtype=torch.long)
+    # Ids inside any vocabulary (small test vocabularies too): BERT-base's ids for "[CLS] what is a test [SEP]".
+    vocab_size = int(getattr(getattr(module.backbone, "config", None), "vocab_size", 30522))
+    input_ids = torch.tensor([[101, 2054, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0]],
+                             dtype=torch.long) % vocab_size * attention_mask
     token_type_ids = torch.zeros_like(input_ids)
     dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
     dynamic_axes[OUTPUT_NAME] = {0: "batch"}

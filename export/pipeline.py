@@ -76,15 +76,17 @@ class ExportOptions:
 
 
 
-def _build_spec(options: ExportOptions, resolved: dict[str, ResolvedSource], hf_tokenizer: Any) -> EncoderSpec:
-    from .torch_model import embedding_dim
+def _build_spec(options: ExportOptions, resolved: dict[str, ResolvedSource],
+                hf_tokenizer: Any) -> tuple[EncoderSpec, dict[str, str]]:
+    """The spec, and for each field a source default decided, why (the manifest's ``spec_decisions``)."""
+    from .torch_model import check_pooling, embedding_dim
 
     first = next(iter(resolved.values()))
     dims = {name: embedding_dim(r) for name, r in resolved.items()}
     if len(set(dims.values())) != 1:
         raise ExportError(f"the two encoders embed into different sizes {dims}; dot products are undefined")
     defaults = spec_defaults(first)
-    return EncoderSpec(
+    spec = EncoderSpec(
         dim=next(iter(dims.values())),
         pooling=options.pooling or defaults.pooling,  # type: ignore[arg-type]
         normalize=defaults.normalize if options.normalize is None else options.normalize,
@@ -94,6 +96,13 @@ def _build_spec(options: ExportOptions, resolved: dict[str, ResolvedSource], hf_
         lowercase=bool(getattr(hf_tokenizer, "do_lower_case", False) or _normalizer_lowercases(hf_tokenizer)),
         pad_token_id=int(hf_tokenizer.pad_token_id or 0),
     )
+    for source in resolved.values():
+        check_pooling(source, spec.pooling)
+    given = {"pooling": options.pooling, "normalize": options.normalize, "token_types": options.token_types,
+             "max_lengths": options.question_max_length or options.passage_max_length}
+    decisions = {key: "given on the command line" if given.get(key) is not None else why
+                 for key, why in defaults.reasons.items()}
+    return spec, decisions
 
 
 def _normalizer_lowercases(hf_tokenizer: Any) -> bool:
@@ -171,10 +180,17 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
         resolved = {}
         for name, (source, sides) in model_sources.items():
             resolved[name] = resolve_source(source, sides[0] if len(sides) == 1 else None, workdir)
-            log(f"source {name}: {source} ({resolved[name].kind}, {resolved[name].architecture})")
+            described = resolved[name].describe()
+            log(f"source {name}: {source} ({described['kind']}, {described['class']} from {described['class_from']}; "
+                f"weights {described['weights']['file']}"
+                + (f", not {', '.join(described['weights']['also_present'])}"
+                   if described["weights"]["also_present"] else "")
+                + f"; pooler weights: {'yes' if described['pooler_weights'] else 'no'})")
         hf_tokenizers = {name: _load_tokenizer(r) for name, r in resolved.items()}
-        spec = _build_spec(options, resolved, next(iter(hf_tokenizers.values())))
+        spec, decisions = _build_spec(options, resolved, next(iter(hf_tokenizers.values())))
         log(f"spec: {spec.to_dict()}")
+        for key, why in decisions.items():
+            log(f"  {key}: {why}")
         probes.save(staging / "probes")
         inputs: dict[Side, Any] = {"question": list(probes.questions), "context": probes.passage_pairs()}
 
@@ -215,8 +231,9 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
             hint = "" if recipe is None else (
                 f" Try another recipe (--quantize {', '.join(sorted(_other_recipes(recipe.name)))}) "
                 "or --quantize none to keep fp32 only.")
-            raise ValidationError("export failed validation against PyTorch:\n  " + "\n  ".join(refused)
-                                  + "\n" + hint)
+            more = f" (and {len(refused) - 1} more failed checks)" if len(refused) > 1 else ""
+            raise ValidationError(f"export failed validation against PyTorch: {refused[0]}{more}.{hint}",
+                                  details="failed checks:\n  " + "\n  ".join(refused))
 
         for side in SIDES:
             np.save(staging / "probes" / f"{side}.npy", references[side], allow_pickle=False)
@@ -225,6 +242,7 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
             "format_version": ARTIFACT_FORMAT_VERSION,
             "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "spec": spec.to_dict(),
+            "spec_decisions": decisions,
             "sides": sides_manifest,
             "quantization": None if recipe is None else {"recipe": recipe.name, "settings": recipe.settings(),
                                                           "per_model": quant_counts},

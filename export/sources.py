@@ -1,8 +1,8 @@
 """Resolving an export source (hub id, local directory, or a fastdpr built-in) into a PyTorch
 encoder, its tokenizer, and the spec defaults its kind calls for.
 
-The kind of a source is read from its files (``config.json`` architectures, sentence-transformers'
-``modules.json``), never guessed from its name.
+The kind of a source is read from its files (``config.json`` model type and architectures,
+sentence-transformers' ``modules.json``, the tensors its weights file holds), never guessed from its name.
 """
 
 from __future__ import annotations
@@ -17,28 +17,61 @@ from fastdpr.errors import ExportError
 from fastdpr.spec import Side
 
 from .lazy import require_export_extra
+from .weights import WeightsFile, carries_pooler, find_weights, tensor_names
 
 SourceKind = Literal["dpr", "sentence-transformers", "bert"]
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MINILM = "builtin:all-MiniLM-L6-v2"
 BUILTIN_MINILM_DPR = "builtin:all-MiniLM-L6-v2-dpr"
-_DPR_CLASSES = {"DPRQuestionEncoder": "question", "DPRContextEncoder": "context"}
+_DPR_CLASS_OF_SIDE: dict[Side, str] = {"question": "DPRQuestionEncoder", "context": "DPRContextEncoder"}
+_DPR_CLASSES = {cls: side for side, cls in _DPR_CLASS_OF_SIDE.items()}
+#: DPR's defaults (its paper and code): question and passage token limits.
+DPR_QUESTION_MAX_LENGTH = 64
+DPR_PASSAGE_MAX_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class SupportedModelType:
+    """A ``config.json`` model type fastdpr exports: ONNX Runtime's BERT fusion applies to it."""
+
+    model_type: str
+    classes: str  # for the error message: what a user would know it as
+
+
+SUPPORTED_MODEL_TYPES: tuple[SupportedModelType, ...] = (
+    SupportedModelType("bert", "BertModel, sentence-transformers models over BERT (e.g. all-MiniLM-L6-v2)"),
+    SupportedModelType("dpr", "DPRQuestionEncoder, DPRContextEncoder"),
+)
+
+
+def supported_architectures() -> str:
+    """One line naming what can be exported."""
+    return "; ".join(f"model_type {t.model_type} ({t.classes})" for t in SUPPORTED_MODEL_TYPES)
 
 
 @dataclass(frozen=True)
 class ResolvedSource:
-    """A source resolved to a local directory, with what its files say about it."""
+    """A source resolved to a local directory, with what its files say about it.
+
+    ``class_from`` says what decided ``architecture``: ``config.json`` normally; the command-line side
+    for a DPR checkpoint whose config names no DPR class.
+    """
 
     source: str
     directory: Path
     kind: SourceKind
     architecture: str
     config: dict[str, Any] = field(repr=False)
+    weights: WeightsFile | None = None
+    has_pooler: bool = False
+    class_from: str = "config.json architectures"
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the source."""
         return {"source": self.source, "kind": self.kind, "class": self.architecture,
-                "model_type": self.config.get("model_type"), "config": self.config}
+                "class_from": self.class_from, "model_type": self.config.get("model_type"),
+                "weights": None if self.weights is None else self.weights.describe(),
+                "pooler_weights": self.has_pooler, "config": self.config}
 
 
 def packaged_minilm_dir() -> Path:
@@ -70,8 +103,12 @@ def _download(source: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id=source, allow_patterns=[
+        directory = Path(snapshot_download(repo_id=source, allow_patterns=[
             "*.json", "*.txt", "*.safetensors", "*.bin", "1_Pooling/*", "*.model"]))
+        if not any(directory.glob("*.safetensors")) and not any(directory.glob("*.bin")):
+            # A TF-only repo: its Keras 2 weights are read without TensorFlow (keras_h5.py).
+            directory = Path(snapshot_download(repo_id=source, allow_patterns=["tf_model.h5", "*.h5.index.json"]))
+        return directory
     except Exception as exc:  # huggingface_hub raises many unrelated types (HTTP, offline, validation)
         raise ExportError(
             f"{source!r} is not a local directory and could not be fetched from the Hugging Face hub "
@@ -79,26 +116,34 @@ def _download(source: str) -> Path:
         ) from exc
 
 
-def _kind(directory: Path, config: dict[str, Any]) -> tuple[SourceKind, str]:
+def _kind(directory: Path, config: dict[str, Any], side: Side | None) -> tuple[SourceKind, str, str]:
+    """(kind, class, what decided the class). A DPR config that names no DPR class takes the class of
+    the side it was given for (``AutoModel`` would pick the wrong one)."""
     architectures = config.get("architectures") or []
+    model_type = config.get("model_type")
+    if model_type not in {t.model_type for t in SUPPORTED_MODEL_TYPES}:
+        named = architectures[0] if architectures else "unknown class"
+        raise ExportError(f"unsupported architecture {named} (model_type {model_type}) in {directory}; "
+                          f"fastdpr exports {supported_architectures()}")
     dpr = [a for a in architectures if a in _DPR_CLASSES]
-    if dpr or config.get("model_type") == "dpr":
-        if not dpr:
+    if dpr or model_type == "dpr":
+        if dpr:
+            return "dpr", dpr[0], "config.json architectures"
+        if side is None:
             raise ExportError(
-                f"{directory}: a DPR config without DPRQuestionEncoder/DPRContextEncoder in "
-                "'architectures'; cannot tell which encoder it is (AutoModel would pick the wrong class)"
-            )
-        return "dpr", dpr[0]
+                f"{directory}: a DPR config without DPRQuestionEncoder/DPRContextEncoder in 'architectures'; "
+                "pass it as --question-encoder or --context-encoder so the side decides the class")
+        return "dpr", _DPR_CLASS_OF_SIDE[side], f"--{side}-encoder (config.json names no DPR class)"
     if (directory / "modules.json").is_file():
-        return "sentence-transformers", architectures[0] if architectures else "AutoModel"
-    return "bert", architectures[0] if architectures else "AutoModel"
+        return "sentence-transformers", architectures[0] if architectures else "BertModel", "config.json"
+    return "bert", architectures[0] if architectures else "BertModel", "config.json"
 
 
 def resolve_source(source: str, side: Side | None, workdir: Path) -> ResolvedSource:
-    """Turn ``source`` into a local directory and read its kind.
+    """Turn ``source`` into a local directory and read its kind, class and weights file.
 
-    ``side`` matters only for :data:`BUILTIN_MINILM_DPR`, which becomes a DPR question or context
-    checkpoint built in ``workdir``.
+    ``side`` (None for a shared ``--encoder``) decides :data:`BUILTIN_MINILM_DPR`'s class (a DPR question
+    or context checkpoint built in ``workdir``) and the class of a DPR checkpoint whose config names none.
     """
     if source == BUILTIN_MINILM:
         directory = packaged_minilm_dir()
@@ -118,28 +163,57 @@ def resolve_source(source: str, side: Side | None, workdir: Path) -> ResolvedSou
     if not (directory / "config.json").is_file():
         raise ExportError(f"{directory} has no config.json: not a Hugging Face checkpoint directory")
     config = _read_json(directory / "config.json")
-    kind, architecture = _kind(directory, config)
-    return ResolvedSource(source=source, directory=directory, kind=kind, architecture=architecture, config=config)
+    kind, architecture, class_from = _kind(directory, config, side)
+    weights = find_weights(directory)
+    has_pooler = carries_pooler(tensor_names(directory, weights))
+    return ResolvedSource(source=source, directory=directory, kind=kind, architecture=architecture, config=config,
+                          weights=weights, has_pooler=has_pooler, class_from=class_from)
 
 
 @dataclass(frozen=True)
 class SpecDefaults:
-    """Defaults a source's kind calls for (every explicit CLI option overrides them)."""
+    """Defaults a source's files call for (every explicit CLI option overrides them), and why."""
 
     pooling: str
     normalize: bool
     token_types: str
     question_max_length: int
     passage_max_length: int
+    reasons: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+def _dpr_lengths(config: dict[str, Any]) -> tuple[int, int, str]:
+    """DPR's 64/256 token limits, capped by the model's position embeddings."""
+    positions = int(config.get("max_position_embeddings") or DPR_PASSAGE_MAX_LENGTH)
+    question, passage = min(DPR_QUESTION_MAX_LENGTH, positions), min(DPR_PASSAGE_MAX_LENGTH, positions)
+    capped = "" if (question, passage) == (DPR_QUESTION_MAX_LENGTH, DPR_PASSAGE_MAX_LENGTH) else \
+        f", capped by max_position_embeddings {positions}"
+    return question, passage, f"DPR's {DPR_QUESTION_MAX_LENGTH}/{DPR_PASSAGE_MAX_LENGTH} tokens{capped}"
 
 
 def spec_defaults(resolved: ResolvedSource) -> SpecDefaults:
-    """DPR: cls / no normalization / zero token types / 64 and 256 tokens. sentence-transformers:
-    what its pooling, modules and sentence_bert_config say, pair token types. Other BERTs: cls, pair."""
+    """DPR: cls (the DPR classes' ``pooler_output``) / no normalization / zero token types / 64 and 256
+    tokens. A plain BertModel: BERT's pooler when the checkpoint carries its weights (nlpconnect's
+    checkpoints were trained on ``pooler_output``), else cls; the tokenizer's pair token types.
+    sentence-transformers: what its pooling, modules and sentence_bert_config say, pair token types."""
     if resolved.kind == "dpr":
-        return SpecDefaults("cls", False, "zeros", 64, 256)
+        question, passage, why_lengths = _dpr_lengths(resolved.config)
+        return SpecDefaults("cls", False, "zeros", question, passage, {
+            "pooling": f"{resolved.architecture}.pooler_output: the CLS vector"
+                       + (" through encode_proj" if int(resolved.config.get("projection_dim") or 0) else ""),
+            "token_types": "zeros, as DPR's own code feeds them",
+            "max_lengths": why_lengths})
     if resolved.kind == "bert":
-        return SpecDefaults("cls", False, "pair", 64, 256)
+        question, passage, why_lengths = _dpr_lengths(resolved.config)
+        if resolved.has_pooler:
+            pooling, why = "pooler", (f"{resolved.architecture} checkpoint carries pooler.dense weights: its "
+                                      "embedding is pooler_output = tanh(dense(CLS)), as TFAutoModel(...)[1] "
+                                      "returns it (pass --pooling cls to drop the pooler)")
+        else:
+            pooling, why = "cls", f"{resolved.architecture} checkpoint has no pooler weights: the CLS vector"
+        return SpecDefaults(pooling, False, "pair", question, passage, {
+            "pooling": why, "token_types": "pair: the tokenizer's own token_type_ids (1s for a passage's text)",
+            "max_lengths": why_lengths})
     directory = resolved.directory
     modules = _read_json(directory / "modules.json")
     pooling_dirs = [m.get("path", "") for m in modules if m.get("type", "").endswith("models.Pooling")]
@@ -155,4 +229,7 @@ def spec_defaults(resolved: ResolvedSource) -> SpecDefaults:
     max_length = 256
     if (directory / "sentence_bert_config.json").is_file():
         max_length = int(_read_json(directory / "sentence_bert_config.json").get("max_seq_length", 256))
-    return SpecDefaults(pooling, normalize, "pair", max_length, max_length)
+    return SpecDefaults(pooling, normalize, "pair", max_length, max_length, {
+        "pooling": f"{pooling}: sentence-transformers' Pooling module", "normalize": f"{normalize}: modules.json",
+        "token_types": "pair: the tokenizer's own token_type_ids",
+        "max_lengths": "sentence_bert_config.json max_seq_length"})

@@ -45,7 +45,8 @@ def pytorch_reference(resolved: ResolvedSource, spec: EncoderSpec, tokenizer: Sp
     with torch.no_grad():
         for start in range(0, len(encodings), batch_size):
             feeds = {k: torch.from_numpy(v) for k, v in tokenizer.feeds(encodings[start:start + batch_size]).items()}
-            if resolved.kind == "dpr":
+            if resolved.kind == "dpr" or spec.pooling == "pooler":
+                # DPR classes: their pooler_output (CLS, projected). BertModel: BERT's trained pooler.
                 pooled = model(**feeds).pooler_output
             else:
                 hidden = model(**feeds).last_hidden_state

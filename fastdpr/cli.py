@@ -1,4 +1,4 @@
-"""The ``fastdpr`` command line: export, index, search, info (and demo).
+"""The ``fastdpr`` command line: export, index, search, info, serve (and demo).
 
 A thin layer: every command calls the Python API and turns :class:`FastDPRError` into a
 ``click.ClickException`` (a one-line message and exit 1, never a traceback for a user mistake).
@@ -30,7 +30,11 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: Any, *
 
 
 def user_errors(func: F) -> F:
-    """Turn fastdpr's own errors into click errors (message, exit code 1)."""
+    """Turn fastdpr's own errors into click errors (message, exit code 1).
+
+    An ``OSError`` that escapes (a disk that fills up, a file removed or made unreadable while a command
+    runs) is the machine's answer to the user's paths, not a bug in fastdpr: it too ends in one line.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -39,6 +43,8 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except FastDPRError as exc:
             raise click.ClickException(one_line_message(exc)) from exc
+        except OSError as exc:
+            raise click.ClickException(os_error_message(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -51,6 +57,12 @@ def one_line_message(exc: FastDPRError) -> str:
             return str(exc)
         return f"{exc} (details: rerun with FASTDPR_DETAILS=1)"
     return str(exc)
+
+
+def os_error_message(exc: OSError) -> str:
+    """``[Errno 28] No space left on device: 'x'`` as one line: what failed and on which file."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}".replace("\n", " ")
 
 
 def echo_json(data: Any) -> None:
@@ -69,6 +81,10 @@ def main() -> None:
       fastdpr index ARTIFACT passages.tsv --out INDEX
       fastdpr search INDEX "who wrote hamlet?"
     Or try everything offline on a built-in model and corpus: fastdpr demo
+
+    A mistake (a missing file, a corrupt corpus, an unwritable --out) ends in one line starting with
+    "Error:" and exit code 1 (2 for a bad command line). Where there is more to say (every file that
+    failed an integrity check, every failed export check), set FASTDPR_DETAILS=1 to print it too.
     """
 
 
@@ -78,10 +94,11 @@ def main() -> None:
 @click.option("--context-encoder", metavar="SRC",
               help="Context (passage) encoder: hub id, local dir, or builtin:NAME.")
 @click.option("--encoder", metavar="SRC", help="One model for both sides (siamese bi-encoders).")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Artifact directory to create.")
+@click.option("--out", "out", type=click.Path(path_type=Path), help="Artifact directory to create (required).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-@click.option("--pooling", type=click.Choice(["cls", "mean"]),
-              help="Default: cls for DPR/BERT; sentence-transformers: its config.")
+@click.option("--pooling", type=click.Choice(["cls", "mean", "pooler"]),
+              help="Default: cls for DPR; pooler for a BertModel that carries pooler weights (else cls); "
+                   "sentence-transformers: its config.")
 @click.option("--normalize/--no-normalize", default=None,
               help="L2-normalize embeddings in the graph. Default: from the source.")
 @click.option("--token-types", type=click.Choice(["zeros", "pair"]),
@@ -100,7 +117,7 @@ def main() -> None:
               help="The int8 gate: recall@10 of int8 retrieval against fp32 on the held-out probes.")
 @click.option("--list-recipes", is_flag=True, help="List the INT8 recipes and exit.")
 @user_errors
-def export_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None, out: Path,
+def export_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None, out: Path | None,
                    force: bool, pooling: str | None, normalize: bool | None, token_types: str | None,
                    question_max_length: int | None, passage_max_length: int | None, quantize: str | None,
                    calibration: Path | None, opset: int, int8_min_recall: float, list_recipes: bool) -> None:
@@ -116,18 +133,24 @@ def export_command(question_encoder: str | None, context_encoder: str | None, en
     Needs the export extra: pip install torch==2.13.0 'fastdpr[export]'
     """
     try:
+        # The recipes are plain data (numpy only): listing them needs neither torch nor --out.
         from fastdpr_export import require_export_extra
+        from fastdpr_export.quantize import DEFAULT_RECIPE, RECIPES
     except ImportError as exc:  # fastdpr installed without its export package (should not happen)
         raise click.ClickException(f"the export package is missing: {exc}") from exc
-    require_export_extra()
-    from fastdpr.probes import probes_from_corpus
-    from fastdpr_export.pipeline import ExportOptions, export_artifact
-    from fastdpr_export.quantize import DEFAULT_RECIPE, RECIPES
-
     if list_recipes:
         for name, recipe in RECIPES.items():
             click.echo(f"{name}{' (default)' if name == DEFAULT_RECIPE else ''}: {recipe.description}")
         return
+    if out is None:
+        raise click.UsageError("Missing option '--out' (the artifact directory to create).")
+    from fastdpr.outputs import check_output_dir
+
+    check_output_dir(out, "artifact", force)
+    require_export_extra()
+    from fastdpr.probes import probes_from_corpus
+    from fastdpr_export.pipeline import ExportOptions, export_artifact
+
     options = ExportOptions(
         out=out, question_encoder=question_encoder, context_encoder=context_encoder, encoder=encoder,
         force=force, pooling=pooling, normalize=normalize, token_types=token_types,
@@ -211,6 +234,7 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
     """
     from fastdpr.ann import DEFAULT_EF
     from fastdpr.index import IndexOptions, build_index
+    from fastdpr.outputs import check_output_dir
 
     options = IndexOptions(precision=precision, batch_size=batch_size, threads=threads, hnsw_m=hnsw_m,
                            ef_construction=ef_construction, ef_search=ef_search or DEFAULT_EF,
@@ -219,6 +243,7 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
         raise click.UsageError("--resume continues a sharded build: give the same --shard-size as before")
     if ray_address is not None and shard_size is None:
         raise click.UsageError("--ray builds a sharded index: give --shard-size N")
+    check_output_dir(out, "index", force or resume)  # before the corpus is encoded, not after
     if shard_size is not None:
         from fastdpr.sharded_build import BackendFactory, BuildBackend, build_sharded_index
 
@@ -296,6 +321,12 @@ def search_command(index: Path, question: str | None, k: int | None, ef: int | N
         raise click.UsageError("--queries needs --out RESULTS.json")
     if question is not None and not question.strip():
         raise click.UsageError("the question is empty")
+    if out is not None:
+        if queries is None:
+            raise click.UsageError("--out writes the results of --queries FILE; give --queries")
+        from fastdpr.outputs import check_output_file
+
+        check_output_file(out, "results file")  # before the questions are searched, not after
     retriever = Retriever.load(index, threads=threads, ef=ef, exact=exact, ray_address=ray_address)
     if question is not None:
         hits = retriever.search(question, k=k or 10)
@@ -330,6 +361,48 @@ def _search_file(retriever: Any, queries: Path, fmt: str, out: Path, k: int, mat
     click.echo(f"wrote {len(results)} results to {out}" + (f"; answer recall: {summary}" if summary else ""))
 
 
+@main.command("serve")
+@click.argument("index", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: a free one).")
+@click.option("--threads", type=click.IntRange(1, 256),
+              help="ONNX Runtime / hnswlib threads per worker (default: 1, or the cores divided among --workers).")
+@click.option("--workers", type=click.IntRange(1, 256),
+              help="Batches encoded at once (default: the cores divided by --threads); threads x workers may not "
+                   "exceed the cores.")
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="Most questions (from any number of requests) per ONNX Runtime call; 1 turns batching off.")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 60000), default=2.0, show_default=True,
+              help="How long the first question of a batch waits for others.")
+@click.option("--max-queue", type=click.IntRange(1, 1_000_000), default=256, show_default=True,
+              help="Questions waiting for a batch before requests are refused with 503 + Retry-After "
+                   "(also the most questions per request).")
+@click.option("--max-k", type=click.IntRange(1, 100000), default=100, show_default=True,
+              help="Largest k a request may ask.")
+@click.option("--max-body", "max_body_bytes", type=click.IntRange(1024, 1 << 30), default=256 * 1024,
+              show_default=True, help="Largest request body in bytes (413 above).")
+@click.option("--artifact", type=click.Path(path_type=Path),
+              help="The artifact the index was built from, for POST /embed of passages (default: the path the "
+                   "index recorded, when it is still there).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning",
+              show_default=True, help="uvicorn's log level.")
+@user_errors
+def serve_command(index: Path, host: str, port: int, threads: int | None, workers: int | None, max_batch: int,
+                  max_wait_ms: float, max_queue: int, max_k: int, max_body_bytes: int, artifact: Path | None,
+                  log_level: str) -> None:
+    """Serve INDEX over HTTP: POST/GET /search, POST /embed, /health, /ready, /info, /metrics, a search page
+    at /, and the OpenAPI schema at /openapi.json. Concurrent requests are batched into one ONNX Runtime
+    call. SIGTERM (or Ctrl-C) stops accepting connections, answers the accepted requests and exits.
+    Needs the serve extra: pip install 'fastdpr[serve]'
+    """
+    from fastdpr.serve import serve
+
+    serve(index, host=host, port=port, threads=threads, workers=workers, artifact=artifact, log_level=log_level,
+          options_kwargs={"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
+                          "max_k": max_k, "max_body_bytes": max_body_bytes},
+          log=lambda line: click.echo(line, err=True))
+
+
 DEMO_QUESTIONS = (
     "how do I catch an exception and still run cleanup code?",
     "what does the yield statement do?",
@@ -357,9 +430,10 @@ def demo_command(workdir: Path | None, questions: tuple[str, ...], k: int, rebui
     from fastdpr.builtin_corpus import pydoc_topic_passages
     from fastdpr.corpus import write_corpus
     from fastdpr.index import IndexOptions, build_index
+    from fastdpr.outputs import check_output_dir
     from fastdpr.retriever import Retriever
 
-    home = workdir or _demo_home()
+    home = check_output_dir(workdir or _demo_home(), "demo directory", force=True)
     artifact_dir, index_dir = home / "artifact-minilm", home / "index-pydoc-topics"
     corpus = home / "pydoc-topics.jsonl"
     home.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,7 +188,7 @@ def _iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 if line_no == 1 and raw.startswith(_UTF8_BOM):
                     raw = raw[len(_UTF8_BOM):]
                 yield line_no, raw.rstrip(b"\r\n")
-    except (OSError, EOFError) as e:  # gzip reports truncated files as EOFError
+    except (OSError, EOFError, zlib.error) as e:  # gzip: truncated -> EOFError, corrupt data -> zlib.error
         raise CorpusError(f"cannot read {path}: {e}") from e
 
 
@@ -237,6 +238,8 @@ def _format_of_line(path: Path, line_no: int, line: str) -> Literal["dpr-tsv", "
                 f"cannot detect the format of {path}: line {line_no} starts like JSON but is not valid JSON "
                 f"({e.msg}); pass the format explicitly"
             ) from e
+        except RecursionError as e:  # json's decoder recurses once per nesting level
+            raise CorpusError(f"cannot detect the format of {path}: line {line_no} is JSON nested too deeply") from e
         if isinstance(obj, dict):
             if "_id" in obj:
                 return "beir"
@@ -379,6 +382,8 @@ def _passage_from_json(line: str, id_key: str) -> Passage:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise _Skip("malformed JSON", e.msg) from e
+    except RecursionError as e:  # json's decoder recurses once per nesting level
+        raise _Skip("malformed JSON", "nested too deeply") from e
     if not isinstance(obj, dict):
         raise _Skip("malformed JSON", f"expected a JSON object, got {type(obj).__name__}")
     raw_id = obj.get(id_key)

@@ -33,22 +33,16 @@ from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE, ENCODE_CHUNK
 from fastdpr.corpus import CorpusReport, Passage, read_corpus
 from fastdpr.cpu import this_cpu
 from fastdpr.errors import CorpusError, FastDPRError, IndexLoadError
-from fastdpr.manifest import (
-    MANIFEST_NAME,
-    atomic_directory,
-    file_table,
-    library_versions,
-    read_manifest,
-    verify_files,
-    write_json,
-)
+from fastdpr.index_manifest import INDEX_FORMAT, INDEX_FORMAT_VERSION, IndexManifest, load_index_manifest
+from fastdpr.manifest import MANIFEST_NAME, file_table, library_versions, write_json
 from fastdpr.progress import corpus_bar
 from fastdpr.progress import finish as finish_bar
+from fastdpr.publish import atomic_directory
 from fastdpr.store import PassageStoreWriter
 from fastdpr.verify import Int8Verification, int8_thresholds, verify_int8_here
 
-INDEX_FORMAT = "fastdpr-index"
-INDEX_FORMAT_VERSION = 1
+__all__ = ["INDEX_FORMAT", "INDEX_FORMAT_VERSION", "IndexManifest", "IndexOptions", "build_index",
+           "load_index_manifest"]
 
 
 @dataclass(frozen=True)
@@ -144,8 +138,8 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
             "artifact": {
                 "path": str(Path(artifact_dir).resolve()),
                 "identity": artifact.identity,
-                "sources": {side: s["source"]["source"] for side, s in artifact.manifest["sides"].items()},
-                "quantization": artifact.manifest["quantization"],
+                "sources": artifact.sources,
+                "quantization": artifact.typed.quantization,
             },
             "spec": artifact.spec.to_dict(),
             "precision": precision,
@@ -166,8 +160,10 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
                       "batch_size": options.batch_size, "threads": options.threads},
             "versions": library_versions(("fastdpr", "onnxruntime", "tokenizers", "hnswlib", "numpy")),
         }
+        # The sha256 of every file, read back from disk after the last write: the full check of a build.
         manifest["files"] = file_table(staging)
         write_json(staging / MANIFEST_NAME, manifest)
+        load_index_manifest(staging, "sizes")  # what we wrote parses under the schema every load applies
     return manifest
 
 
@@ -191,18 +187,7 @@ def write_question_probes(artifact: Artifact, encoder_dir: Path) -> dict[str, An
                                                        encoding="utf-8")
     np.save(encoder_dir / "probe_reference.npy", artifact.probe_reference("question"), allow_pickle=False)
     return {"questions": "encoder/probe_questions.json", "reference": "encoder/probe_reference.npy",
-            "batch_size": int(artifact.manifest["probes"]["batch_size"]),
+            "batch_size": artifact.typed.probes.batch_size,
             # Rows from here on were held out from int8 calibration (0: artifacts without the split).
             "held_out_from": probes.calibration_questions or 0,
-            "thresholds": int8_thresholds(artifact.manifest)}
-
-
-def load_index_manifest(index_dir: Path | str, check_hashes: bool = True) -> dict[str, Any]:
-    """Read and check an index manifest and every file it lists (sizes, and sha256 by default)."""
-    root = Path(index_dir)
-    manifest = read_manifest(root, INDEX_FORMAT, (INDEX_FORMAT_VERSION,), IndexLoadError)
-    for key in ("spec", "precision", "counts", "hnsw", "vectors", "files", "question_encoder"):
-        if key not in manifest:
-            raise IndexLoadError(f"{root}/{MANIFEST_NAME} lacks {key!r}: not written by fastdpr index?")
-    verify_files(root, manifest["files"], IndexLoadError, check_hashes=check_hashes)
-    return manifest
+            "thresholds": int8_thresholds(artifact)}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastdpr.cpu import CpuInfo
 from fastdpr.errors import FastDPRError
-from fastdpr.manifest import MANIFEST_NAME
+from fastdpr.manifest import MANIFEST_NAME, Integrity
+
+if TYPE_CHECKING:
+    from fastdpr.index_manifest import IndexManifest, ShardedIndexManifest
 
 
 def _format_of(path: Path) -> str:
@@ -19,8 +22,8 @@ def _format_of(path: Path) -> str:
         raise FastDPRError(f"{path} has no {MANIFEST_NAME}: neither a fastdpr artifact nor an index")
     try:
         return str(json.loads(manifest.read_text(encoding="utf-8")).get("format"))
-    except (ValueError, AttributeError) as exc:
-        raise FastDPRError(f"{manifest} is not valid JSON: {exc}") from exc
+    except (OSError, ValueError, AttributeError, RecursionError) as exc:
+        raise FastDPRError(f"{manifest} is not valid JSON (or not an object): {exc}") from exc
 
 
 def int8_graph(manifest: dict[str, Any], here: str) -> dict[str, Any] | None:
@@ -49,16 +52,18 @@ def int8_graph(manifest: dict[str, Any], here: str) -> dict[str, Any] | None:
 
 
 def describe(path: Path, verify: bool = False, threads: int | None = None) -> dict[str, Any]:
-    """A JSON-ready description; loading checks every file's sha256. ``verify`` also re-encodes the
-    artifact's probes on this machine (for an int8 index: its question encoder on the probe questions)."""
+    """A JSON-ready description. Files are checked against the manifest by size and fingerprint; with
+    ``verify`` by their full sha256, and the artifact's probes are re-encoded on this machine (for an int8
+    index: its question encoder on the probe questions)."""
     from fastdpr.artifact import ARTIFACT_FORMAT, Artifact
     from fastdpr.cpu import this_cpu
 
     here = this_cpu()
+    integrity: Integrity = "sha256" if verify else "fingerprint"
 
     kind = _format_of(path)
     if kind == ARTIFACT_FORMAT:
-        artifact = Artifact.load(path)
+        artifact = Artifact.load(path, integrity)
         manifest = artifact.manifest
         report: dict[str, Any] = {
             "kind": "artifact",
@@ -71,6 +76,7 @@ def describe(path: Path, verify: bool = False, threads: int | None = None) -> di
             "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
             "versions": manifest["versions"],
             "integrity": "ok",
+            "integrity_check": integrity,
             "cpu": here.to_dict(),
             "int8": int8_graph(manifest, here.int8_class),
         }
@@ -86,39 +92,34 @@ def describe(path: Path, verify: bool = False, threads: int | None = None) -> di
     from fastdpr.index import INDEX_FORMAT, load_index_manifest
 
     if kind == INDEX_FORMAT:
-        return _index_report(path, "index", load_index_manifest(path), here, verify, threads)
+        return _index_report(path, "index", load_index_manifest(path, integrity), here, verify, threads)
     from fastdpr.shards import SHARDED_INDEX_FORMAT, load_sharded_manifest
 
     if kind == SHARDED_INDEX_FORMAT:
-        return _index_report(path, "sharded index", load_sharded_manifest(path), here, verify, threads)
+        return _index_report(path, "sharded index", load_sharded_manifest(path, integrity), here, verify, threads)
     raise FastDPRError(f"{path}: unknown manifest format {kind!r}")
 
 
-def _index_report(path: Path, kind: str, manifest: dict[str, Any], here: CpuInfo, verify: bool,
+def _index_report(path: Path, kind: str, typed: IndexManifest | ShardedIndexManifest, here: CpuInfo, verify: bool,
                   threads: int | None) -> dict[str, Any]:
     """An index's (or sharded index's) description: where it was built and checked, and, with
     ``verify``, its int8 question encoder checked on this machine."""
+    manifest = typed.raw
     built_on = manifest.get("cpu", {}).get("int8_class")
     graph = int8_graph({"quantization": manifest["artifact"].get("quantization"), "sides": {}}, here.int8_class)
     report = {"kind": kind, "path": str(path),
               **{k: v for k, v in manifest.items() if k not in ("files", "cpu")},
               "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
-              "integrity": "ok", "built_on": manifest.get("cpu"), "cpu": here.to_dict(),
+              "integrity": "ok", "integrity_check": "sha256" if verify else "fingerprint",
+              "built_on": manifest.get("cpu"), "cpu": here.to_dict(),
               "int8": None if manifest.get("precision") != "int8" else {
                   "model": manifest["question_encoder"]["model"], "this_machine": here.int8_class,
                   "built_on": built_on,
                   "exact_on_every_x86_class": graph["exact_on_every_x86_class"] if graph else None}}
-    if verify and manifest.get("precision") == "int8":
-        from fastdpr.encoder import OnnxEncoder
-        from fastdpr.retriever import check_index_int8
-        from fastdpr.spec import EncoderSpec
-        from fastdpr.tokenization import SpecTokenizer
+    if verify and typed.precision == "int8":
+        from fastdpr.retriever import check_index_int8, open_question_encoder
 
-        spec = EncoderSpec.from_dict(manifest["spec"])
-        encoder = OnnxEncoder(path / manifest["question_encoder"]["model"],
-                              SpecTokenizer(path / manifest["question_encoder"]["tokenizer"], spec, "question"),
-                              threads=threads)
-        check = check_index_int8(path, manifest, encoder, "info --verify")
+        check = check_index_int8(typed, open_question_encoder(typed, threads), "info --verify")
         report["verified"] = {"passed": check is None or check.passed, "results": [],
                               "int8_here": None if check is None else check.to_dict()}
     return report
@@ -126,7 +127,9 @@ def _index_report(path: Path, kind: str, manifest: dict[str, Any], here: CpuInfo
 
 def render(report: dict[str, Any]) -> str:
     """A readable summary of :func:`describe`'s report."""
-    lines = [f"{report['kind']}: {report['path']}  (files: sha256 {report['integrity']})"]
+    checked = report.get("integrity_check", "sha256")
+    lines = [f"{report['kind']}: {report['path']}  (files: {checked} {report['integrity']}"
+             + ("; full sha256: --verify)" if checked != "sha256" else ")")]
     if report["kind"] == "artifact":
         spec = report["spec"]
         lines.append(f"  spec: dim {spec['dim']}, {spec['pooling']} pooling, normalize={spec['normalize']}, "

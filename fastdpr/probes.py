@@ -194,7 +194,7 @@ class Probes:
                     Passage(id=row["id"], title=row["title"], text=row["text"])
                     for row in (json.loads(line) for line in handle if line.strip())
                 )
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ArtifactError(f"cannot read probes in {directory}: {exc}") from exc
         return cls(questions=questions, passages=passages)
 

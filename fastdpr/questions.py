@@ -103,6 +103,8 @@ def _detect(path: Path, text: str) -> _ConcreteFormat:
                     f"cannot detect the format of {path}: line {line_no} starts like JSON but is not valid "
                     f"JSON ({e.msg}); pass the format explicitly (e.g. text)"
                 ) from e
+            except RecursionError as e:  # json's decoder recurses once per nesting level
+                raise _fail(path, line_no, "JSON nested too deeply") from e
             if isinstance(obj, dict) and "_id" in obj:
                 return "beir"
             if isinstance(obj, dict) and "question" in obj:
@@ -190,6 +192,8 @@ def _read_json_lines(path: Path, text: str, fmt: Literal["jsonl", "beir"]) -> li
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise _fail(path, line_no, f"malformed JSON ({e.msg})") from e
+        except RecursionError as e:  # json's decoder recurses once per nesting level
+            raise _fail(path, line_no, "JSON nested too deeply") from e
         if not isinstance(obj, dict):
             raise _fail(path, line_no, "expected a JSON object")
         if fmt == "beir":

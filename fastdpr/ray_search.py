@@ -16,6 +16,7 @@ from typing import Any, SupportsIndex
 import numpy as np
 
 from fastdpr.errors import FastDPRError, IndexLoadError
+from fastdpr.index_manifest import ShardedIndexManifest
 from fastdpr.ray_cluster import MAX_RESTARTS, cluster_cpus, connect
 from fastdpr.shards import ShardEntry, merge_top_k, shard_entries
 from fastdpr.store import StoredPassage
@@ -28,8 +29,8 @@ class _ShardServer:
                  threads: int) -> None:
         from fastdpr.shards import open_shards
 
-        self._searcher, self._store = open_shards(Path(root), {"shards": entries}, dim=dim, ef=ef, exact=exact,
-                                                  threads=threads)
+        self._searcher, self._store = open_shards(Path(root), [ShardEntry(**entry) for entry in entries], dim=dim,
+                                                  ef=ef, exact=exact, threads=threads)
 
     def search(self, queries: np.ndarray, k: int, ef: int | None) -> tuple[np.ndarray, np.ndarray]:
         return self._searcher.search(queries, k, ef=ef)
@@ -60,7 +61,7 @@ def _split(entries: list[ShardEntry], groups: int) -> list[list[ShardEntry]]:
 class RayShards:
     """The actors serving one index: a searcher (``search``) and a passage store (``get``) in one object."""
 
-    def __init__(self, root: Path, manifest: dict[str, Any], *, dim: int, ef: int, exact: bool,
+    def __init__(self, root: Path, manifest: ShardedIndexManifest, *, dim: int, ef: int, exact: bool,
                  threads: int | None, address: str | None, actors: int | None = None) -> None:
         self._ray = ray = connect(address)
         entries = shard_entries(manifest)
@@ -156,7 +157,7 @@ class RayShardedStore:
         self.shards.close()
 
 
-def open_ray_shards(root: Path, manifest: dict[str, Any], *, dim: int, ef: int, exact: bool, threads: int | None,
+def open_ray_shards(root: Path, manifest: ShardedIndexManifest, *, dim: int, ef: int, exact: bool, threads: int | None,
                     address: str | None, actors: int | None = None) -> tuple[RayShardedSearcher, RayShardedStore]:
     """Serve a checked sharded index (:func:`~fastdpr.shards.load_sharded_manifest`) from Ray actors."""
     shards = RayShards(root, manifest, dim=dim, ef=ef, exact=exact, threads=threads, address=address, actors=actors)

@@ -14,10 +14,10 @@ import numpy as np
 from fastdpr.ann import ExactSearcher, HnswSearcher
 from fastdpr.batching import DEFAULT_QUESTION_BATCH_SIZE
 from fastdpr.encoder import OnnxEncoder
-from fastdpr.errors import FastDPRError, Int8Warning
-from fastdpr.index import load_index_manifest
+from fastdpr.errors import FastDPRError, IndexLoadError, Int8Warning
+from fastdpr.index_manifest import IndexManifest, ShardedIndexManifest, load_index_manifest
+from fastdpr.manifest import Integrity
 from fastdpr.shards import ShardedSearcher, ShardedStore, is_sharded_index, load_sharded_manifest, open_shards
-from fastdpr.spec import EncoderSpec
 from fastdpr.store import PassageStore
 from fastdpr.tokenization import SpecTokenizer
 from fastdpr.verify import Int8Verification, verify_int8_questions
@@ -36,20 +36,36 @@ class Hit:
     score: float
 
 
-def check_index_int8(root: Path, manifest: dict[str, Any], encoder: OnnxEncoder,
+def check_index_int8(manifest: IndexManifest | ShardedIndexManifest, encoder: OnnxEncoder,
                      where: str) -> Int8Verification | None:
     """Check an int8 index's question encoder on this CPU (None for fp32 or indexes built before the
     probes were kept)."""
-    probe = manifest.get("question_encoder", {}).get("probe_check")
-    if manifest.get("precision") != "int8" or not probe:
+    probe = manifest.question_encoder.probe_check if manifest.question_encoder else None
+    if manifest.precision != "int8" or probe is None:
         return None
-    questions = json.loads((root / probe["questions"]).read_text(encoding="utf-8"))
-    reference = np.load(root / probe["reference"], allow_pickle=False)
+    try:
+        questions = json.loads(manifest.path(probe.questions).read_text(encoding="utf-8"))
+        reference = np.load(manifest.path(probe.reference), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise IndexLoadError(f"{manifest.root}: cannot read the int8 probe check: {exc}") from exc
+    if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions) or \
+            reference.ndim != 2 or len(reference) != len(questions):
+        raise IndexLoadError(f"{manifest.root}: the int8 probe questions and their reference do not match")
     # Only the held-out questions are encoded: the check runs at every load, so it stays small (their
     # batch companions differ from the export's, which moves cosines by ~1e-3, far inside the threshold).
-    start = int(probe.get("held_out_from", 0))
-    return verify_int8_questions(encoder, questions[start:], reference[start:], int(probe["batch_size"]),
-                                 slice(None), probe["thresholds"], where)
+    start = probe.held_out_from
+    return verify_int8_questions(encoder, questions[start:], reference[start:], probe.batch_size,
+                                 slice(None), probe.thresholds, where)
+
+
+def open_question_encoder(manifest: IndexManifest | ShardedIndexManifest, threads: int | None) -> OnnxEncoder:
+    """The question encoder an index carries (files from its checked file table)."""
+    files = manifest.question_encoder
+    if files is None:
+        raise IndexLoadError(f"{manifest.root} is one shard of a sharded index: load the sharded index (its "
+                             "parent's parent) instead")
+    tokenizer = SpecTokenizer(manifest.path(files.tokenizer), manifest.spec, "question")
+    return OnnxEncoder(manifest.path(files.model), tokenizer, threads=threads)
 
 
 class Retriever:
@@ -60,11 +76,13 @@ class Retriever:
     passage store guards its connection.
     """
 
-    def __init__(self, index_dir: Path, manifest: dict[str, Any], encoder: OnnxEncoder,
+    def __init__(self, index_dir: Path, manifest: IndexManifest | ShardedIndexManifest, encoder: OnnxEncoder,
                  searcher: HnswSearcher | ExactSearcher | ShardedSearcher | RayShardedSearcher,
                  store: PassageStore | ShardedStore | RayShardedStore, ef: int) -> None:
         self.index_dir = index_dir
-        self.manifest = manifest
+        #: The manifest as read (JSON); :attr:`typed_manifest` is the checked, typed form.
+        self.manifest: dict[str, Any] = manifest.raw
+        self.typed_manifest = manifest
         self.encoder = encoder
         self.searcher = searcher
         self.store = store
@@ -74,10 +92,15 @@ class Retriever:
 
     @classmethod
     def load(cls, index_dir: Path | str, *, threads: int | None = None, ef: int | None = None,
-             exact: bool = False, check_hashes: bool = True, check_int8: bool = True,
-             ray_address: str | None = None, ray_actors: int | None = None) -> Retriever:
+             exact: bool = False, integrity: Integrity = "fingerprint", check_hashes: bool | None = None,
+             check_int8: bool = True, ray_address: str | None = None, ray_actors: int | None = None) -> Retriever:
         """Open ``index_dir``. ``ef`` defaults to the value recorded at build time (hnswlib does not save
         it); ``exact=True`` searches by brute force instead of HNSW. A sharded index opens as one index.
+
+        ``integrity``: how the index's files are checked against its manifest before anything is
+        opened: ``fingerprint`` (default: sizes, and sha256 of each file's first and last 64 KiB; a few
+        milliseconds whatever the index size), ``sha256`` (every byte, as ``fastdpr info --verify``), or
+        ``sizes``. ``check_hashes`` (older API): True is ``sha256``, False is ``sizes``.
 
         ``check_int8``: an int8 index checks its question encoder on this CPU against PyTorch's
         embeddings of the probe questions (a few milliseconds) and warns (:class:`Int8Warning`) when it
@@ -89,16 +112,18 @@ class Retriever:
         shards; questions are still encoded here. :meth:`close` stops the actors.
         """
         root = Path(index_dir)
+        if check_hashes is not None:
+            integrity = "sha256" if check_hashes else "sizes"
         if is_sharded_index(root):
-            retriever = cls._load_sharded(root, threads=threads, ef=ef, exact=exact, check_hashes=check_hashes,
+            retriever = cls._load_sharded(root, threads=threads, ef=ef, exact=exact, integrity=integrity,
                                           ray_address=ray_address, ray_actors=ray_actors)
         elif ray_address is not None:
             raise FastDPRError(f"{root} is not a sharded index: Ray serves the shards of a sharded index "
                                "(build it with --shard-size)")
         else:
-            retriever = cls._load_single(root, threads=threads, ef=ef, exact=exact, check_hashes=check_hashes)
+            retriever = cls._load_single(root, threads=threads, ef=ef, exact=exact, integrity=integrity)
         if check_int8:
-            retriever.int8_check = check_index_int8(root, retriever.manifest, retriever.encoder, "load")
+            retriever.int8_check = check_index_int8(retriever.typed_manifest, retriever.encoder, "load")
             if retriever.int8_check is not None and not retriever.int8_check.passed:
                 warnings.warn(retriever.int8_check.summary() + ". Rebuild the index with --precision fp32, or "
                               "re-export with a 7-bit recipe", Int8Warning, stacklevel=2)
@@ -106,46 +131,45 @@ class Retriever:
 
     @classmethod
     def _load_single(cls, root: Path, *, threads: int | None, ef: int | None, exact: bool,
-                     check_hashes: bool) -> Retriever:
-        manifest = load_index_manifest(root, check_hashes=check_hashes)
-        spec = EncoderSpec.from_dict(manifest["spec"])
-        tokenizer = SpecTokenizer(root / manifest["question_encoder"]["tokenizer"], spec, "question")
-        encoder = OnnxEncoder(root / manifest["question_encoder"]["model"], tokenizer, threads=threads)
-        count = int(manifest["counts"]["indexed"])
-        ef = int(ef if ef is not None else manifest["hnsw"]["ef_search"])
+                     integrity: Integrity) -> Retriever:
+        manifest = load_index_manifest(root, integrity)
+        encoder = open_question_encoder(manifest, threads)
+        ef = ef if ef is not None else manifest.hnsw.ef_search
         searcher: HnswSearcher | ExactSearcher
         if exact:
-            searcher = ExactSearcher.load(root / manifest["vectors"]["file"], spec.dim, count)
+            searcher = ExactSearcher.load(manifest.path(manifest.vectors), manifest.spec.dim, manifest.count)
         else:
-            searcher = HnswSearcher(root / manifest["hnsw"]["file"], spec.dim, count, ef=ef, threads=threads)
-        store = PassageStore(root / manifest["store"])
-        if store.count() != count:
-            raise FastDPRError(f"{root}: passage store holds {store.count()} passages, manifest says {count}")
+            assert manifest.hnsw.file is not None  # always set in an unsharded manifest (parse_index_manifest)
+            searcher = HnswSearcher(manifest.path(manifest.hnsw.file), manifest.spec.dim, manifest.count, ef=ef,
+                                    threads=threads)
+        store = PassageStore(manifest.path(manifest.store))
+        if store.count() != manifest.count:
+            raise IndexLoadError(f"{root}: passage store holds {store.count()} passages, manifest says "
+                                 f"{manifest.count}")
         return cls(root, manifest, encoder, searcher, store, ef)
 
     @classmethod
     def _load_sharded(cls, root: Path, *, threads: int | None, ef: int | None, exact: bool,
-                      check_hashes: bool, ray_address: str | None, ray_actors: int | None) -> Retriever:
-        manifest = load_sharded_manifest(root, check_hashes=check_hashes)
-        spec = EncoderSpec.from_dict(manifest["spec"])
-        tokenizer = SpecTokenizer(root / manifest["question_encoder"]["tokenizer"], spec, "question")
-        encoder = OnnxEncoder(root / manifest["question_encoder"]["model"], tokenizer, threads=threads)
-        ef = int(ef if ef is not None else manifest["hnsw"]["ef_search"])
+                      integrity: Integrity, ray_address: str | None, ray_actors: int | None) -> Retriever:
+        manifest = load_sharded_manifest(root, integrity)
+        encoder = open_question_encoder(manifest, threads)
+        ef = ef if ef is not None else manifest.hnsw.ef_search
         searcher: ShardedSearcher | RayShardedSearcher
         store: ShardedStore | RayShardedStore
         if ray_address is not None:
             from fastdpr.ray_search import open_ray_shards
 
-            searcher, store = open_ray_shards(root, manifest, dim=spec.dim, ef=ef, exact=exact, threads=threads,
-                                              address=ray_address, actors=ray_actors)
+            searcher, store = open_ray_shards(root, manifest, dim=manifest.spec.dim, ef=ef, exact=exact,
+                                              threads=threads, address=ray_address, actors=ray_actors)
         else:
-            searcher, store = open_shards(root, manifest, dim=spec.dim, ef=ef, exact=exact, threads=threads)
+            searcher, store = open_shards(root, manifest.shards, dim=manifest.spec.dim, ef=ef, exact=exact,
+                                          threads=threads)
         return cls(root, manifest, encoder, searcher, store, ef)
 
     @property
     def count(self) -> int:
         """Number of indexed passages."""
-        return int(self.manifest["counts"]["indexed"])
+        return self.typed_manifest.count
 
     def encode_questions(self, questions: Sequence[str], batch_size: int = DEFAULT_QUESTION_BATCH_SIZE) -> np.ndarray:
         """Question embeddings ``[len(questions), dim]``."""

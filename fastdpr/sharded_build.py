@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import sqlite3
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -51,7 +50,8 @@ from fastdpr.index import (
 )
 from fastdpr.manifest import MANIFEST_NAME, file_table, library_versions, sha256_file, write_json
 from fastdpr.progress import corpus_bar, finish
-from fastdpr.shards import SHARDED_INDEX_FORMAT, SHARDED_INDEX_FORMAT_VERSION, ShardEntry
+from fastdpr.publish import build_lock, finalize_tree, publish, recover
+from fastdpr.shards import SHARDED_INDEX_FORMAT, SHARDED_INDEX_FORMAT_VERSION, ShardEntry, load_sharded_manifest
 from fastdpr.store import PassageStoreWriter
 from fastdpr.verify import Int8Verification
 
@@ -158,12 +158,12 @@ def _finished_shards(staging: Path) -> list[ShardEntry]:
     offset = 0
     while (shard_dir := shards / f"{len(kept):05d}").is_dir():
         try:
-            manifest = load_index_manifest(shard_dir, check_hashes=True)
+            manifest = load_index_manifest(shard_dir, "sha256")
         except IndexLoadError:
             break
-        if manifest.get("shard", {}).get("label_offset") != offset:
+        if manifest.shard_label_offset != offset:
             break
-        count = int(manifest["counts"]["indexed"])
+        count = manifest.count
         kept.append(ShardEntry(f"{SHARDS_DIR}/{shard_dir.name}", count, offset, sha256_file(shard_dir / MANIFEST_NAME)))
         offset += count
     keep = {Path(entry.dir).name for entry in kept}
@@ -269,6 +269,7 @@ def _build_shard(staging: Path, number: int, offset: int, pieces: Iterator[tuple
     }
     manifest["files"] = file_table(work)
     write_json(work / MANIFEST_NAME, manifest)
+    finalize_tree(work)  # durable before the rename that marks the shard finished (for --resume)
     os.replace(work, final)
     return ShardEntry(f"{SHARDS_DIR}/{name}", count, offset, sha256_file(final / MANIFEST_NAME))
 
@@ -283,15 +284,8 @@ def _now() -> str:
 
 
 def _publish(staging: Path, out: Path) -> None:
-    # As fastdpr.manifest.atomic_directory: the old index (with --force) is moved aside, then the new
-    # one renamed into place, so a reader sees the old or the new index, never a mix.
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "previous")
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out)
+    # As fastdpr.publish.atomic_directory: at every instant `out` holds the old or the new index.
+    publish(staging, out)
 
 
 def build_sharded_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, fmt: str = "auto",
@@ -309,6 +303,14 @@ def build_sharded_index(artifact_dir: Path | str, corpus: Path | str, out: Path 
     if shard_size < 1:
         raise FastDPRError(f"shard size must be at least 1, got {shard_size}")
     out = Path(out)
+    # One build of `out` at a time: a second one (say, a concurrent --force) fails at once.
+    with build_lock(out, IndexLoadError):
+        recover(out)
+        return _locked_build(artifact_dir, corpus, out, fmt, options, shard_size, resume, backend)
+
+
+def _locked_build(artifact_dir: Path | str, corpus: Path | str, out: Path, fmt: str, options: IndexOptions,
+                  shard_size: int, resume: bool, backend: BackendFactory) -> dict[str, Any]:
     artifact = Artifact.load(artifact_dir)
     precision = options.precision or artifact.default_precision
     artifact.model_path("context", precision)  # fails now on a precision the artifact lacks
@@ -337,8 +339,8 @@ def _build(artifact: Artifact, precision: str, reader: CorpusReader, out: Path, 
         "artifact": {
             "path": str(artifact.root.resolve()),
             "identity": artifact.identity,
-            "sources": {side: s["source"]["source"] for side, s in artifact.manifest["sides"].items()},
-            "quantization": artifact.manifest["quantization"],
+            "sources": artifact.sources,
+            "quantization": artifact.typed.quantization,
         },
         "spec": artifact.spec.to_dict(),
         "precision": precision,
@@ -398,6 +400,7 @@ def _build(artifact: Artifact, precision: str, reader: CorpusReader, out: Path, 
         "files": {f"encoder/{name}": entry for name, entry in file_table(encoder_dir).items()},
     }
     write_json(staging / MANIFEST_NAME, manifest)
+    load_sharded_manifest(staging, "sizes")  # what we wrote parses under the schema every load applies
     _publish(staging, out)
     # Removed only after the rename, so that until then --resume still recognises the build (a kill
     # here leaves a harmless extra file in a complete index).

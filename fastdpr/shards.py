@@ -19,95 +19,67 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, SupportsIndex
+from typing import SupportsIndex
 
 import numpy as np
 
 from fastdpr.ann import ExactSearcher, HnswSearcher
 from fastdpr.errors import FastDPRError, IndexLoadError
-from fastdpr.manifest import MANIFEST_NAME, read_manifest, sha256_file, verify_files
+from fastdpr.index_manifest import (
+    SHARDED_INDEX_FORMAT,
+    SHARDED_INDEX_FORMAT_VERSION,
+    ShardedIndexManifest,
+    ShardEntry,
+    check_shard_manifest,
+    load_index_manifest,
+    parse_sharded_manifest,
+)
+from fastdpr.manifest import MANIFEST_NAME, Integrity, read_manifest
 from fastdpr.store import PassageStore, StoredPassage
 
-SHARDED_INDEX_FORMAT = "fastdpr-sharded-index"
-SHARDED_INDEX_FORMAT_VERSION = 1
-
+__all__ = ["SHARDED_INDEX_FORMAT", "SHARDED_INDEX_FORMAT_VERSION", "ShardEntry", "ShardedSearcher", "ShardedStore",
+           "is_sharded_index", "load_sharded_manifest", "merge_top_k", "open_shards", "shard_entries"]
 
 def is_sharded_index(path: Path | str) -> bool:
     """True when ``path`` holds a manifest of the sharded format (nothing else is checked)."""
     manifest = Path(path) / MANIFEST_NAME
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False  # let the ordinary loader explain what is wrong
     return isinstance(data, dict) and data.get("format") == SHARDED_INDEX_FORMAT
 
 
-@dataclass(frozen=True)
-class ShardEntry:
-    """One shard as the top-level manifest lists it."""
-
-    dir: str
-    count: int
-    label_offset: int
-    manifest_sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form stored in the top-level manifest."""
-        return {"dir": self.dir, "count": self.count, "label_offset": self.label_offset,
-                "manifest_sha256": self.manifest_sha256}
-
-
-def load_sharded_manifest(root: Path | str, check_hashes: bool = True) -> dict[str, Any]:
+def load_sharded_manifest(root: Path | str, integrity: Integrity = "fingerprint") -> ShardedIndexManifest:
     """Read and check a sharded index: its manifest, the encoder files, and every shard.
 
     Each shard's manifest must hash to the sha256 the top-level manifest recorded, and each shard's
-    files are checked against its own manifest (sizes always, sha256 by default). Shards must tile
-    the labels ``0..count-1`` in order. Raises :class:`IndexLoadError` naming the first problem.
+    files are checked against its own manifest at ``integrity``. Shards must tile the labels
+    ``0..count-1`` in order. Raises :class:`IndexLoadError` naming the first problem.
     """
-    from fastdpr.index import load_index_manifest
-
     root = Path(root)
-    manifest = read_manifest(root, SHARDED_INDEX_FORMAT, (SHARDED_INDEX_FORMAT_VERSION,), IndexLoadError)
-    for key in ("spec", "precision", "counts", "hnsw", "files", "question_encoder", "shards"):
-        if key not in manifest:
-            raise IndexLoadError(f"{root}/{MANIFEST_NAME} lacks {key!r}: not written by fastdpr index?")
-    verify_files(root, manifest["files"], IndexLoadError, check_hashes=check_hashes)
+    fields = read_manifest(root, SHARDED_INDEX_FORMAT, (SHARDED_INDEX_FORMAT_VERSION,), IndexLoadError)
+    manifest = parse_sharded_manifest(fields, root)
+    manifest.files.check(integrity)
     offset = 0
-    try:
-        entries = shard_entries(manifest)
-    except (TypeError, KeyError, ValueError) as exc:
-        raise IndexLoadError(f"{root}/{MANIFEST_NAME} has a malformed shard list: {exc}") from exc
-    if not entries:
-        raise IndexLoadError(f"{root}/{MANIFEST_NAME} lists no shards")
-    for entry in entries:
-        shard_dir = root / entry.dir
-        shard_manifest = shard_dir / MANIFEST_NAME
-        if not shard_manifest.is_file():
-            raise IndexLoadError(f"{root}: shard {entry.dir} is missing")
-        # The manifest is small and holds every file's sha256, so hashing it always (even without
-        # check_hashes) ties the shard's whole content to the top-level manifest.
-        if sha256_file(shard_manifest) != entry.manifest_sha256:
-            raise IndexLoadError(f"{root}: the manifest of shard {entry.dir} differs from the one the index "
-                                 "recorded (shard altered or replaced)")
-        shard = load_index_manifest(shard_dir, check_hashes=check_hashes)
-        if entry.label_offset != offset or int(shard["counts"]["indexed"]) != entry.count:
+    for entry in manifest.shards:
+        shard = load_index_manifest(check_shard_manifest(root, entry), integrity)
+        if entry.label_offset != offset or shard.count != entry.count:
             raise IndexLoadError(f"{root}: shard {entry.dir} holds labels {entry.label_offset}.. "
-                                 f"({shard['counts']['indexed']} passages), expected {offset}.. ({entry.count})")
-        if shard["spec"] != manifest["spec"]:
+                                 f"({shard.count} passages), expected {offset}.. ({entry.count})")
+        if shard.spec != manifest.spec:
             raise IndexLoadError(f"{root}: shard {entry.dir} was encoded with another spec")
         offset += entry.count
-    if offset != int(manifest["counts"]["indexed"]):
-        raise IndexLoadError(f"{root}: shards hold {offset} passages, manifest says {manifest['counts']['indexed']}")
+    if offset != manifest.count:
+        raise IndexLoadError(f"{root}: shards hold {offset} passages, manifest says {manifest.count}")
     return manifest
 
 
-def shard_entries(manifest: dict[str, Any]) -> list[ShardEntry]:
+def shard_entries(manifest: ShardedIndexManifest) -> list[ShardEntry]:
     """The shards a sharded-index manifest lists, in label order."""
-    return [ShardEntry(dir=str(raw["dir"]), count=int(raw["count"]), label_offset=int(raw["label_offset"]),
-                       manifest_sha256=str(raw["manifest_sha256"])) for raw in manifest["shards"]]
+    return list(manifest.shards)
 
 
 class ShardedSearcher:
@@ -199,26 +171,28 @@ class ShardedStore:
             store.close()
 
 
-def open_shards(root: Path, manifest: dict[str, Any], *, dim: int, ef: int, exact: bool,
+def open_shards(root: Path, entries: Sequence[ShardEntry], *, dim: int, ef: int, exact: bool,
                 threads: int | None) -> tuple[ShardedSearcher, ShardedStore]:
-    """Searchers and stores of every shard of a checked sharded index (see :func:`load_sharded_manifest`).
+    """Searchers and stores of the shards ``entries`` of a checked sharded index (see
+    :func:`load_sharded_manifest`; a Ray actor opens its own run of shards on its node).
 
-    Exact search memory-maps each shard's ``vectors.npy``; HNSW search loads each shard's graph.
+    Each shard's manifest is tied to the top-level one again (its sha256) and its files' sizes are
+    checked: what the caller checked may have been another node's copy. Exact search memory-maps each
+    shard's ``vectors.npy``; HNSW search loads each shard's graph.
     """
-    from fastdpr.index import load_index_manifest
-
     searchers: list[tuple[int, HnswSearcher | ExactSearcher]] = []
     stores: list[tuple[int, PassageStore]] = []
     try:
-        for entry in shard_entries(manifest):
-            shard_dir = root / entry.dir
-            shard = load_index_manifest(shard_dir, check_hashes=False)  # already checked by the caller
+        for entry in entries:
+            shard_dir = check_shard_manifest(root, entry)
+            shard = load_index_manifest(shard_dir, "sizes")
             searcher: HnswSearcher | ExactSearcher
             if exact:
-                searcher = ExactSearcher.load(shard_dir / shard["vectors"]["file"], dim, entry.count)
+                searcher = ExactSearcher.load(shard.path(shard.vectors), dim, entry.count)
             else:
-                searcher = HnswSearcher(shard_dir / shard["hnsw"]["file"], dim, entry.count, ef=ef, threads=threads)
-            store = PassageStore(shard_dir / shard["store"])
+                assert shard.hnsw.file is not None  # always set in an unsharded manifest (parse_index_manifest)
+                searcher = HnswSearcher(shard.path(shard.hnsw.file), dim, entry.count, ef=ef, threads=threads)
+            store = PassageStore(shard.path(shard.store))
             stores.append((entry.label_offset, store))
             if store.count() != entry.count:
                 raise IndexLoadError(f"{shard_dir}: passage store holds {store.count()} passages, "

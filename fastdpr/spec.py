@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 from fastdpr.errors import ArtifactError
 
-Pooling = Literal["cls", "mean"]
+Pooling = Literal["cls", "mean", "pooler"]
 TokenTypes = Literal["zeros", "pair"]
 Side = Literal["question", "context"]
 SIDES: tuple[Side, Side] = ("question", "context")
-POOLINGS: tuple[str, ...] = ("cls", "mean")
+POOLINGS: tuple[str, ...] = ("cls", "mean", "pooler")
 TOKEN_TYPES: tuple[str, ...] = ("zeros", "pair")
 
 
@@ -25,7 +25,8 @@ class EncoderSpec:
 
     Attributes:
         dim: embedding size (after projection, if any).
-        pooling: ``cls`` (DPR: the first token's vector) or ``mean`` (attention-masked mean).
+        pooling: ``cls`` (DPR: the first token's vector), ``mean`` (attention-masked mean) or ``pooler``
+            (BERT's trained pooler, ``tanh(dense(CLS))``: the ``pooler_output`` of a BertModel).
         normalize: whether the graph L2-normalizes the embedding.
         token_types: what the second segment of a (title, text) pair gets: ``zeros`` (original DPR
             code) or ``pair`` (the tokenizer's type ids: 1 for the second segment).

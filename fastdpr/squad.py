@@ -23,7 +23,7 @@ def _load_json(path: Path) -> Any:
     try:
         with path.open("rb") as f:
             return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CorpusError(f"SQuAD file {path} is not valid JSON: {e}") from e
     except OSError as e:
         raise CorpusError(f"cannot read SQuAD file {path}: {e}") from e

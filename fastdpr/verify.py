@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastdpr.artifact import Artifact
 from fastdpr.cpu import this_cpu
-from fastdpr.encoder import OnnxEncoder
+from fastdpr.errors import ArtifactError
 from fastdpr.spec import SIDES, Side
+
+if TYPE_CHECKING:  # loading an index needs only verify_int8_questions: keep artifact/probe imports off that path
+    from fastdpr.artifact import Artifact
+    from fastdpr.encoder import OnnxEncoder
 
 RETRIEVAL_K = 10
 
@@ -120,19 +123,19 @@ def _held_out_check(side: str, embeddings: np.ndarray, reference: np.ndarray, ro
     return {**comparison.to_dict(), "min_cosine_threshold": min_cosine}
 
 
-def int8_thresholds(manifest: dict[str, Any]) -> dict[str, float]:
+def int8_thresholds(artifact: Artifact) -> dict[str, float]:
     """The export's int8 thresholds, as recorded in an artifact manifest."""
-    thresholds = manifest["validation"]["thresholds"]
-    return {"min_cosine": float(thresholds["int8"]["min_cosine"]),
-            "recall_at_10": float(thresholds.get("int8_retrieval_recall_at_10", 0.75))}
+    if "int8" not in artifact.typed.min_cosine:
+        raise ArtifactError(f"{artifact.root} has no int8 model (and no int8 thresholds)")
+    return {"min_cosine": artifact.typed.min_cosine["int8"], "recall_at_10": artifact.typed.int8_recall_at_10}
 
 
 def verify_int8_here(artifact: Artifact, where: str, threads: int | None = None) -> Int8Verification:
     """Encode the probes with the artifact's int8 graphs on this machine and judge them on the held-out
     probes against PyTorch fp32 (both sides' min cosine, and retrieval agreement)."""
     probes = artifact.probes()
-    batch_size = int(artifact.manifest["probes"]["batch_size"])
-    thresholds = int8_thresholds(artifact.manifest)
+    batch_size = artifact.typed.probes.batch_size
+    thresholds = int8_thresholds(artifact)
     embeddings: dict[str, np.ndarray] = {}
     references: dict[str, np.ndarray] = {}
     failures: list[str] = []
@@ -170,11 +173,10 @@ def verify_artifact(artifact: Artifact, threads: int | None = None) -> list[Veri
     same batching is what makes the numbers reproducible.
     """
     probes = artifact.probes()
-    batch_size = int(artifact.manifest["probes"]["batch_size"])
-    thresholds = artifact.manifest["validation"]["thresholds"]
+    batch_size = artifact.typed.probes.batch_size
     results: list[VerifyResult] = []
     for precision in artifact.precisions:
-        threshold = float(thresholds[precision]["min_cosine"])
+        threshold = artifact.typed.min_cosine[precision]
         for side in SIDES:
             encoder = artifact.encoder(side, precision, threads)
             inputs = probes.questions if side == "question" else probes.passage_pairs()

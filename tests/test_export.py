@@ -410,8 +410,8 @@ def test_shared_encoder_layout_and_manifest(shared_artifact: Path) -> None:
         assert entry["tokenizer"] == "encoder/tokenizer.json"
         assert entry["models"] == {"fp32": "encoder/model.onnx", "int8": "encoder/model.int8.onnx"}
         assert entry["source"]["class"] == "BertModel" and entry["source"]["kind"] == "bert"
-    # A plain BERT: CLS pooling, the tokenizer's own token types.
-    assert manifest["spec"]["pooling"] == "cls" and manifest["spec"]["token_types"] == "pair"
+    # A plain BertModel saved with its pooler: BERT's pooler (issue #12), the tokenizer's own token types.
+    assert manifest["spec"]["pooling"] == "pooler" and manifest["spec"]["token_types"] == "pair"
     assert manifest["spec"]["dim"] == TINY_HIDDEN
     assert set(manifest["fusion"]) == {"encoder"}
     assert manifest["fusion"]["encoder"]["Attention"] == TINY_LAYERS
@@ -483,8 +483,12 @@ def test_cli_failed_validation_exits_nonzero_without_traceback(tiny_dpr_pair: tu
     monkeypatch.setitem(STAGE_THRESHOLDS["fused"], "min_cosine", 1.5)
     out = tmp_path / "art"
     q, c = tiny_dpr_pair
+    monkeypatch.setenv("FASTDPR_DETAILS", "1")  # the error is one line; the details list every failed check
     result = invoke(["export", "--question-encoder", str(q), "--context-encoder", str(c), "--out", str(out)])
     assert_clean_cli_failure(result, "failed validation", "fused question: min cosine", "fused context: min cosine")
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1 and "fused question: min cosine" in error_lines[0]
+    assert "and 1 more failed checks" in error_lines[0]
     assert "[x] fused" in result.stderr
     assert not out.exists()
     assert leftovers(tmp_path, out.name) == []

@@ -83,7 +83,12 @@ def test_manifest_records_format_artifact_spec_counts_hnsw_and_hashes(tiny_index
     assert {"encoder/model.onnx", "encoder/tokenizer.json", "vectors.npy", "hnsw.bin", "passages.sqlite"} <= on_disk
     for rel, entry in manifest["files"].items():
         data = (tiny_index / rel).read_bytes()
-        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}, rel
+        # The fingerprint: sha256 of the size (8 bytes, little-endian), the first 64 KiB and the last 64 KiB.
+        span = 64 * 1024
+        sampled = data[:span] + (data[max(span, len(data) - span):] if len(data) > span else b"")
+        fingerprint = hashlib.sha256(len(data).to_bytes(8, "little") + sampled).hexdigest()
+        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                         "fingerprint": fingerprint}, rel
     # The question encoder copied into the index is the artifact's, at the index's precision.
     copied = manifest["files"]["encoder/model.onnx"]["sha256"]
     assert copied == hashlib.sha256(artifact.model_path("question", "int8").read_bytes()).hexdigest()

@@ -1,0 +1,444 @@
+"""The README runs: every command block is executed here, or by the test named for it, or listed with
+the reason it is not.
+
+The rule for README code blocks (see the README's "Development" section):
+
+* every fence has a language tag;
+* ``bash``, ``sh``, ``console`` and ``python`` blocks are commands a user pastes: each must be a key of
+  :data:`RUN` (executed by the test function named there), :data:`ELSEWHERE` (executed by another test,
+  which must read it from the README) or :data:`NOT_RUN` (with the reason);
+* ``text`` blocks (layouts, output, usage synopses) are not commands and are ignored.
+
+A block is keyed by the heading it sits under and its position among that heading's command blocks
+(``"The CLI #1"``). A new command block, a renamed heading or a block that moved fails
+:func:`test_every_command_block_is_accounted_for` until the tables below say what to do with it: that is
+what keeps the README from drifting.
+
+Commands run offline in a temporary directory with an isolated HOME, against tiny models. What cannot
+run as written is mapped here, explicitly:
+
+* Hugging Face hub ids become local tiny DPR checkpoints (the ``tiny_dpr_pair`` fixture), nlpconnect's
+  the TF-written BertModel fixture of their kind (``tests/fixtures/tf-bert-pooler``);
+* placeholders (``SRC``) and a user's own model (``./my-sentence-transformer``) become a tiny
+  sentence-transformers directory built here;
+* a user's files (``psgs_w100.tsv``, ``nq-test.qa.csv``, ``corpus.jsonl``, SQuAD) become small generated
+  files of the same format, under the same names;
+* exports of tiny random models get the tests' int8 gate (``--int8-min-recall``, see
+  ``conftest.TINY_INT8_MIN_RECALL``): their int8 retrieval agreement is noise-like and CPU-dependent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from conftest import REPO_ROOT, TINY_INT8_MIN_RECALL, require_export
+
+README = REPO_ROOT / "README.md"
+COMMAND_LANGUAGES = frozenset({"bash", "sh", "console", "python"})
+INERT_LANGUAGES = frozenset({"text"})
+
+#: Executed here: block key -> the test function that runs it.
+RUN: dict[str, str] = {
+    "Two commands #1": "test_two_commands_install_and_demo",
+    "The CLI #1": "test_the_cli_block",
+    "The CLI #2": "test_the_python_block",
+    "INT8 recipes: the frontier #1": "test_the_frontier_block",
+    "The seed models #1": "test_the_seed_models_block",
+    "The seed models #2": "test_the_seed_fixture_block",
+}
+
+#: Executed by another test, which reads the block from the README itself: key -> "file::test".
+ELSEWHERE: dict[str, str] = {
+    "Sharded indexes and resumable builds #1": "tests/test_shards.py::test_the_readme_commands_work",
+    "Ray (optional: `pip install 'fastdpr[ray]'`) #1": "tests/test_ray.py::test_the_readme_commands_work",
+}
+
+#: Deliberately not executed: key -> why.
+NOT_RUN: dict[str, str] = {
+    "Two commands #2": "`bash .ci/run` is CI itself (ruff, mypy and this test suite from a fresh clone); "
+                       "running it from a test would recurse",
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced code block of the README."""
+
+    heading: str
+    ordinal: int  # among the command blocks under the same heading, from 1
+    language: str
+    text: str
+    line: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.heading} #{self.ordinal}"
+
+
+def readme_blocks(text: str) -> list[Block]:
+    """Every fenced block (```lang ... ```) with the heading it sits under; command blocks are numbered."""
+    blocks: list[Block] = []
+    heading, ordinals = "", {}
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        elif line.startswith("```"):
+            language = line[3:].strip()
+            body: list[str] = []
+            start = i + 1
+            i += 1
+            while i < len(lines) and not lines[i].startswith("```"):
+                body.append(lines[i])
+                i += 1
+            ordinal = 0
+            if language in COMMAND_LANGUAGES:
+                ordinal = ordinals[heading] = ordinals.get(heading, 0) + 1
+            blocks.append(Block(heading, ordinal, language, "\n".join(body) + "\n", start))
+        i += 1
+    return blocks
+
+
+def command_blocks() -> dict[str, Block]:
+    return {b.key: b for b in readme_blocks(README.read_text(encoding="utf-8")) if b.language in COMMAND_LANGUAGES}
+
+
+def block(key: str) -> Block:
+    return command_blocks()[key]
+
+
+def shell_commands(text: str) -> list[list[str]]:
+    """The commands of a bash block: continuation lines joined, comments dropped, ``&&`` split."""
+    joined = text.replace("\\\n", "")
+    commands: list[list[str]] = []
+    for line in joined.splitlines():
+        words = shlex.split(line, comments=True)
+        current: list[str] = []
+        for word in words:
+            if word == "&&":
+                commands.append(current)
+                current = []
+            else:
+                current.append(word)
+        if current:
+            commands.append(current)
+    return commands
+
+
+# ---------------------------------------------------------------------------------------------------
+# The rule
+
+
+def test_every_command_block_is_accounted_for() -> None:
+    blocks = readme_blocks(README.read_text(encoding="utf-8"))
+    untagged = [b.line for b in blocks if not b.language]
+    assert not untagged, f"README blocks without a language tag (use text for non-commands) at lines {untagged}"
+    unknown = {b.language for b in blocks} - COMMAND_LANGUAGES - INERT_LANGUAGES
+    assert not unknown, f"README blocks with tags this test does not know: {sorted(unknown)}"
+    keys = [b.key for b in blocks if b.language in COMMAND_LANGUAGES]
+    assert len(keys) == len(set(keys))
+    tables = [set(RUN), set(ELSEWHERE), set(NOT_RUN)]
+    assert not (tables[0] & tables[1] or tables[0] & tables[2] or tables[1] & tables[2])
+    listed = set().union(*tables)
+    unaccounted = [key for key in keys if key not in listed]
+    assert not unaccounted, (f"README command blocks neither run nor listed in tests/test_readme.py: {unaccounted}"
+                             " (add each to RUN, ELSEWHERE or NOT_RUN)")
+    stale = sorted(listed - set(keys))
+    assert not stale, f"tests/test_readme.py lists blocks the README no longer has: {stale}"
+
+
+def test_each_run_entry_has_its_test() -> None:
+    for key, name in RUN.items():
+        assert callable(globals().get(name)), f"{key}: no test function {name} in tests/test_readme.py"
+
+
+def test_the_tests_named_elsewhere_read_their_block_from_the_readme() -> None:
+    for key, where in ELSEWHERE.items():
+        path, test = where.split("::")
+        source = (REPO_ROOT / path).read_text(encoding="utf-8")
+        heading = key.rsplit(" #", 1)[0]
+        assert f"def {test}(" in source, f"{key}: {where} does not exist"
+        assert "README.md" in source and heading.split(" (")[0] in source, (
+            f"{key}: {path} does not read the block under {heading!r} from the README")
+
+
+def test_the_block_parser() -> None:
+    text = "# A\n```bash\necho 1 \\\n  two # c\nx && y\n```\n```text\nlayout\n```\n## B\n```python\nprint()\n```\n"
+    blocks = readme_blocks(text)
+    assert [(b.key, b.language, b.line) for b in blocks] == [("A #1", "bash", 2), ("A #0", "text", 7),
+                                                             ("B #1", "python", 11)]
+    assert shell_commands(blocks[0].text) == [["echo", "1", "two"], ["x"], ["y"]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The workspace: a user's directory, with the files the README assumes the user has
+
+
+QA_ROWS = [("how are default argument values evaluated?", ["once"]),
+           ("what does the yield statement do?", ["generator"])]
+
+
+def make_tiny_sentence_transformer(directory: Path, seed: int = 3) -> Path:
+    """A tiny random BERT saved as a sentence-transformers directory (mean pooling, normalized)."""
+    require_export()
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from fastdpr_export.sources import packaged_minilm_dir
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=512, initializer_range=0.2)
+    BertModel(config).eval().save_pretrained(directory)
+    BertTokenizerFast.from_pretrained(packaged_minilm_dir()).save_pretrained(directory)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    (directory / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    (directory / "1_Pooling").mkdir()
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": 32, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}), encoding="utf-8")
+    (directory / "2_Normalize").mkdir()
+    (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}), encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, pydoc_corpus: Path) -> Path:
+    """A user's working directory: their passages (DPR tsv), questions (DPR qa csv), a calibration
+    corpus and their own sentence-transformers model, under the README's names."""
+    from fastdpr.corpus import read_corpus, write_corpus
+    from fastdpr.questions import Question, write_questions
+
+    root = tmp_path_factory.mktemp("readme-user")
+    passages = list(read_corpus(pydoc_corpus))
+    write_corpus(root / "psgs_w100.tsv", passages, "dpr-tsv")
+    write_corpus(root / "corpus.jsonl", passages[:200], "jsonl")
+    write_questions(root / "nq-test.qa.csv", [Question(q, tuple(a)) for q, a in QA_ROWS], "dpr-qas")
+    make_tiny_sentence_transformer(root / "my-sentence-transformer")
+    return root
+
+
+@pytest.fixture
+def user_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated HOME, no network, no FASTDPR_* settings of the developer's."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("FASTDPR_HOME", "FASTDPR_DETAILS"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def fastdpr(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> Result:
+    """Run ``fastdpr ARGS`` in ``cwd`` as the console script does; it must succeed without a traceback."""
+    from fastdpr.cli import main
+
+    monkeypatch.chdir(cwd)
+    result = CliRunner().invoke(main, args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"fastdpr {shlex.join(args)}: uncaught {result.exception!r}\n{result.output}")
+    assert result.exit_code == 0, f"fastdpr {shlex.join(args)}: exit {result.exit_code}\n{result.output}"
+    assert "Traceback" not in result.output
+    return result
+
+
+def substitute(command: list[str], names: dict[str, str]) -> list[str]:
+    return [names.get(word, word) for word in command]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The blocks
+
+
+def test_the_cli_block(workspace: Path, tiny_dpr_pair: tuple[Path, Path], user_env: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    q, c = tiny_dpr_pair
+    names = {
+        "facebook/dpr-question_encoder-single-nq-base": str(q),  # hub ids -> local tiny DPR checkpoints
+        "facebook/dpr-ctx_encoder-single-nq-base": str(c),
+        "SRC": "./my-sentence-transformer",  # the placeholder -> a local checkpoint directory
+    }
+    commands = [substitute(command, names) for command in shell_commands(block("The CLI #1").text)]
+    assert all(command[0] == "fastdpr" for command in commands)
+    assert [command[1] for command in commands] == ["export"] * 4 + ["index"] + ["search"] * 3 + ["info"]
+    results = []
+    for command in commands:
+        args = command[1:]
+        if args[0] == "export" and "--list-recipes" not in args:
+            args = [*args, "--int8-min-recall", str(TINY_INT8_MIN_RECALL)]
+        results.append(fastdpr(args, workspace, monkeypatch))
+    _, _, recipes, _, indexed, table, as_json, queries, info = results
+
+    assert json.loads((workspace / "dpr-nq" / "manifest.json").read_text(encoding="utf-8"))["sides"].keys() == {
+        "question", "context"}
+    st_manifest = json.loads((workspace / "st" / "manifest.json").read_text(encoding="utf-8"))
+    assert {side["dir"] for side in st_manifest["sides"].values()} == {"encoder"}  # one model, both sides
+    assert st_manifest["spec"]["pooling"] == "mean" and st_manifest["spec"]["normalize"] is True
+    assert "dynamic-per-channel-smooth-auto-7bit (default):" in recipes.output
+    calibrated_manifest = json.loads((workspace / "art" / "manifest.json").read_text(encoding="utf-8"))
+    assert calibrated_manifest["probes"]["source"].startswith("--calibration corpus.jsonl: 200 passages")
+    assert "indexed 690 passages into nq-index" in indexed.output
+    ranks = re.findall(r"^\s+(\d+)\.\s", table.output, flags=re.MULTILINE)
+    assert ranks == [str(n) for n in range(1, 11)]
+    rows = [json.loads(line) for line in as_json.output.splitlines()]
+    assert [row["rank"] for row in rows] == [1, 2, 3, 4, 5]
+    assert all(set(row) == {"rank", "id", "title", "text", "score"} for row in rows)
+    assert "wrote 2 results to results.json" in queries.output
+    results_json = json.loads((workspace / "results.json").read_text(encoding="utf-8"))
+    assert [r["question"] for r in results_json] == [q for q, _ in QA_ROWS]
+    assert all(len(r["ctxs"]) == 100 for r in results_json)
+    assert "PASSED" in info.output
+
+
+def test_the_python_block(workspace: Path, user_env: Path, request: pytest.FixtureRequest) -> None:
+    code = block("The CLI #2").text
+    if not (workspace / "nq-index").is_dir():  # run alone (-k): build what the CLI block builds
+        from fastdpr.index import IndexOptions, build_index
+
+        build_index(request.getfixturevalue("tiny_artifact"), workspace / "psgs_w100.tsv", workspace / "nq-index",
+                    "auto", IndexOptions(progress=False))
+    check = "\nprint(type(r).__name__, len(hits), type(hits[0]).__name__, [len(b) for b in batch])\n"
+    proc = subprocess.run([sys.executable, "-c", code + check], cwd=workspace, capture_output=True, text=True,
+                          env=python_env(user_env), timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.splitlines()[-1] == "Retriever 10 Hit [100, 100]"
+
+
+def python_env(home: Path) -> dict[str, str]:
+    import os
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FASTDPR_")}
+    return {**env, "HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONIOENCODING": "utf-8"}
+
+
+@pytest.mark.slow
+def test_two_commands_install_and_demo(tmp_path: Path, user_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    commands = shell_commands(block("Two commands #1").text)
+    # The install steps are this test environment itself (CI makes it with the same commands, .ci/run);
+    # they are pinned here so that a change to them is a change to review.
+    assert commands[:3] == [["python3", "-m", "venv", ".venv"], [".", ".venv/bin/activate"],
+                            ["pip", "install", "torch==2.13.0", "-e", ".[export]"]]
+    assert commands[3:] == [["fastdpr", "demo"]]
+    result = fastdpr(commands[3][1:], tmp_path, monkeypatch)
+    demo = user_env / ".cache" / "fastdpr" / "demo"
+    assert (demo / "artifact-minilm" / "manifest.json").is_file() and (demo / "index-pydoc-topics").is_dir()
+    answers = result.output.split("Q: ")[1:]
+    assert [a.splitlines()[0] for a in answers] == [
+        "how do I catch an exception and still run cleanup code?", "what does the yield statement do?",
+        "how are default argument values evaluated?"]
+    titles = [re.findall(r"^\s+\d+\.\s+\S+\s+\[\S+\] (\S+)$", answer, flags=re.MULTILINE) for answer in answers]
+    assert [len(t) for t in titles] == [3, 3, 3]
+    # The real model answers from the right pydoc topics (seen on x86-amx, 2026-11-30: execmodel, exceptions,
+    # compound / yield, yield, return / function, compound, function; the 7-bit int8 graph computes the same
+    # integers on every x86 class).
+    assert "exceptions" in titles[0] and titles[1][0] == "yield" and titles[2][0] == "function"
+
+
+TINY_SQUAD = {"version": "1.1", "data": [
+    {"title": "Hamlet", "paragraphs": [
+        {"context": "Hamlet is a tragedy written by William Shakespeare sometime between 1599 and 1601.",
+         "qas": [{"id": "q1", "question": "Who wrote Hamlet?",
+                  "answers": [{"text": "William Shakespeare", "answer_start": 31}]}]},
+        {"context": "It is Shakespeare's longest play, with 29,551 words.",
+         "qas": [{"id": "q2", "question": "How many words does Hamlet have?",
+                  "answers": [{"text": "29,551", "answer_start": 38}]}]}]},
+    {"title": "Python", "paragraphs": [
+        {"context": "A generator function uses the yield statement to produce a sequence of values lazily.",
+         "qas": [{"id": "q3", "question": "What does yield do?",
+                  "answers": [{"text": "produce a sequence of values", "answer_start": 50}]}]}]}]}
+
+
+def test_the_frontier_block(tmp_path: Path, user_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The corpus command runs (on a small SQuAD file at the README's relative path); the export and the
+    benchmark are a ~16-minute measurement, so their command lines are parsed by their own commands
+    (every option and value checked, ``--squad`` must exist) but not run."""
+    from benchmarks.__main__ import main as benchmarks_main
+    from fastdpr.cli import main as fastdpr_main
+
+    squad = tmp_path / "shared" / "data" / "squad" / "dev-v1.1.json"  # ../shared/data from the checkout
+    squad.parent.mkdir(parents=True)
+    squad.write_text(json.dumps(TINY_SQUAD), encoding="utf-8")
+    checkout = tmp_path / "fastdpr"
+    checkout.mkdir()
+    corpus_command, export_command, parity_command = shell_commands(block("INT8 recipes: the frontier #1").text)
+
+    assert corpus_command[:2] == ["python", "-c"]
+    proc = subprocess.run([sys.executable, *corpus_command[1:]], cwd=checkout, capture_output=True, text=True,
+                          env=python_env(user_env), timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (checkout / "squad-passages.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [row["title"] for row in rows] == ["Hamlet", "Hamlet", "Python"]
+    assert rows[2]["text"].startswith("A generator function")
+
+    monkeypatch.chdir(checkout)
+    assert export_command[:2] == ["fastdpr", "export"]
+    with fastdpr_main.make_context("fastdpr", export_command[1:]) as ctx:
+        sub = ctx.command.get_command(ctx, export_command[1])  # type: ignore[attr-defined]
+        with sub.make_context(export_command[1], export_command[2:], parent=ctx) as sub_ctx:
+            assert sub_ctx.params["calibration"] == Path("squad-passages.jsonl")
+            assert sub_ctx.params["question_encoder"] == "builtin:all-MiniLM-L6-v2-dpr"
+    assert parity_command[:3] == ["python", "-m", "benchmarks"]
+    with benchmarks_main.make_context("benchmarks", parity_command[3:]) as ctx:
+        sub = ctx.command.get_command(ctx, parity_command[3])  # type: ignore[attr-defined]
+        with sub.make_context(parity_command[3], parity_command[4:], parent=ctx) as sub_ctx:
+            params: dict[str, Any] = sub_ctx.params
+    from fastdpr_export.quantize import RECIPES
+
+    assert params["squad"] == Path("../shared/data/squad/dev-v1.1.json")
+    assert len(params["recipes"]) == 8 and set(params["recipes"]) <= set(RECIPES)
+
+
+def test_the_seed_models_block(workspace: Path, tiny_dpr_pair: tuple[Path, Path], user_env: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seeds' hub ids become local checkpoints of the same kind: nlpconnect's (BertModel + pooler
+    weights) -> the TF-written fixture of their shape at hidden 32 (``tests/fixtures/tf-bert-pooler``,
+    read from its tf_model.h5), RDR's (DPR classes) -> tiny DPR checkpoints; the defaults the README's
+    table names are what the manifests say."""
+    q, c = tiny_dpr_pair
+    nlpconnect = str(REPO_ROOT / "tests" / "fixtures" / "tf-bert-pooler")
+    names = {f"nlpconnect/dpr-{side}_bert_uncased_L-{layers}_H-128_A-2": nlpconnect
+             for side in ("question_encoder", "ctx_encoder") for layers in (2, 12)}
+    names |= {"soheeyang/rdr-question_encoder-single-trivia-base": str(q),
+              "soheeyang/rdr-ctx_encoder-single-trivia-base": str(c)}
+    commands = [substitute(command, names) for command in shell_commands(block("The seed models #1").text)]
+    assert [command[:2] for command in commands] == [["fastdpr", "export"]] * 3
+    assert not [word for command in commands for word in command if re.match(r"(nlpconnect|soheeyang)/", word)]
+    for command in commands:
+        fastdpr([*command[1:], "--int8-min-recall", str(TINY_INT8_MIN_RECALL)], workspace, monkeypatch)
+    for out in ("nlpconnect-l2", "nlpconnect-l12"):
+        manifest = json.loads((workspace / out / "manifest.json").read_text(encoding="utf-8"))
+        assert (manifest["spec"]["pooling"], manifest["spec"]["token_types"]) == ("pooler", "pair")
+        assert (manifest["spec"]["question_max_length"], manifest["spec"]["passage_max_length"]) == (64, 256)
+        assert "pooler.dense weights" in manifest["spec_decisions"]["pooling"]
+    rdr = json.loads((workspace / "rdr-trivia" / "manifest.json").read_text(encoding="utf-8"))
+    assert (rdr["spec"]["pooling"], rdr["spec"]["token_types"]) == ("cls", "zeros")
+    assert [rdr["sides"][side]["source"]["class"] for side in ("question", "context")] == [
+        "DPRQuestionEncoder", "DPRContextEncoder"]
+
+
+def test_the_seed_fixture_block(tmp_path: Path, user_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from a checkout: the fixture path is relative to the repository root."""
+    (command,) = shell_commands(block("The seed models #2").text)
+    assert command[:2] == ["fastdpr", "export"] and "tests/fixtures/tf-bert-pooler" in command
+    checkout = tmp_path / "fastdpr"
+    (checkout / "tests").mkdir(parents=True)
+    (checkout / "tests" / "fixtures").symlink_to(REPO_ROOT / "tests" / "fixtures")
+    fastdpr(command[1:], checkout, monkeypatch)
+    manifest = json.loads((checkout / "seed-shaped" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["sides"]["question"]["source"]["weights"]["file"] == "tf_model.h5"
+    assert manifest["spec"]["pooling"] == "pooler" and manifest["quantization"] is None
