@@ -69,9 +69,10 @@ def test_a_tiny_scale_run_reports_every_field(tmp_path: Path, tiny_artifact: Pat
     assert report["machine"]["int8_class"]["int8_class"]
     build = report["systems"]["local"]["build"]
     assert build["passages"] == 300 and build["shards"] == 3  # 120 + 120 + 60
-    for key in ("wall_seconds", "encode_passages_per_s", "hnsw_graph_seconds", "peak_memory_bytes_tree_pss",
-                "peak_memory_bytes_driver", "loadavg_before", "loadavg_after"):
-        assert build[key] > 0 if not isinstance(build[key], list) else len(build[key]) == 3, key
+    for key in ("wall_seconds", "encode_passages_per_s", "peak_memory_bytes_tree_pss", "peak_memory_bytes_driver"):
+        assert build[key] > 0, key
+    assert build["hnsw_graph_seconds"] >= 0  # rounded to 10 ms: 120-passage graphs can take less
+    assert len(build["loadavg_before"]) == len(build["loadavg_after"]) == 3
     assert set(build["disk"]["by_kind_bytes_per_passage"]) >= {"vectors", "hnsw", "passages", "encoder"}
     # 32 float32 per passage, plus each of the 3 shards' 128-byte .npy header: 128 + 3 * 128 / 300
     assert build["disk"]["by_kind_bytes_per_passage"]["vectors"] == 129.3
@@ -81,7 +82,7 @@ def test_a_tiny_scale_run_reports_every_field(tmp_path: Path, tiny_artifact: Pat
     assert serve["cold_start_seconds"] > 0 and serve["peak_rss_bytes"] > 0
     assert set(serve["query_ms"]) == set(serve["search_ms"]) == {"p50", "p99", "mean"}
     assert 0.0 <= serve["recall_vs_exact"] <= 1.0
-    assert 0.0 <= serve["unsharded"]["recall_vs_exact"] <= 1.0 and serve["unsharded"]["graph_seconds"] > 0
+    assert 0.0 <= serve["unsharded"]["recall_vs_exact"] <= 1.0 and serve["unsharded"]["graph_seconds"] >= 0
     assert report["seen_id_set"]["passages"] == 300 and report["seen_id_set"]["bytes_per_passage"] > 50
     markdown = out.with_suffix(".md").read_text()
     assert "SYNTHETIC" in markdown and "recall@10" in markdown
