@@ -1,4 +1,5 @@
-"""``python -m benchmarks parity|latency|encode-dump|serve``: run from a checkout (benchmarks are not installed)."""
+"""``python -m benchmarks parity|latency|encode-dump|serve|scale|scale-projection``: run from a checkout
+(benchmarks are not installed)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import click
 from benchmarks.encode_dump import encode_dump_command
 from benchmarks.latency import latency_command
 from benchmarks.parity import parity_command
+from benchmarks.scale import scale_command
+from benchmarks.scale_projection import projection_command
 from benchmarks.serve import serve_command
 
 
@@ -19,6 +22,8 @@ main.add_command(parity_command)
 main.add_command(latency_command)
 main.add_command(encode_dump_command)
 main.add_command(serve_command)
+main.add_command(scale_command)
+main.add_command(projection_command)
 
 if __name__ == "__main__":
     main()

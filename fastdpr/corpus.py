@@ -340,19 +340,11 @@ class CorpusReader:
                 row = _parse_tsv_line(line)
                 if first and _is_header(row):
                     # Honour the header's column order; DPR's own files use id, text, title.
-                    columns = {cell.strip().lower(): i for i, cell in enumerate(row)}
+                    columns = _header_columns(row)
                     first = False
                     continue
                 first = False
-                if len(row) != len(DPR_TSV_HEADER):
-                    raise _Skip("wrong column count", f"{len(row)} columns, expected {len(DPR_TSV_HEADER)}")
-                passage_id = row[columns["id"]]
-                if not passage_id.strip():
-                    raise _Skip("missing id")
-                text = row[columns["text"]]
-                if not text.strip():
-                    raise _Skip("empty text")
-                yield line_no, Passage(id=passage_id, title=row[columns["title"]], text=text)
+                yield line_no, _passage_from_tsv_row(row, columns)
             except _Skip as skip:
                 yield line_no, skip
 
@@ -366,6 +358,23 @@ class CorpusReader:
                 yield line_no, _passage_from_json(line, id_key)
             except _Skip as skip:
                 yield line_no, skip
+
+
+def _header_columns(row: list[str]) -> dict[str, int]:
+    """Column positions named by a header row (DPR's own files use id, text, title)."""
+    return {cell.strip().lower(): i for i, cell in enumerate(row)}
+
+
+def _passage_from_tsv_row(row: list[str], columns: dict[str, int]) -> Passage:
+    if len(row) != len(DPR_TSV_HEADER):
+        raise _Skip("wrong column count", f"{len(row)} columns, expected {len(DPR_TSV_HEADER)}")
+    passage_id = row[columns["id"]]
+    if not passage_id.strip():
+        raise _Skip("missing id")
+    text = row[columns["text"]]
+    if not text.strip():
+        raise _Skip("empty text")
+    return Passage(id=passage_id, title=row[columns["title"]], text=text)
 
 
 def _passage_from_json(line: str, id_key: str) -> Passage:

@@ -1,22 +1,28 @@
 """Encoding a sharded index on a Ray cluster (``fastdpr index ... --shard-size N --ray [ADDRESS]``).
 
-Only the expensive parts move to the cluster: passages are encoded by Ray Data ``map_batches`` over a
-pool of ONNX Runtime actors, and each shard's HNSW graph is built by a Ray task. The driver reads the
-corpus with the ordinary reader (so duplicate ids, skipped rows and their line numbers are exactly
-those of a local build: a block read elsewhere could not know which ids came before it), writes the
-shards, and resumes like a local build (:mod:`fastdpr.sharded_build` is the same code for both).
+The expensive parts move to the cluster: the corpus is read as byte-range blocks by Ray tasks
+(:mod:`fastdpr.corpus_blocks`; a gzip corpus cannot be split and is one block), passages are encoded
+by Ray Data ``map_batches`` over a pool of ONNX Runtime actors, and each shard's HNSW graph is built by
+a Ray task. The driver merges the parsed blocks in order (global line numbers, dropping duplicate ids,
+the corpus report: exactly those of a local build), writes the shards, and resumes like a local build
+(:mod:`fastdpr.sharded_build` is the same code for both).
 
-Why the result equals a local build: the unit of work is one encode chunk at its corpus position
-(``ENCODE_CHUNK`` passages, see :mod:`fastdpr.encoded_stream`), never a Ray-chosen batch, so every
-passage is batched with the same companions as in a local build, and its int8 vector is the same.
-Nothing needs a shared filesystem: the model travels through Ray's object store, vectors go to the
-graph tasks and graphs come back the same way.
+Why the result equals a local build: the passages arrive in corpus order, and the unit of encoding is
+one encode chunk at its corpus position (``ENCODE_CHUNK`` passages, see :mod:`fastdpr.encoded_stream`),
+never a Ray-chosen batch, so every passage is batched with the same companions as in a local build,
+and its int8 vector is the same.
+
+What must be shared: the corpus file, at the same path on every node (a shared filesystem, or a copy
+at that path), since the block tasks read it where they run. Nothing else: the model travels through
+Ray's object store, vectors go to the graph tasks and graphs come back the same way, and the index is
+written on the driver.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +31,10 @@ import numpy as np
 
 from fastdpr.artifact import Artifact
 from fastdpr.batching import ENCODE_CHUNK
-from fastdpr.corpus import Passage
+from fastdpr.corpus import CorpusReader, Passage
+from fastdpr.corpus_blocks import DEFAULT_BLOCK_BYTES, BlockMerge, BlockRows, CorpusBlock, plan_blocks, read_block
 from fastdpr.encoded_stream import EncodedStream
-from fastdpr.errors import FastDPRError
+from fastdpr.errors import CorpusError, FastDPRError
 from fastdpr.index import IndexOptions
 from fastdpr.ray_cluster import MAX_RESTARTS, cluster_cpus, connect, require_ray
 from fastdpr.sharded_build import BackendFactory, BuildBackend
@@ -35,6 +42,10 @@ from fastdpr.sharded_build import BackendFactory, BuildBackend
 #: Chunks read ahead per encoder actor: each window of chunks is one Ray Data run, so more chunks per
 #: actor spread the pool's start-up and the wait for the window's last chunk over more work.
 CHUNKS_PER_ENCODER = 4
+
+#: Corpus blocks being read ahead per cluster CPU: enough that the next block is parsed before the
+#: encoders need it, few enough that parsed blocks waiting in the object store stay small.
+BLOCKS_PER_CPU = 1
 
 
 class _ChunkEncoder:
@@ -103,7 +114,7 @@ class RayBuildBackend(BuildBackend):
     """
 
     def __init__(self, artifact: Artifact, precision: str, options: IndexOptions, *, address: str | None,
-                 encoders: int | None = None) -> None:
+                 encoders: int | None = None, block_bytes: int = DEFAULT_BLOCK_BYTES) -> None:
         from fastdpr.cpu import this_cpu
 
         self.dim = artifact.spec.dim
@@ -113,6 +124,8 @@ class RayBuildBackend(BuildBackend):
         self._ray = connect(address)
         self.threads = options.threads or 1
         self.encoders = encoders or max(1, cluster_cpus(self._ray) // self.threads)
+        self.block_bytes = block_bytes
+        self.blocks = 0
         self._model = self._ray.put(artifact.model_path("context", precision).read_bytes())
         self._tokenizer = artifact.tokenizer_path("context").read_bytes()
         self._spec = artifact.spec.to_dict()
@@ -120,6 +133,37 @@ class RayBuildBackend(BuildBackend):
         # with a graph nobody checked (and give other vectors), so it must be the same class.
         self._cpu = this_cpu().int8_class
         self.worker_cpus: set[str] = set()
+
+    def read(self, reader: CorpusReader) -> Iterator[Passage]:
+        """The corpus read by Ray tasks, one byte-range block each, merged in order here (``reader.report``
+        becomes the merge's report)."""
+        blocks = plan_blocks(reader.path, reader.format, self.block_bytes)
+        self.blocks = len(blocks)
+        merge = BlockMerge(reader.path, reader.format, strict=reader.strict, max_examples=reader.max_examples)
+        reader.report = merge.report
+        return merge.merge(self._read_blocks(blocks))
+
+    def _read_blocks(self, blocks: list[CorpusBlock]) -> Iterator[BlockRows]:
+        """Parsed blocks in order, at most ``BLOCKS_PER_CPU`` x CPUs of them being read at once."""
+        ray = self._ray
+        # No CPU reservation: the encoder pool reserves every CPU while it runs, and a read task that
+        # waited for one would starve the encoders it feeds. The window bounds how many run at once.
+        task = ray.remote(num_cpus=0, max_retries=MAX_RESTARTS)(read_block)
+        window = max(1, BLOCKS_PER_CPU * cluster_cpus(ray))
+        pending = deque(task.remote(block) for block in blocks[:window])
+        for block in blocks[window:]:
+            yield self._checked(ray.get(pending.popleft()))
+            pending.append(task.remote(block))
+        while pending:
+            yield self._checked(ray.get(pending.popleft()))
+
+    @staticmethod
+    def _checked(rows: BlockRows) -> BlockRows:
+        if rows.error:
+            raise CorpusError(f"a Ray worker could not read corpus block {rows.number}: {rows.error}",
+                              details="The corpus is read where the Ray tasks run: it must be at the same path "
+                                      "on every node of the cluster (a shared filesystem, or a copy at that path).")
+        return rows
 
     def stream(self, passages: Iterator[Passage], lead: list[Passage],
                on_encoded: Callable[[int], None]) -> EncodedStream:
@@ -169,15 +213,18 @@ class RayBuildBackend(BuildBackend):
     def note(self) -> dict[str, Any] | None:
         """Recorded in the manifest's ``build.ray``."""
         return {"address": self.address or "local", "encoders": self.encoders, "threads_per_encoder": self.threads,
+                "corpus_blocks": self.blocks, "block_bytes": self.block_bytes,
                 "worker_int8_classes": sorted(self.worker_cpus), "ray_version": self._ray.__version__}
 
 
-def ray_backend(address: str | None, encoders: int | None = None) -> BackendFactory:
+def ray_backend(address: str | None, encoders: int | None = None,
+                block_bytes: int = DEFAULT_BLOCK_BYTES) -> BackendFactory:
     """A :func:`~fastdpr.sharded_build.build_sharded_index` backend that runs on Ray at ``address``
     (None or empty: a local cluster). Fails now, before any file is written, when Ray is missing."""
     require_ray()
 
     def make(artifact: Artifact, precision: str, options: IndexOptions) -> BuildBackend:
-        return RayBuildBackend(artifact, precision, options, address=address, encoders=encoders)
+        return RayBuildBackend(artifact, precision, options, address=address, encoders=encoders,
+                               block_bytes=block_bytes)
 
     return make

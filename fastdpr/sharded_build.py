@@ -203,6 +203,10 @@ class BuildBackend:
         self.options = options
         self._encoder = artifact.encoder("context", precision, options.threads)
 
+    def read(self, reader: CorpusReader) -> Iterator[Passage]:
+        """The corpus's passages in order; ``reader.report`` is their report once they are consumed."""
+        return iter(reader)
+
     def stream(self, passages: Iterator[Passage], lead: list[Passage],
                on_encoded: Callable[[int], None]) -> EncodedStream:
         """The corpus's remaining ``passages`` encoded in chunks aligned to corpus position."""
@@ -347,7 +351,7 @@ def _build(artifact: Artifact, precision: str, reader: CorpusReader, out: Path, 
     try:
         # The whole corpus is read again on resume (reading is cheap next to encoding), so the skip
         # counts of the corpus report cover every row, and the finished shards' ids are checked.
-        passages = iter(reader)
+        passages = backend.read(reader)
         tail: deque[Passage] = deque(maxlen=ENCODE_CHUNK)
         for entry in shards:
             _skip_finished(passages, staging, entry, tail)

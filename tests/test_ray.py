@@ -80,6 +80,39 @@ def test_a_ray_build_is_the_local_sharded_build(ray_sharded: Path, local_sharded
         assert (ray_sharded / shard["dir"] / "hnsw.bin").stat().st_size > 0
 
 
+def test_a_ray_build_reads_the_corpus_in_blocks_and_equals_the_local_build(
+        local_ray: Any, tmp_path: Path, tiny_artifact: Path, pydoc_corpus: Path, local_sharded: Path) -> None:
+    from fastdpr.ray_build import ray_backend
+
+    out = tmp_path / "blocks"
+    manifest = build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE,
+                                   backend=ray_backend("", block_bytes=16384))
+    assert manifest["build"]["ray"]["corpus_blocks"] >= pydoc_corpus.stat().st_size // 16384 > 10
+    assert stored_rows(out) == stored_rows(local_sharded)
+    assert manifest["counts"] == manifest_of(local_sharded)["counts"]
+    np.testing.assert_array_equal(shard_vectors(out), shard_vectors(local_sharded))
+
+
+def test_a_ray_build_of_a_tsv_in_blocks_skips_the_rows_a_local_build_skips(
+        local_ray: Any, tmp_path: Path, tiny_artifact: Path) -> None:
+    from fastdpr.ray_build import ray_backend
+
+    corpus = tmp_path / "corpus.tsv"
+    rows = [f"{i}\tpassage number {i} about topic {i % 7}\tTitle {i % 5}" for i in range(1, 61)]
+    rows[20] = "5\ta duplicate of passage five\tDup"  # line 22
+    rows[40] = "41\tonly two columns"  # line 42
+    corpus.write_text("id\ttext\ttitle\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    local = build_sharded_index(tiny_artifact, corpus, tmp_path / "local", "auto", OPTIONS, shard_size=25)
+    on_ray = build_sharded_index(tiny_artifact, corpus, tmp_path / "ray", "auto", OPTIONS, shard_size=25,
+                                 backend=ray_backend("", block_bytes=200))
+    assert on_ray["build"]["ray"]["corpus_blocks"] > 5
+    assert on_ray["counts"]["indexed"] == local["counts"]["indexed"] == 58
+    assert on_ray["counts"]["skipped_examples"] == local["counts"]["skipped_examples"] == {
+        "duplicate id": [22], "wrong column count": [42]}
+    assert stored_rows(tmp_path / "ray") == stored_rows(tmp_path / "local")
+    np.testing.assert_array_equal(shard_vectors(tmp_path / "ray"), shard_vectors(tmp_path / "local"))
+
+
 def test_search_through_ray_actors_equals_local_search(ray_sharded: Path, local_sharded: Path) -> None:
     local = results(local_sharded)
     assert_same_results(results(ray_sharded), local)
