@@ -160,7 +160,7 @@ class FileTable:
             if problem:
                 problems.append(f"{rel}: {problem}")
         if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
             raise self.error(f"{self.root} failed its integrity check: {problems[0]}{more}",
                              details="\n".join(problems) if len(problems) > 1 else None)
 
