@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import REPO_ROOT, require_export
+from requires import require_module
 
 sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ runs from a checkout; it is not installed
 
@@ -17,8 +18,8 @@ pytestmark = pytest.mark.slow
 
 def test_latency_command_on_a_tiny_shape(tmp_path: Path) -> None:
     require_export()
-    pytest.importorskip("optimum.onnxruntime", reason="the optimum peer needs optimum-onnx (export extra)")
-    pytest.importorskip("matplotlib", reason="needs the bench extra: pip install -e '.[bench]'")
+    require_module("optimum.onnxruntime", "the optimum peer needs optimum-onnx: pip install -e '.[export]'")
+    require_module("matplotlib", "the bench extra: pip install -e '.[bench]'")
     from benchmarks.latency import PARTS, SYSTEMS, latency_command
 
     out = tmp_path / "results"
