@@ -7,6 +7,7 @@ PyTorch fp32 (exact search) against fastdpr's ONNX fp32 / int8 systems (exact an
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import tempfile
 import time
@@ -39,6 +40,9 @@ GOAL_MAX_LOSS = {"1": 1.0, "5": 1.0, "20": 0.5, "50": 0.5, "100": 0.5}
 GOAL_MIN_SPEEDUP = 1.7
 #: The int8 HNSW system measured again with one question per ONNX Runtime call.
 QUESTION_BATCH_1_SUFFIX = "@question-batch-1"
+#: Depths at which each system's ranked id list is compared with PyTorch's (issue #14): recall can be
+#: equal while the passages or their order differ, so "returns PyTorch's passages" is counted, not assumed.
+AGREEMENT_KS = (1, 5, 20, 100)
 
 
 @dataclass
@@ -77,6 +81,32 @@ def flips(reference: list[int | None], system: list[int | None]) -> dict[str, di
         out[str(k)] = {"hit_to_miss": sum(a and not b for a, b in zip(ref_hit, sys_hit, strict=True)),
                        "miss_to_hit": sum(b and not a for a, b in zip(ref_hit, sys_hit, strict=True))}
     return out
+
+
+def ranked_id_agreement(reference: list[list[str]], system: list[list[str]],
+                        ks: tuple[int, ...] = AGREEMENT_KS) -> dict[str, dict[str, int]]:
+    """Per k: how many questions get exactly the reference's top-k ids in the same order (``identical_ranked``),
+    and how many get the same top-k ids in any order (``same_set``)."""
+    out: dict[str, dict[str, int]] = {}
+    for k in ks:
+        pairs = [(ref[:k], got[:k]) for ref, got in zip(reference, system, strict=True)]
+        out[str(k)] = {"identical_ranked": sum(ref == got for ref, got in pairs),
+                       "same_set": sum(set(ref) == set(got) for ref, got in pairs)}
+    return out
+
+
+def agreement_rows(agreement: dict[str, Any]) -> list[str]:
+    """Markdown rows of :func:`ranked_id_agreement` per system: ``identical ranked (percent) / same set``."""
+    n = agreement["questions"]
+    lines = [f"Top-k passage ids identical to {agreement['reference']} (questions out of {n:,}; "
+             "in the same order, with the percentage / as the same set in any order):", "",
+             "| System | " + " | ".join(f"Top-{k}" for k in AGREEMENT_KS) + " |",
+             "|---|" + "---|" * len(AGREEMENT_KS)]
+    for name, per_k in agreement["systems"].items():
+        cells = " | ".join(f"{per_k[str(k)]['identical_ranked']:,} ({per_k[str(k)]['identical_ranked'] / n:.2%}) / "
+                           f"{per_k[str(k)]['same_set']:,}" for k in AGREEMENT_KS)
+        lines.append(f"| {name} | {cells} |")
+    return lines
 
 
 def exact_top_ids(question_vectors: np.ndarray, passage_vectors: np.ndarray, ids: list[str], k: int) -> list[list[str]]:
@@ -182,6 +212,7 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
 
     ``artifacts`` maps a label to an artifact directory; each is loaded (and its files hashed) once.
     """
+    load_at_start = os.getloadavg()
     loaded = {label: Artifact.load(path) for label, path in artifacts.items()}
     _check_same_sources(loaded)
     passages, questions = load_squad(squad)
@@ -218,6 +249,7 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
     speed = interleaved_speed(speed_models, artifact, passages, threads)
     ranks = {run.name: first_ranks(run.ranked_ids, questions, text_by_id) for run in runs}
     answer = {name: recall(r[0]) for name, r in ranks.items()}
+    reference = next(run for run in runs if run.name == PYTORCH)
     gold = {name: recall(r[1]) for name, r in ranks.items()}
     report: dict[str, Any] = {
         "dataset": {"name": "SQuAD v1.1 dev", "path": str(squad), "passages": len(passages),
@@ -227,6 +259,9 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
                   "random_weights": False},
         "date": dt.date.today().isoformat(),
         "machine": machine(),
+        # A shared machine: the 1/5/15-minute load averages say how contended the speed figures were.
+        "load_average": {"start": [round(v, 2) for v in load_at_start],
+                         "end": [round(v, 2) for v in os.getloadavg()]},
         "versions": versions(),
         "threads": threads,
         "answer_recall": answer,
@@ -236,6 +271,10 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
         "gold_delta_vs_pytorch": {name: {k: round(v - gold[PYTORCH][k], 6) for k, v in r.items()}
                                   for name, r in gold.items()},
         "flips": {name: flips(ranks[PYTORCH][0], r[0]) for name, r in ranks.items() if name != PYTORCH},
+        "ranked_id_agreement": {
+            "reference": PYTORCH, "questions": len(questions),
+            "systems": {run.name: ranked_id_agreement(reference.ranked_ids, run.ranked_ids)
+                        for run in runs if run is not reference}},
         "passages_per_s": {run.name: round(run.passages_per_s, 2) for run in runs if run.passages_per_s},
         "passage_encoding_interleaved": {
             "passages_per_s": speed,
@@ -308,7 +347,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     data = report["dataset"]
     lines = [
         f"Answer recall on {data['name']} ({data['passages']:,} passages, {data['questions']:,} questions), "
-        f"{report['date']}, {report['machine']['cpu']}, {report['threads']} threads. "
+        f"{report['date']}, {report['machine']['cpu']} (int8 class {_int8_class(report)}), {report['threads']} threads"
+        + (f", load average {report['load_average']['start'][0]:.2f} at start" if "load_average" in report else "")
+        + ". "
         f"Model: {report['model']['sources']['question']} / {report['model']['sources']['context']}.",
         "",
         "| System | Top-1 | Top-5 | Top-20 | Top-50 | Top-100 | passages/s |",
@@ -327,6 +368,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         cells = " | ".join(f"{deltas[str(k)] * 100:+.2f} ({f[str(k)]['hit_to_miss']}/{f[str(k)]['miss_to_hit']})"
                            for k in KS)
         lines.append(f"| {name} | {cells} |")
+    if "ranked_id_agreement" in report:
+        lines += ["", *agreement_rows(report["ranked_id_agreement"])]
     interleaved = report["passage_encoding_interleaved"]
     lines += ["", f"Passage encoding, measured interleaved ({interleaved['method']}; speed-up vs ONNX fp32, "
                   "fused):", "",
@@ -352,6 +395,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     for name, values in report["gold_recall"].items():
         lines.append(f"| {name} | " + " | ".join(f"{values[str(k)] * 100:.2f}" for k in KS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _int8_class(report: dict[str, Any]) -> str:
+    """The CPU's int8 kernel class named in a report (older reports predate it)."""
+    return str(report["machine"].get("int8_class", {}).get("int8_class", "not recorded"))
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -1,8 +1,8 @@
 """Where the shared evaluation data (``../shared/data`` next to the repository) lives, for tests.
 
 Import it as ``from shared_data import shared_data_path`` (pytest puts ``tests/`` on ``sys.path``); it does
-not depend on ``conftest.py``. A missing file skips the test locally but fails it in CI (``CI=true``), so
-CI can never go green by silently skipping the parity tests.
+not depend on ``conftest.py``. A missing file skips the test locally but fails it in CI (``CI=true``, see
+``requires.py``), so CI can never go green by silently skipping the parity tests.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+from requires import unavailable
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,9 +24,5 @@ def shared_data_path(*parts: str) -> Path:
     base = Path(env) if env else _REPO_ROOT.parent / "shared" / "data"
     path = base.joinpath(*parts)
     if not path.exists():
-        message = f"shared test data {path} is missing (set FASTDPR_SHARED_DATA to the data directory)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        # allow_module_level lets callers use this at import time too; inside a test it just skips.
-        pytest.skip(message, allow_module_level=True)
+        unavailable(f"shared test data {path} is missing (set FASTDPR_SHARED_DATA to the data directory)")
     return path

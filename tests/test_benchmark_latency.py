@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import REPO_ROOT, require_export
+from requires import require_module
 
 sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ runs from a checkout; it is not installed
 
@@ -141,10 +142,10 @@ def test_registry_finds_every_adapter_and_ratios_compare_targets_with_baselines(
 @pytest.mark.slow
 def test_latency_command_on_a_tiny_shape(tmp_path: Path) -> None:
     require_export()
-    pytest.importorskip("optimum.onnxruntime", reason="the optimum peer needs optimum-onnx (export extra)")
-    pytest.importorskip("openvino", reason="the OpenVINO peer needs the bench extra: pip install -e '.[bench]'")
-    pytest.importorskip("nncf", reason="the OpenVINO peer needs the bench extra: pip install -e '.[bench]'")
-    pytest.importorskip("matplotlib", reason="needs the bench extra: pip install -e '.[bench]'")
+    require_module("optimum.onnxruntime", "the optimum peer needs optimum-onnx: pip install -e '.[export]'")
+    require_module("openvino", "the OpenVINO peer needs the bench extra: pip install -e '.[bench]'")
+    require_module("nncf", "the OpenVINO peer needs the bench extra: pip install -e '.[bench]'")
+    require_module("matplotlib", "the bench extra: pip install -e '.[bench]'")
     from benchmarks.latency import PARTS, latency_command
 
     out = tmp_path / "results"

@@ -7,9 +7,12 @@ import of those packages (and records the attempt), installed before ``fastdpr.c
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import count_pydoc_passages
 
 BLOCKER = r"""
 import importlib.abc, json, sys
@@ -57,8 +60,15 @@ def test_index_and_search_run_without_torch_transformers_optimum(tmp_path: Path,
     index = tmp_path / "idx"
     proc = run_blocked("index", tiny_artifact, pydoc_corpus, "--out", index, "--batch-size", 64, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "indexed 690 passages" in proc.stdout
-    assert (index / "manifest.json").is_file()
+    # The pydoc corpus depends on the Python version (690 passages on 3.11.7, 687 on 3.11.2): count them
+    # here from the topic texts; the range only catches a count that is not a word split at all.
+    passages = count_pydoc_passages()
+    assert 500 <= passages <= 2000, passages
+    assert f"indexed {passages} passages" in proc.stdout
+    manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["counts"]["indexed"] == passages
+    with sqlite3.connect(index / "passages.sqlite") as store:
+        assert store.execute("SELECT COUNT(*) FROM passages").fetchone() == (passages,)
 
     proc = run_blocked("search", index, "what does the yield statement do?", "--json", "-k", 3, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -9,7 +9,9 @@ full run gave identical flips twice). So the thresholds are issue #5's goal itse
 lose at most 1.0 point at Top-1/Top-5 and 0.5 beyond). The default (7-bit weights) computes the same
 integers on every x86 int8 class (issue #10), so this test means the same wherever CI lands; measured
 on x86-amx: -0.61 / -0.46 / -0.43 / -0.34 / -0.33 (README, "INT8 on every CPU class"). fp32 must
-match PyTorch exactly; HNSW may cost fp32 a few questions (measured: 3 of 10,570 at Top-100).
+match PyTorch's answer recall exactly; HNSW may cost fp32 a few questions (measured: 3 of 10,570 at
+Top-100). fp32 is not bit-identical to PyTorch, so its ranked passage lists are counted against
+PyTorch's (issue #14): near-tied passages can swap places deep in the list, but rarely near the top.
 """
 
 from __future__ import annotations
@@ -26,14 +28,24 @@ sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ runs from a checkout; it is no
 pytestmark = pytest.mark.slow
 
 QUESTIONS = 10_570
+KS = (1, 5, 20, 50, 100)
+#: Issue #5's goal, as the README states it ("INT8 recipes: the frontier"): int8 + HNSW within 1.0 point
+#: of PyTorch fp32's answer recall at Top-1/Top-5 and 0.5 at Top-20/50/100. Written here, not imported
+#: from the benchmark, so that loosening the benchmark's goal cannot loosen this test.
+GOAL_MAX_LOSS_POINTS = {1: 1.0, 5: 1.0, 20: 0.5, 50: 0.5, 100: 0.5}
 # HNSW against exact search, fp32: the largest loss (fraction of questions) tolerated at any k.
 FP32_HNSW_MAX_LOSS = 10 / QUESTIONS
+#: Questions whose ONNX fp32 top-k id list equals PyTorch fp32's, in order, at least (share of all).
+#: Measured on x86-amx, 2026-11-30 (benchmarks/results/parity-ranked-ids-x86-amx): exact search
+#: 100.00 / 99.98 / 99.80 / 95.87 % at k = 1 / 5 / 20 / 100, HNSW 100.00 / 99.97 / 99.78 / 95.24 %.
+#: The bounds leave room for other CPU classes' float rounding, not for a different model.
+FP32_MIN_IDENTICAL_RANKED = {1: 0.999, 5: 0.995, 20: 0.99, 100: 0.90}
 
 
 def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: Path, squad_path: Path,
                                                             tmp_path: Path) -> None:
     require_export()
-    from benchmarks.parity import GOAL_MAX_LOSS, KS, run_parity
+    from benchmarks.parity import run_parity
 
     report = run_parity(squad_path, tmp_path, {"default": minilm_dpr_artifact}, None, seed=0, threads=2)
     assert report["dataset"]["passages"] == 2067 and report["dataset"]["questions"] == QUESTIONS
@@ -57,10 +69,20 @@ def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: 
         assert delta["onnx-fp32-exact"][str(k)] == 0.0
         assert report["flips"]["onnx-fp32-exact"][str(k)] == {"hit_to_miss": 0, "miss_to_hit": 0}
         assert abs(delta["onnx-fp32-hnsw"][str(k)]) <= FP32_HNSW_MAX_LOSS + 1e-9, (k, delta["onnx-fp32-hnsw"])
-        assert delta["onnx-int8-hnsw"][str(k)] * 100 >= -GOAL_MAX_LOSS[str(k)], (k, delta["onnx-int8-hnsw"])
+        assert delta["onnx-int8-hnsw"][str(k)] * 100 >= -GOAL_MAX_LOSS_POINTS[k], (k, delta["onnx-int8-hnsw"])
         # One question per ONNX Runtime call (no batch companions) must hold the goal too.
         batch_1 = delta["onnx-int8-hnsw@question-batch-1"]
-        assert batch_1[str(k)] * 100 >= -GOAL_MAX_LOSS[str(k)], (k, batch_1)
+        assert batch_1[str(k)] * 100 >= -GOAL_MAX_LOSS_POINTS[k], (k, batch_1)
+    # How many questions get PyTorch's very passages, in PyTorch's order (not only the same recall).
+    agreement = report["ranked_id_agreement"]
+    assert agreement["reference"] == "pytorch-fp32-exact" and agreement["questions"] == QUESTIONS
+    assert set(agreement["systems"]) == systems - {"pytorch-fp32-exact"}
+    for system in ("onnx-fp32-exact", "onnx-fp32-hnsw"):
+        for k, share in FP32_MIN_IDENTICAL_RANKED.items():
+            counts = agreement["systems"][system][str(k)]
+            assert counts["identical_ranked"] >= share * QUESTIONS, (system, k, counts)
+            assert counts["same_set"] >= counts["identical_ranked"]
+    assert "Top-k passage ids identical to pytorch-fp32-exact" in (tmp_path / "parity.md").read_text(encoding="utf-8")
     # The frontier row of the measured recipe: the same deltas in points, and its interleaved speed-up.
     row = report["frontier"]["default"]
     assert row["system"] == "onnx-int8-hnsw" and row["recall_goal_met"] is True

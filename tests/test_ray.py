@@ -18,18 +18,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-if os.environ.get("CI") == "true":
-    import ray  # CI installs the ray extra: a missing ray must fail there, not skip
-else:
-    ray = pytest.importorskip("ray", reason="needs the ray extra: pip install -e '.[ray]'")
-
+from requires import require_module
 from test_shards import QUESTIONS, assert_same_results, manifest_of, results, run_cli, stored_rows
 
 from fastdpr.errors import MissingDependencyError
 from fastdpr.index import IndexOptions
 from fastdpr.retriever import Retriever
 from fastdpr.sharded_build import build_sharded_index, staging_dir
+
+ray = require_module("ray", "the ray extra: pip install -e '.[ray]'")  # fails under CI=true, skips elsewhere
 
 OPTIONS = IndexOptions(threads=1, progress=False)  # batch size 32, as test_shards
 SHARD_SIZE = 200  # 690 pydoc passages: shards of 200, 200, 200 and 90
