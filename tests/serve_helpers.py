@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -13,20 +12,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import pytest
+import requires
 
 RUN_FASTDPR = "import sys; from fastdpr.cli import main; sys.exit(main())"
 
 
 def require_module(name: str, extra: str) -> Any:
     """Import ``name``; skip without it locally, fail in CI (``CI=true`` installs every extra)."""
-    try:
-        return __import__(name)
-    except ImportError:
-        message = f"{name} is missing: pip install -e '.[{extra}]'"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    return requires.require_module(name, f"pip install -e '.[{extra}]'")
 
 
 def require_serve() -> None:
