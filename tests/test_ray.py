@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from requires import require_module
-from test_shards import QUESTIONS, assert_same_results, manifest_of, results, run_cli, stored_rows
+from test_shards import PYDOC_PASSAGES, QUESTIONS, assert_same_results, manifest_of, results, run_cli, stored_rows
 
 from fastdpr.errors import MissingDependencyError
 from fastdpr.index import IndexOptions
@@ -117,9 +117,10 @@ def test_search_through_ray_actors_equals_local_search(ray_sharded: Path, local_
         assert len(retriever.searcher.shards.actors) == 2  # type: ignore[union-attr]
         ray_hits = [[(h.id, h.score) for h in hits] for hits in retriever.search_batch(list(QUESTIONS), k=10)]
     assert ray_hits == local  # the same files, merged in the same order: equal, not merely close
-    exact = results(local_sharded, exact=True, k=690)
+    exact = results(local_sharded, exact=True, k=PYDOC_PASSAGES)
     with Retriever.load(local_sharded, threads=1, ray_address="", exact=True) as retriever:
-        assert [[(h.id, h.score) for h in hits] for hits in retriever.search_batch(list(QUESTIONS), k=690)] == exact
+        batch = retriever.search_batch(list(QUESTIONS), k=PYDOC_PASSAGES)
+        assert [[(h.id, h.score) for h in hits] for hits in batch] == exact
 
 
 def test_the_search_cli_serves_shards_from_ray(ray_sharded: Path, local_sharded: Path) -> None:
