@@ -34,6 +34,9 @@ SYSTEMS = {
     "http-unbatched": ["--max-batch", "1", "--max-wait-ms", "0"],
     # Two batches at once, one thread each: one batch encodes while the other's answers are written.
     "http-batched-2x1": ["--max-batch", "32", "--max-wait-ms", "2", "--workers", "2", "--threads", "1"],
+    # The same two workers without batching: without it, 2x1 against 1x2 would credit batching with
+    # what the second worker does.
+    "http-unbatched-2x1": ["--max-batch", "1", "--max-wait-ms", "0", "--workers", "2", "--threads", "1"],
 }
 RUN_FASTDPR = "import sys; from fastdpr.cli import main; sys.exit(main())"
 
@@ -246,7 +249,7 @@ def render(report: dict[str, Any]) -> str:
     lines = [f"# fastdpr serve under load ({report['date']})", "",
              f"Index: {report['index']['passages']} passages ({report['index']['precision']}, "
              f"{report['index']['model']}); k={report['levels']['k']}; servers `--threads {report['threads']}` "
-             "(http-batched-2x1: `--workers 2 --threads 1`), "
+             "(the *-2x1 systems: `--workers 2 --threads 1`), "
              f"server and load generator side by side on {report['machine']['cores']} cores "
              f"({report['machine']['cpu']}, int8 class {cpu.get('int8_class', cpu)}), loopback. "
              f"{report['levels']['rounds']} interleaved rounds per cell (the median round is shown), each at most "
