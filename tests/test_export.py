@@ -440,8 +440,10 @@ def test_tampered_or_missing_file_fails_to_load(tiny_artifact: Path, tmp_path: P
     with pytest.raises(ArtifactError, match=r"context/model\.int8\.onnx: sha256 differs"):
         Artifact.load(copy)
     (copy / "probes" / "question.npy").unlink()
-    with pytest.raises(ArtifactError, match=r"probes/question\.npy: missing"):
+    # Two problems now: the message stays one line and names the first; the details list both.
+    with pytest.raises(ArtifactError, match=r"context/model\.int8\.onnx: sha256 differs.* and 1 more") as caught:
         Artifact.load(copy)
+    assert "probes/question.npy: missing" in (caught.value.details or "")
 
 
 # ------------------------------------------------------------------------------------------ failures
