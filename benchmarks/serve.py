@@ -37,6 +37,9 @@ SYSTEMS = {
     # The same two workers without batching: without it, 2x1 against 1x2 would credit batching with
     # what the second worker does.
     "http-unbatched-2x1": ["--max-batch", "1", "--max-wait-ms", "0", "--workers", "2", "--threads", "1"],
+    # Batching without the wait: a lone request goes at once; requests that arrive while both workers
+    # encode still form the next batch.
+    "http-batched-2x1-wait0": ["--max-batch", "32", "--max-wait-ms", "0", "--workers", "2", "--threads", "1"],
 }
 RUN_FASTDPR = "import sys; from fastdpr.cli import main; sys.exit(main())"
 

@@ -52,7 +52,7 @@ class ServeOptions:
     """Limits and batching of one server."""
 
     max_batch: int = 32
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0  # see `fastdpr serve --help`: batches still form under load
     #: Questions waiting for a batch before new requests get 503 (also the most questions one request may hold).
     max_queue: int = 256
     max_k: int = 100
