@@ -422,6 +422,19 @@ def render_markdown(result: dict[str, Any]) -> str:
             lines.append(f"Unsharded HNSW over the same vectors (from the {system} index): graph built in "
                          f"{graph['graph_seconds']} s, recall@{settings['k']} vs exact {graph['recall_vs_exact']}, "
                          f"search p50 / p99 {_pair(graph['search_ms'])} ms.")
+    sweeps = [(f"{system}, sharded", data["serve"]["recall_by_ef"]) for system, data in result["systems"].items()
+              if "recall_by_ef" in data.get("serve", {})]
+    sweeps += [(f"{system}, one unsharded graph", data["serve"]["unsharded"]["recall_by_ef"])
+               for system, data in result["systems"].items()
+               if "recall_by_ef" in (data.get("serve", {}).get("unsharded") or {})]
+    if sweeps:
+        efs = list(sweeps[0][1])
+        lines += ["", f"Recall@{settings['k']} vs exact at other search-time ef (ms per question, all questions "
+                  "searched at once):", "",
+                  "| index | " + " | ".join(f"ef={ef}" for ef in efs) + " |", "|---|" + "---:|" * len(efs)]
+        lines += [f"| {name} | " + " | ".join(f"{sweep[ef]['recall_vs_exact']} ({sweep[ef]['ms_per_question']} ms)"
+                                              for ef in efs) + " |" for name, sweep in sweeps]
+        lines.append("")
     if "same_index_across_systems" in result:
         lines.append(f"Same vectors and ids in every system's index: {result['same_index_across_systems']}.")
     if "seen_id_set" in result:

@@ -10,8 +10,12 @@ cold start up to that line), then measures and prints one JSON object:
   with ``--ray`` the shards are served by actors of a new local Ray cluster (its start is part of the
   cold start) and this is the driver's RSS only;
 * ``recall_vs_exact``: mean |HNSW top-k ∩ exact top-k| / k over the questions;
+* ``recall_by_ef``: the same recall at other search-time ``ef`` values (:data:`EF_SWEEP`), with the
+  mean search time of all questions at once per question: how far recall moves with the one knob a
+  user turns at search time;
 * with ``--unsharded-graph``: one HNSW graph over all the index's vectors (same M / ef_construction),
-  built (timed) or loaded from PATH, searched with the same ef, its recall against the same exact top-k.
+  built (timed) or loaded from PATH, searched with the same ef (and the same sweep), its recall against
+  the same exact top-k.
 
 Questions are a seeded sample of SQuAD dev questions: their neighbours in a SYNTHETIC corpus are the
 subject, not answers.
@@ -23,10 +27,14 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 import numpy as np
+
+#: Search-time ef values whose recall is reported besides the index's default.
+EF_SWEEP = (100, 200, 800, 1600)
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -38,6 +46,17 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(found, truth, strict=True))
     return round(hits / truth.size, 4)
+
+
+def _recall_by_ef(search: Callable[[int], np.ndarray], truth: np.ndarray, questions: int) -> dict[str, object]:
+    """Recall against ``truth`` and mean ms per question, for each ef of :data:`EF_SWEEP`."""
+    sweep: dict[str, object] = {}
+    for ef in EF_SWEEP:
+        started = time.perf_counter()
+        labels = search(ef)
+        sweep[str(ef)] = {"recall_vs_exact": _recall(np.asarray(labels), truth),
+                          "ms_per_question": round((time.perf_counter() - started) * 1000 / questions, 3)}
+    return sweep
 
 
 @click.command()
@@ -81,8 +100,10 @@ def main(index: Path, squad: Path, count: int, k: int, threads: int | None, unsh
         ef = retriever.ef
         hnsw = retriever.manifest["hnsw"]
 
-    with Retriever.load(index, threads=threads, exact=True, check_int8=False) as exact:
-        exact_labels, _ = exact.searcher.search(vectors, k)
+        with Retriever.load(index, threads=threads, exact=True, check_int8=False) as exact:
+            exact_labels, _ = exact.searcher.search(vectors, k)
+        sharded_sweep = _recall_by_ef(lambda e: retriever.searcher.search(vectors, k, ef=e)[0],
+                                      np.asarray(exact_labels), len(texts))
     result = {
         "index": str(index),
         "questions": len(texts),
@@ -94,6 +115,7 @@ def main(index: Path, squad: Path, count: int, k: int, threads: int | None, unsh
         # With Ray, the shards live in actor processes: this is the driver's RSS only.
         "peak_rss_bytes": peak_rss,
         "recall_vs_exact": _recall(np.asarray(hnsw_labels), np.asarray(exact_labels)),
+        "recall_by_ef": sharded_sweep,
     }
     if unsharded_graph is not None:
         result["unsharded"] = _unsharded(index, unsharded_graph, vectors, np.asarray(exact_labels), k, ef, hnsw,
@@ -130,8 +152,10 @@ def _unsharded(index: Path, graph_file: Path, vectors: np.ndarray, exact_labels:
         searcher.search(row[None, :], k)
         search_ms.append((time.perf_counter() - started) * 1000)
     labels, _ = searcher.search(vectors, k)
+    sweep = _recall_by_ef(lambda e: searcher.search(vectors, k, ef=e)[0], exact_labels, len(vectors))
     return {"graph_seconds": seconds, "graph_bytes_per_passage": round(graph_file.stat().st_size / data.shape[0], 1),
             "search_ms": _percentiles(search_ms), "recall_vs_exact": _recall(np.asarray(labels), exact_labels),
+            "recall_by_ef": sweep,
             "note": "one HNSW graph over the same vectors, same M / ef_construction / ef"}
 
 

@@ -83,9 +83,15 @@ def test_a_tiny_scale_run_reports_every_field(tmp_path: Path, tiny_artifact: Pat
     assert set(serve["query_ms"]) == set(serve["search_ms"]) == {"p50", "p99", "mean"}
     assert 0.0 <= serve["recall_vs_exact"] <= 1.0
     assert 0.0 <= serve["unsharded"]["recall_vs_exact"] <= 1.0 and serve["unsharded"]["graph_seconds"] >= 0
+    for sweep in (serve["recall_by_ef"], serve["unsharded"]["recall_by_ef"]):
+        assert list(sweep) == ["100", "200", "800", "1600"]
+        assert all(0.0 <= row["recall_vs_exact"] <= 1.0 and row["ms_per_question"] > 0 for row in sweep.values())
+        # A wider search never finds fewer of the exact neighbours in graphs this small (120 and 300 nodes).
+        assert sweep["1600"]["recall_vs_exact"] >= sweep["100"]["recall_vs_exact"]
     assert report["seen_id_set"]["passages"] == 300 and report["seen_id_set"]["bytes_per_passage"] > 50
     markdown = out.with_suffix(".md").read_text()
     assert "SYNTHETIC" in markdown and "recall@10" in markdown
+    assert "| local, sharded | " in markdown and "| local, one unsharded graph | " in markdown
 
 
 @pytest.mark.parametrize("systems", ["", "local,gpu"])
