@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from fastdpr import __version__
 from fastdpr.encoder import OnnxEncoder
 from fastdpr.retriever import Retriever
-from fastdpr.serve_batcher import QuestionBatcher, QuestionResult, QueueFull, ShuttingDown, describe_batching
+from fastdpr.serve_batcher import QuestionBatcher, QuestionResult, QueueFull, ShuttingDown, describe_batching, run_batch
 from fastdpr.serve_metrics import ServeMetrics
 
 Scope = MutableMapping[str, Any]
@@ -288,7 +288,9 @@ def create_app(retriever: Retriever, options: ServeOptions, *, passage_encoder: 
         state.batcher.start()
         state.loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        await state.batcher.submit([READY_PROBE], 1)
+        # Straight to the pool, not through the batcher: a first batch waits up to --max-wait-ms for
+        # company, and readiness must not wait for that (measured: 30 s late at --max-wait-ms 30000).
+        await state.loop.run_in_executor(state.executor, run_batch, retriever, [READY_PROBE], [1], options.max_batch)
         state.probe_ms = round((time.perf_counter() - started) * 1000, 2)
         state.ready = True
         try:

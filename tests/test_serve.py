@@ -273,6 +273,8 @@ def test_full_queue_answers_503_with_retry_after(fp32_index: Path) -> None:
     require_serve()
     with ServerProcess(fp32_index, "--threads", THREADS, "--max-queue", 4, "--max-batch", 64,
                        "--max-wait-ms", LONG_WAIT_MS) as server, ThreadPoolExecutor(1) as pool:
+        # Readiness does not wait for a batch's company (it once took the whole --max-wait-ms).
+        assert httpx.get(server.url + "/ready").json()["probe_ms"] < LONG_WAIT_MS
         # One list request fills the queue (4 questions) atomically; its batch waits for more.
         filling = pool.submit(httpx.post, server.url + "/search", json={"questions": QUESTIONS[:4], "k": 3},
                               timeout=120)
