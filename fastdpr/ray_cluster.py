@@ -45,3 +45,8 @@ def connect(address: str | None) -> ModuleType:
 def cluster_cpus(ray: ModuleType) -> int:
     """CPUs the connected cluster has (at least 1)."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def largest_node_cpus(ray: ModuleType) -> int:
+    """CPUs of the connected cluster's largest live node (at least 1): what one task may reserve."""
+    return max([1] + [int(node.get("Resources", {}).get("CPU", 0)) for node in ray.nodes() if node.get("Alive")])

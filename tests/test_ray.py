@@ -71,6 +71,7 @@ def test_a_ray_build_is_the_local_sharded_build(ray_sharded: Path, local_sharded
     assert ray_manifest["int8_verification"]["passed"]
     note = ray_manifest["build"]["ray"]
     assert note["address"] == "local" and note["encoders"] == 2
+    assert note["graph_task_threads"] == 2  # the whole (2-CPU) node: nothing else runs while a graph builds
     # Every chunk is encoded at its corpus position by one actor: int8 vectors are bit-identical.
     np.testing.assert_array_equal(shard_vectors(ray_sharded), shard_vectors(local_sharded))
     for shard in ray_manifest["shards"]:
