@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from fastdpr.artifact import ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, Artifact
-from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE
+from fastdpr.batching import INPUTS_PER_CALL
 from fastdpr.cpu import this_cpu
 from fastdpr.encoder import OnnxEncoder
 from fastdpr.errors import ExportError, ValidationError
@@ -31,7 +31,7 @@ from fastdpr.verify import compare
 from .kernel_emulation import avx2_report
 from .lazy import require_export_extra
 from .onnx_export import DEFAULT_OPSET
-from .quantize import DEFAULT_RECIPE, get_recipe
+from .quantize import DEFAULT_QUESTION_PRECISION, DEFAULT_RECIPE, get_recipe
 from .sources import ResolvedSource, resolve_source, spec_defaults
 from .validate import RETRIEVAL_AGREEMENT_THRESHOLD, STAGE_THRESHOLDS, retrieval_agreement
 
@@ -63,6 +63,19 @@ class ExportOptions:
     # The gate's threshold (recall@10 of int8 retrieval against fp32 on held-out probes). Tests of tiny
     # random models set their own: their neighbour sets are noise-like, so the default means little there.
     int8_min_recall: float = RETRIEVAL_AGREEMENT_THRESHOLD
+    # The precision questions run at by default in indexes built from the artifact (None: the measured
+    # default, :data:`~fastdpr_export.quantize.DEFAULT_QUESTION_PRECISION`; fp32 without int8 models).
+    question_precision: str | None = None
+
+    def encoding_plan(self) -> dict[str, Any]:
+        """The manifest's ``encoding`` entry: one input per ONNX Runtime call, and each side's default
+        precision (passages: int8 when quantized; questions: ``question_precision``)."""
+        if self.quantize == "none":
+            if self.question_precision == "int8":
+                raise ExportError("--question-precision int8 needs an int8 recipe (not --quantize none)")
+            return {"inputs_per_call": INPUTS_PER_CALL, "precision": {"question": "fp32", "context": "fp32"}}
+        question = self.question_precision or DEFAULT_QUESTION_PRECISION
+        return {"inputs_per_call": INPUTS_PER_CALL, "precision": {"question": question, "context": "int8"}}
 
     def model_sources(self) -> dict[str, tuple[str, tuple[Side, ...]]]:
         """``{model dir: (source, sides it serves)}``; a clear error for an incomplete request."""
@@ -173,6 +186,7 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
     started = time.perf_counter()
     model_sources = options.model_sources()
     recipe = None if options.quantize == "none" else get_recipe(options.quantize)
+    encoding = options.encoding_plan()
     probes = options.probes or builtin_probes()
     with atomic_directory(Path(options.out), options.force, ExportError) as staging, \
             tempfile.TemporaryDirectory(prefix="fastdpr-export-") as tmp:
@@ -246,6 +260,7 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
             "sides": sides_manifest,
             "quantization": None if recipe is None else {"recipe": recipe.name, "settings": recipe.settings(),
                                                           "per_model": quant_counts},
+            "encoding": encoding,
             "fusion": fusion_counts,
             "opset": options.opset,
             "probes": {"dir": "probes", "source": probes.source,
@@ -296,12 +311,12 @@ def _other_recipes(current: str) -> list[str]:
 
 def calibration_batches(tokenizers: dict[Side, SpecTokenizer], inputs: dict[Side, Any]) -> list[dict[str, np.ndarray]]:
     """The model feeds a data-driven INT8 recipe calibrates on: every probe (or ``--calibration``
-    sample) of each side the model serves, batched as the runtime batches them (length-sorted, the
-    runtime's default batch sizes). Dynamic int8 scales depend on batch composition, padding included,
-    so calibrating on differently padded batches would tune the recipe for inputs it never sees."""
-    batch_sizes: dict[Side, int] = {"question": DEFAULT_QUESTION_BATCH_SIZE, "context": DEFAULT_PASSAGE_BATCH_SIZE}
+    sample) of each side the model serves, fed as the runtime feeds them: one input per ONNX Runtime
+    call (:data:`~fastdpr.batching.INPUTS_PER_CALL`), so dynamic int8 takes each activation scale from
+    one input's own tokens, never from padding or batch companions. Calibrating on padded batches would
+    tune the recipe for inputs the runtime never runs."""
     return [feeds for side, tokenizer in tokenizers.items()
-            for _, feeds in tokenizer.sorted_batches(inputs[side], batch_sizes[side])]
+            for _, feeds in tokenizer.sorted_batches(inputs[side], INPUTS_PER_CALL)]
 
 
 def artifact_calibration_batches(artifact: Artifact, sides: Sequence[Side]) -> list[dict[str, np.ndarray]]:

@@ -94,6 +94,9 @@ RECIPES: dict[str, QuantRecipe] = {
     )
 }
 DEFAULT_RECIPE = "dynamic-per-channel-smooth-auto-7bit"
+#: The precision questions run at by default (the artifact manifest's ``encoding`` plan; passages run
+#: int8). Chosen by the side-by-side frontier of issue #19 (README, "Same input, same vector").
+DEFAULT_QUESTION_PRECISION = "int8"
 
 
 def get_recipe(name: str) -> QuantRecipe:

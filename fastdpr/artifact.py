@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from fastdpr.batching import INPUTS_PER_CALL
 from fastdpr.encoder import OnnxEncoder
 from fastdpr.errors import ArtifactError
 from fastdpr.fields import Fields
@@ -45,6 +46,43 @@ class ProbeFiles:
 
 
 @dataclass(frozen=True)
+class EncodingPlan:
+    """How the runtime encodes with an artifact (issue #19): ONNX Runtime calls of ``inputs_per_call``
+    inputs (always 1: an embedding depends on its own text only, bitwise), and the precision each side
+    runs by default (``fastdpr index`` without ``--precision``/``--question-precision``).
+
+    ``recorded`` is False for artifacts exported before the plan was written into the manifest: they
+    get one input per call too, and int8 on both sides (what they were validated with).
+    """
+
+    inputs_per_call: int
+    precision: Mapping[str, str]  # side -> "int8" | "fp32"
+    recorded: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``encoding`` entry."""
+        return {"inputs_per_call": self.inputs_per_call, "precision": dict(self.precision)}
+
+    @classmethod
+    def parse(cls, fields: Fields, sides: Mapping[str, SideFiles]) -> EncodingPlan:
+        """The manifest's ``encoding`` entry, or the plan of an artifact that predates it."""
+        encoding = fields.optional_obj("encoding")
+        if encoding is None:
+            derived: dict[str, str] = {side: "int8" if "int8" in sides[side].models else "fp32" for side in SIDES}
+            return cls(INPUTS_PER_CALL, derived, recorded=False)
+        per_call = encoding.integer("inputs_per_call", minimum=1)
+        if per_call != INPUTS_PER_CALL:
+            encoding.fail(f"encoding.inputs_per_call is {per_call}; this fastdpr encodes {INPUTS_PER_CALL} input "
+                          "per call: written by a newer fastdpr? Re-export with this version")
+        precisions = encoding.obj("precision")
+        precision: dict[str, str] = {side: precisions.one_of(side, PRECISIONS) for side in SIDES}
+        for side, chosen in precision.items():
+            if chosen not in sides[side].models:
+                encoding.fail(f"encoding.precision.{side} is {chosen}, but sides.{side}.models has no {chosen} model")
+        return cls(per_call, precision, recorded=True)
+
+
+@dataclass(frozen=True)
 class ArtifactManifest:
     """A checked ``fastdpr-artifact`` manifest: every key the runtime reads, typed."""
 
@@ -55,6 +93,7 @@ class ArtifactManifest:
     min_cosine: Mapping[str, float]
     int8_recall_at_10: float
     quantization: dict[str, Any] | None
+    encoding: EncodingPlan
     files: FileTable
 
     @classmethod
@@ -98,7 +137,7 @@ class ArtifactManifest:
         return cls(spec=spec, sides=sides, probes=probes, min_cosine=min_cosine,
                    int8_recall_at_10=(thresholds.number("int8_retrieval_recall_at_10")
                                       if thresholds.has("int8_retrieval_recall_at_10") else 0.75),
-                   quantization=quantization, files=files)
+                   quantization=quantization, encoding=EncodingPlan.parse(fields, sides), files=files)
 
 
 @dataclass(frozen=True)
@@ -173,9 +212,14 @@ class Artifact:
         """The side's tokenizer, configured by the spec."""
         return SpecTokenizer(self.tokenizer_path(side), self.spec, side)
 
+    def side_precision(self, side: Side) -> str:
+        """The precision ``side`` runs by default (the manifest's encoding plan)."""
+        return self.typed.encoding.precision[side]
+
     def encoder(self, side: Side, precision: str | None = None, threads: int | None = None) -> OnnxEncoder:
-        """An ONNX Runtime encoder for ``side`` (default precision: :attr:`default_precision`)."""
-        path = self.model_path(side, precision or self.default_precision)
+        """An ONNX Runtime encoder for ``side`` (default precision: :meth:`side_precision`), one input
+        per call."""
+        path = self.model_path(side, precision or self.side_precision(side))
         return OnnxEncoder(path, self.tokenizer(side), threads=threads)
 
     def probes(self) -> Probes:

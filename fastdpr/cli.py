@@ -115,12 +115,17 @@ def main() -> None:
 @click.option("--opset", type=click.IntRange(14, 21), default=17, show_default=True, help="ONNX opset.")
 @click.option("--int8-min-recall", type=click.FloatRange(0.0, 1.0), default=0.75, show_default=True,
               help="The int8 gate: recall@10 of int8 retrieval against fp32 on the held-out probes.")
+@click.option("--question-precision", type=click.Choice(["int8", "fp32"]),
+              help="The precision questions run at by default in indexes built from this artifact (both "
+                   "models are kept; `fastdpr index --question-precision` overrides it). Default: the measured "
+                   "choice (see README, \"Same input, same vector\").")
 @click.option("--list-recipes", is_flag=True, help="List the INT8 recipes and exit.")
 @user_errors
 def export_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None, out: Path | None,
                    force: bool, pooling: str | None, normalize: bool | None, token_types: str | None,
                    question_max_length: int | None, passage_max_length: int | None, quantize: str | None,
-                   calibration: Path | None, opset: int, int8_min_recall: float, list_recipes: bool) -> None:
+                   calibration: Path | None, opset: int, int8_min_recall: float, question_precision: str | None,
+                   list_recipes: bool) -> None:
     """Export a DPR encoder pair (or one shared encoder) to a validated ONNX artifact.
 
     Every stage (ONNX fp32, fused fp32, int8) is compared with the PyTorch model on built-in probe
@@ -157,6 +162,7 @@ def export_command(question_encoder: str | None, context_encoder: str | None, en
         question_max_length=question_max_length, passage_max_length=passage_max_length,
         quantize=quantize or DEFAULT_RECIPE, opset=opset,
         probes=None if calibration is None else probes_from_corpus(calibration), int8_min_recall=int8_min_recall,
+        question_precision=question_precision,
     )
     export_artifact(options, log=lambda line: click.echo(line, err=True))
     click.echo(str(out))
@@ -192,9 +198,14 @@ def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -
 @click.option("--format", "fmt", type=click.Choice(["auto", "dpr-tsv", "jsonl", "beir"]), default="auto",
               show_default=True, help="Corpus format (auto: detected from the content).")
 @click.option("--precision", type=click.Choice(["int8", "fp32"]),
-              help="Encoder precision. Default: int8 when the artifact has it.")
+              help="Precision of both encoders (passages, and questions unless --question-precision says "
+                   "otherwise). Default: the artifact's plan (`fastdpr info ARTIFACT`).")
+@click.option("--question-precision", type=click.Choice(["int8", "fp32"]),
+              help="Precision of the question encoder the index carries. Default: --precision if given, "
+                   "else the artifact's plan.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=DEFAULT_PASSAGE_BATCH_SIZE, show_default=True,
-              help="Passages per ONNX Runtime call (small batches measured fastest on CPU).")
+              help="Passages tokenized and length-sorted together. Every ONNX Runtime call embeds one "
+                   "passage, so a passage's vector never depends on this (or on its neighbours).")
 @click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime / hnswlib threads (default: all cores).")
 @click.option("--hnsw-m", type=click.IntRange(2, 256), default=32, show_default=True, help="HNSW graph degree.")
 @click.option("--ef-construction", type=click.IntRange(1, 10000), default=200, show_default=True)
@@ -215,9 +226,10 @@ def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -
               help="With --shard-size: encode on a Ray cluster (ADDRESS, e.g. auto or ray://HOST:10001; alone: "
                    "a local cluster), --threads CPUs per encoder (default 1). Needs fastdpr[ray].")
 @user_errors
-def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: str | None, batch_size: int,
-                  threads: int | None, hnsw_m: int, ef_construction: int, ef_search: int | None, strict: bool,
-                  force: bool, allow_unverified_int8: bool, as_json: bool, shard_size: int | None,
+def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: str | None,
+                  question_precision: str | None, batch_size: int, threads: int | None, hnsw_m: int,
+                  ef_construction: int, ef_search: int | None, strict: bool, force: bool,
+                  allow_unverified_int8: bool, as_json: bool, shard_size: int | None,
                   resume: bool, ray_address: str | None) -> None:
     """Encode CORPUS with ARTIFACT's context encoder into a searchable index.
 
@@ -236,8 +248,9 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
     from fastdpr.index import IndexOptions, build_index
     from fastdpr.outputs import check_output_dir
 
-    options = IndexOptions(precision=precision, batch_size=batch_size, threads=threads, hnsw_m=hnsw_m,
-                           ef_construction=ef_construction, ef_search=ef_search or DEFAULT_EF,
+    options = IndexOptions(precision=precision, question_precision=question_precision, batch_size=batch_size,
+                           threads=threads, hnsw_m=hnsw_m, ef_construction=ef_construction,
+                           ef_search=ef_search or DEFAULT_EF,
                            strict=strict, force=force, allow_unverified_int8=allow_unverified_int8)
     if resume and shard_size is None:
         raise click.UsageError("--resume continues a sharded build: give the same --shard-size as before")
@@ -265,7 +278,8 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
         echo_json(manifest)
         return
     counts, build = manifest["counts"], manifest["build"]
-    click.echo(f"indexed {counts['indexed']} passages into {out} ({manifest['precision']}, "
+    click.echo(f"indexed {counts['indexed']} passages into {out} (passages {manifest['precision']}, questions "
+               f"{manifest['question_encoder']['precision']}, "
                f"{build['passages_per_s']} passages/s)"
                + (f" in {len(manifest['shards'])} shards" if "shards" in manifest else ""))
     if manifest.get("int8_verification"):

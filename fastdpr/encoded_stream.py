@@ -1,10 +1,12 @@
 """Passages and their embeddings, encoded in chunks aligned to corpus position, handed out in any sizes.
 
-Why aligned chunks: the encoder sorts a chunk by length and batches it, and an int8 model quantizes
-activations per batch, so a passage's embedding depends (in the last bits, sometimes more) on the
-passages batched with it. Encoding chunk ``c`` always as corpus positions ``[c * chunk, (c + 1) *
-chunk)``, as :func:`fastdpr.index.build_index` does, gives every passage the same vector whatever the
-shard size, and whether the build ran in one go or was resumed mid-chunk.
+Why aligned chunks: chunk ``c`` is always corpus positions ``[c * chunk, (c + 1) * chunk)``, as in
+:func:`fastdpr.index.build_index`, so every build path does the same work in the same order. A
+passage's vector does not depend on its chunk: every ONNX Runtime call embeds one passage
+(:data:`fastdpr.batching.INPUTS_PER_CALL`, issue #19). Before that, an int8 model quantized
+activations per batch, and the aligned chunks (and the ``lead`` re-encoded on a mid-chunk resume)
+were what gave a passage the same vector in every build; the lead is now redundant work, left for
+the build paths' merge (issue #20) to remove.
 """
 
 from __future__ import annotations

@@ -49,7 +49,10 @@ __all__ = ["INDEX_FORMAT", "INDEX_FORMAT_VERSION", "IndexManifest", "IndexOption
 class IndexOptions:
     """How to build an index (CLI: ``fastdpr index``)."""
 
+    #: Precision of the passage encoder, and of the question encoder unless ``question_precision`` says
+    #: otherwise. None: the artifact's encoding plan (``Artifact.side_precision``).
     precision: str | None = None
+    question_precision: str | None = None
     batch_size: int = DEFAULT_PASSAGE_BATCH_SIZE
     threads: int | None = None
     hnsw_m: int = DEFAULT_M
@@ -77,6 +80,33 @@ def _write_npy_from_raw(raw: Path, target: Path, count: int, dim: int) -> None:
 
 
 
+def side_precisions(artifact: Artifact, options: IndexOptions) -> tuple[str, str]:
+    """(passage precision, question precision) for a build: the options, else the artifact's plan. Fails
+    at once when the artifact lacks a model at either precision."""
+    precision = options.precision or artifact.side_precision("context")
+    question = options.question_precision or options.precision or artifact.side_precision("question")
+    artifact.model_path("context", precision)
+    artifact.model_path("question", question)
+    return precision, question
+
+
+def question_encoder_files(artifact: Artifact, precision: str, encoder_dir: Path) -> dict[str, Any]:
+    """Copy the question encoder at ``precision`` (and its tokenizer) into ``encoder_dir``; the
+    manifest's ``question_encoder`` entry (an int8 encoder keeps the probes its loads re-check)."""
+    encoder_dir.mkdir(exist_ok=True)
+    shutil.copy2(artifact.model_path("question", precision), encoder_dir / "model.onnx")
+    shutil.copy2(artifact.tokenizer_path("question"), encoder_dir / "tokenizer.json")
+    probe_check = write_question_probes(artifact, encoder_dir) if precision == "int8" else None
+    return {"model": "encoder/model.onnx", "tokenizer": "encoder/tokenizer.json", "precision": precision,
+            "probe_check": probe_check}
+
+
+def int8_check_for_build(artifact: Artifact, options: IndexOptions, precisions: tuple[str, str]) -> (
+        Int8Verification | None):
+    """The int8 check on this CPU when either side runs int8 (None otherwise)."""
+    return verify_int8_for_build(artifact, options) if "int8" in precisions else None
+
+
 def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, fmt: str = "auto",
                 options: IndexOptions | None = None) -> dict[str, Any]:
     """Encode ``corpus`` with the artifact's context encoder and write a searchable index to ``out``.
@@ -86,9 +116,9 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
     """
     options = options or IndexOptions()
     artifact = Artifact.load(artifact_dir)
-    precision = options.precision or artifact.default_precision
+    precision, question_precision = side_precisions(artifact, options)
     reader = read_corpus(corpus, fmt, strict=options.strict)  # type: ignore[arg-type]  # fails early on a missing file / unknown format
-    int8_check = verify_int8_for_build(artifact, options) if precision == "int8" else None
+    int8_check = int8_check_for_build(artifact, options, (precision, question_precision))
     encoder = artifact.encoder("context", precision, options.threads)
     started = time.perf_counter()
     with atomic_directory(Path(out), options.force, IndexLoadError) as staging:
@@ -126,11 +156,7 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
         save_hnsw(graph, staging / "hnsw.bin")
         del graph, vectors_map
         graph_seconds = time.perf_counter() - t0
-        encoder_dir = staging / "encoder"
-        encoder_dir.mkdir()
-        shutil.copy2(artifact.model_path("question", precision), encoder_dir / "model.onnx")
-        shutil.copy2(artifact.tokenizer_path("question"), encoder_dir / "tokenizer.json")
-        probe_check = write_question_probes(artifact, encoder_dir) if precision == "int8" else None
+        question_encoder = question_encoder_files(artifact, question_precision, staging / "encoder")
         manifest: dict[str, Any] = {
             "format": INDEX_FORMAT,
             "format_version": INDEX_FORMAT_VERSION,
@@ -143,8 +169,7 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
             },
             "spec": artifact.spec.to_dict(),
             "precision": precision,
-            "question_encoder": {"model": "encoder/model.onnx", "tokenizer": "encoder/tokenizer.json",
-                                 "probe_check": probe_check},
+            "question_encoder": question_encoder,
             "cpu": this_cpu().to_dict(),
             "int8_verification": None if int8_check is None else int8_check.to_dict(),
             "corpus": {"path": str(Path(corpus).resolve()), "format": reader.format},

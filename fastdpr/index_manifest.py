@@ -50,6 +50,8 @@ class QuestionEncoderFiles:
     model: str
     tokenizer: str
     probe_check: ProbeCheck | None
+    #: The question encoder's precision (indexes written before it was recorded: the index's precision).
+    precision: str
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,8 @@ def _spec(fields: Fields) -> EncoderSpec:
 
 def _question_encoder(fields: Fields, files: FileTable) -> QuestionEncoderFiles:
     encoder = fields.obj("question_encoder")
+    precision = encoder.one_of("precision", PRECISIONS) if encoder.has("precision") else fields.one_of(
+        "precision", PRECISIONS)
     probe: ProbeCheck | None = None
     if (check := encoder.optional_obj("probe_check")) is not None:
         thresholds = check.obj("thresholds")
@@ -139,7 +143,7 @@ def _question_encoder(fields: Fields, files: FileTable) -> QuestionEncoderFiles:
                            recall_at_10=thresholds.number("recall_at_10"))
     return QuestionEncoderFiles(model=files.require(encoder.string("model"), "question_encoder.model"),
                                 tokenizer=files.require(encoder.string("tokenizer"), "question_encoder.tokenizer"),
-                                probe_check=probe)
+                                probe_check=probe, precision=precision)
 
 
 def _hnsw(fields: Fields, files: FileTable, with_file: bool) -> HnswSettings:

@@ -72,6 +72,7 @@ def describe(path: Path, verify: bool = False, threads: int | None = None) -> di
             "sides": {side: {"dir": s["dir"], "source": s["source"]["source"], "class": s["source"]["class"],
                              "models": s["models"]} for side, s in manifest["sides"].items()},
             "quantization": manifest["quantization"],
+            "encoding": {**artifact.typed.encoding.to_dict(), "recorded": artifact.typed.encoding.recorded},
             "validation": manifest["validation"],
             "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
             "versions": manifest["versions"],
@@ -139,6 +140,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"  {side}: {s['dir']}/ from {s['source']} ({s['class']}); models {', '.join(s['models'])}")
         quant = report["quantization"]
         lines.append(f"  int8 recipe: {quant['recipe'] if quant else 'none (fp32 only)'}")
+        lines.append("  " + _encoding_line(report["encoding"]))
         for stage, sides in report["validation"]["stages"].items():
             for side, numbers in sides.items():
                 lines.append(f"  export check {stage:5s} {side:8s} min cosine {numbers['min_cosine']:.6f} "
@@ -162,7 +164,9 @@ def render(report: dict[str, Any]) -> str:
         counts = report.get("counts", {})
         lines.append(f"  passages: {counts.get('indexed')} indexed, {counts.get('skipped_total', 0)} skipped "
                      f"{counts.get('skipped', {})}")
-        lines.append(f"  precision: {report.get('precision')}; hnsw: {report.get('hnsw')}")
+        question = report.get("question_encoder", {}).get("precision", report.get("precision"))
+        lines.append(f"  precision: passages {report.get('precision')}, questions {question}; one input per ONNX "
+                     f"Runtime call; hnsw: {report.get('hnsw')}")
         lines.append(f"  artifact: {report.get('artifact', {}).get('path')}")
         if "shards" in report:
             sizes = [shard["count"] for shard in report["shards"]]
@@ -190,6 +194,15 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"    [{mark}] {r['precision']:4s} {r['side']:8s} min cosine {r['min_cosine']:.6f} "
                          f"(>= {r['min_cosine_threshold']}) mean {r['mean_cosine']:.6f} max |diff| {r['max_abs']:.2e}")
     return "\n".join(lines)
+
+
+def _encoding_line(encoding: dict[str, Any]) -> str:
+    precision = encoding["precision"]
+    line = (f"encoding: {encoding['inputs_per_call']} input per ONNX Runtime call (a vector depends on its own text "
+            f"only); by default questions {precision['question']}, passages {precision['context']}")
+    if not encoding["recorded"]:
+        line += " (derived: exported before fastdpr recorded its plan; re-export to choose per side)"
+    return line
 
 
 def _verified_here(report: dict[str, Any], same_class: bool) -> str:

@@ -7,10 +7,10 @@ a Ray task. The driver merges the parsed blocks in order (global line numbers, d
 the corpus report: exactly those of a local build), writes the shards, and resumes like a local build
 (:mod:`fastdpr.sharded_build` is the same code for both).
 
-Why the result equals a local build: the passages arrive in corpus order, and the unit of encoding is
-one encode chunk at its corpus position (``ENCODE_CHUNK`` passages, see :mod:`fastdpr.encoded_stream`),
-never a Ray-chosen batch, so every passage is batched with the same companions as in a local build,
-and its int8 vector is the same.
+Why the result equals a local build: the passages arrive in corpus order, the unit of work is one
+encode chunk at its corpus position (``ENCODE_CHUNK`` passages, see :mod:`fastdpr.encoded_stream`), and
+every ONNX Runtime call embeds one passage (:data:`fastdpr.batching.INPUTS_PER_CALL`), so a passage's
+vector is a function of its own text, whichever actor encodes it.
 
 What must be shared: the corpus file, at the same path on every node (a shared filesystem, or a copy
 at that path), since the block tasks read it where they run. Nothing else: the model travels through

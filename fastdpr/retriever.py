@@ -40,8 +40,9 @@ def check_index_int8(manifest: IndexManifest | ShardedIndexManifest, encoder: On
                      where: str) -> Int8Verification | None:
     """Check an int8 index's question encoder on this CPU (None for fp32 or indexes built before the
     probes were kept)."""
-    probe = manifest.question_encoder.probe_check if manifest.question_encoder else None
-    if manifest.precision != "int8" or probe is None:
+    files = manifest.question_encoder
+    probe = files.probe_check if files else None
+    if files is None or files.precision != "int8" or probe is None:
         return None
     try:
         questions = json.loads(manifest.path(probe.questions).read_text(encoding="utf-8"))
@@ -51,8 +52,7 @@ def check_index_int8(manifest: IndexManifest | ShardedIndexManifest, encoder: On
     if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions) or \
             reference.ndim != 2 or len(reference) != len(questions):
         raise IndexLoadError(f"{manifest.root}: the int8 probe questions and their reference do not match")
-    # Only the held-out questions are encoded: the check runs at every load, so it stays small (their
-    # batch companions differ from the export's, which moves cosines by ~1e-3, far inside the threshold).
+    # Only the held-out questions are encoded: the check runs at every load, so it stays small.
     start = probe.held_out_from
     return verify_int8_questions(encoder, questions[start:], reference[start:], probe.batch_size,
                                  slice(None), probe.thresholds, where)
@@ -89,6 +89,12 @@ class Retriever:
         self.ef = ef
         #: The int8 question encoder checked on this machine at load (None: fp32, or not checked).
         self.int8_check: Int8Verification | None = None
+
+    @property
+    def question_precision(self) -> str:
+        """The precision of the question encoder (``precision`` is the passage vectors')."""
+        files = self.typed_manifest.question_encoder
+        return files.precision if files else self.typed_manifest.precision
 
     @classmethod
     def load(cls, index_dir: Path | str, *, threads: int | None = None, ef: int | None = None,

@@ -122,7 +122,8 @@ def serve(index: Path, *, host: str, port: int, threads: int | None, workers: in
     config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS,
                             lifespan="on", server_header=False)
     server = DrainingServer(config)
-    log(f"fastdpr serve: {retriever.count} passages of {index} ({retriever.manifest.get('precision')}), "
+    log(f"fastdpr serve: {retriever.count} passages of {index} (passages {retriever.manifest.get('precision')}, "
+        f"questions {retriever.question_precision}), "
         f"{workers} worker(s) x {budget} thread(s), batches of <= {options.max_batch} questions "
         f"(wait <= {options.max_wait_ms:g} ms)")
     log(f"listening on http://{shown}:{bound_port}  (page: /, API schema: /openapi.json)")

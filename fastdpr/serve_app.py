@@ -380,8 +380,8 @@ def create_app(retriever: Retriever, options: ServeOptions, *, passage_encoder: 
             if len(body.questions) > options.max_queue:
                 raise ClientError(422, f"at most {options.max_queue} questions per request")
             results = await state.require_batcher().submit([check_text(q) for q in body.questions], None)
-            return JSONResponse({"side": "question", "precision": precision, "dim": retriever.encoder.dim,
-                                 "embeddings": [r.embedding.tolist() for r in results],
+            return JSONResponse({"side": "question", "precision": retriever.question_precision,
+                                 "dim": retriever.encoder.dim, "embeddings": [r.embedding.tolist() for r in results],
                                  "tokens": [r.tokens for r in results], "truncated": [r.truncated for r in results]})
         passages = body.passages or []
         if state.passage_encoder is None:

@@ -44,9 +44,10 @@ from fastdpr.index import (
     INDEX_FORMAT_VERSION,
     IndexOptions,
     _write_npy_from_raw,
+    int8_check_for_build,
     load_index_manifest,
-    verify_int8_for_build,
-    write_question_probes,
+    question_encoder_files,
+    side_precisions,
 )
 from fastdpr.manifest import MANIFEST_NAME, file_table, library_versions, sha256_file, write_json
 from fastdpr.progress import corpus_bar, finish
@@ -312,15 +313,15 @@ def build_sharded_index(artifact_dir: Path | str, corpus: Path | str, out: Path 
 def _locked_build(artifact_dir: Path | str, corpus: Path | str, out: Path, fmt: str, options: IndexOptions,
                   shard_size: int, resume: bool, backend: BackendFactory) -> dict[str, Any]:
     artifact = Artifact.load(artifact_dir)
-    precision = options.precision or artifact.default_precision
-    artifact.model_path("context", precision)  # fails now on a precision the artifact lacks
+    precision, question_precision = side_precisions(artifact, options)  # fails now on a precision it lacks
     reader = read_corpus(corpus, fmt, strict=options.strict)  # type: ignore[arg-type]  # fails early on a bad file
     state = _build_state(artifact, precision, reader, shard_size, options)
     staging = _prepare_staging(out, state, options.force, resume)
     # Checked on every (re)start: a resumed build may run on another machine, with other int8 kernels.
-    int8_check = verify_int8_for_build(artifact, options) if precision == "int8" else None
+    int8_check = int8_check_for_build(artifact, options, (precision, question_precision))
     try:
-        return _build(artifact, precision, reader, out, staging, shard_size, options, int8_check, backend)
+        return _build(artifact, (precision, question_precision), reader, out, staging, shard_size, options,
+                      int8_check, backend)
     except ResumeRefused:
         raise
     except FastDPRError:
@@ -330,9 +331,11 @@ def _locked_build(artifact_dir: Path | str, corpus: Path | str, out: Path, fmt: 
         raise
 
 
-def _build(artifact: Artifact, precision: str, reader: CorpusReader, out: Path, staging: Path, shard_size: int,
-           options: IndexOptions, int8_check: Int8Verification | None, make_backend: BackendFactory) -> dict[str, Any]:
+def _build(artifact: Artifact, precisions: tuple[str, str], reader: CorpusReader, out: Path, staging: Path,
+           shard_size: int, options: IndexOptions, int8_check: Int8Verification | None,
+           make_backend: BackendFactory) -> dict[str, Any]:
     started = time.perf_counter()
+    precision, question_precision = precisions
     shards = _finished_shards(staging)
     resumed_from = sum(entry.count for entry in shards)
     context = {
@@ -355,8 +358,9 @@ def _build(artifact: Artifact, precision: str, reader: CorpusReader, out: Path, 
         tail: deque[Passage] = deque(maxlen=ENCODE_CHUNK)
         for entry in shards:
             _skip_finished(passages, staging, entry, tail)
-        # Resuming mid-chunk: the chunk's finished passages are encoded again (and dropped) so that the
-        # rest of it gets the batch companions a clean build gives it (see fastdpr.encoded_stream).
+        # Resuming mid-chunk: the chunk's finished passages are encoded again (and dropped), as a clean
+        # build's chunk would be. Since one passage per call (issue #19) this no longer changes any vector
+        # (see fastdpr.encoded_stream).
         within = resumed_from % ENCODE_CHUNK
         lead = list(tail)[len(tail) - within:] if within else []
         stream = backend.stream(passages, lead, bar.update)
@@ -373,18 +377,14 @@ def _build(artifact: Artifact, precision: str, reader: CorpusReader, out: Path, 
         raise CorpusError(f"{reader.path}: no passages to index")
     encoder_dir = staging / "encoder"
     shutil.rmtree(encoder_dir, ignore_errors=True)
-    encoder_dir.mkdir()
-    shutil.copy2(artifact.model_path("question", precision), encoder_dir / "model.onnx")
-    shutil.copy2(artifact.tokenizer_path("question"), encoder_dir / "tokenizer.json")
-    probe_check = write_question_probes(artifact, encoder_dir) if precision == "int8" else None
+    question_encoder = question_encoder_files(artifact, question_precision, encoder_dir)
     seconds = time.perf_counter() - started
     manifest: dict[str, Any] = {
         "format": SHARDED_INDEX_FORMAT,
         "format_version": SHARDED_INDEX_FORMAT_VERSION,
         "created_utc": _now(),
         **context,
-        "question_encoder": {"model": "encoder/model.onnx", "tokenizer": "encoder/tokenizer.json",
-                             "probe_check": probe_check},
+        "question_encoder": question_encoder,
         "cpu": this_cpu().to_dict(),
         "int8_verification": None if int8_check is None else int8_check.to_dict(),
         "counts": {"indexed": count, "skipped_total": report.total_skipped, "skipped": report.skipped,

@@ -169,8 +169,8 @@ def verify_int8_questions(encoder: OnnxEncoder, questions: Sequence[str], refere
 def verify_artifact(artifact: Artifact, threads: int | None = None) -> list[VerifyResult]:
     """Encode the probes with the runtime at every precision and compare with PyTorch.
 
-    Uses the batch size the export validated with: dynamic int8 depends on batch composition, so the
-    same batching is what makes the numbers reproducible.
+    The runtime embeds one input per call, as at export, so the numbers reproduce the export's on the
+    same CPU class whatever the batch size.
     """
     probes = artifact.probes()
     batch_size = artifact.typed.probes.batch_size

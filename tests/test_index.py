@@ -419,11 +419,21 @@ def test_a_precision_the_artifact_lacks_fails(tmp_path: Path, tiny_artifact: Pat
     for rel in ("question/model.int8.onnx", "context/model.int8.onnx"):
         manifest["files"].pop(rel)
         (artifact / rel).unlink()
+    # A plan that names a model the artifact lacks is refused at load, in one line.
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    result = run_cli(["index", artifact, pydoc_corpus, "--out", tmp_path / "idx"], code=1)
+    assert "encoding.precision.question is int8, but sides.question.models has no int8 model" in result.output
+    manifest["encoding"]["precision"] = {"question": "fp32", "context": "fp32"}  # what an fp32-only export writes
     (artifact / "manifest.json").write_text(json.dumps(manifest))
     result = run_cli(["index", artifact, pydoc_corpus, "--out", tmp_path / "idx", "--precision", "int8"], code=1)
     assert "no int8 model" in result.output
-    run_cli(["index", artifact, pydoc_corpus, "--out", tmp_path / "idx"])  # default falls back to fp32
+    run_cli(["index", artifact, pydoc_corpus, "--out", tmp_path / "idx"])  # the plan: fp32
     assert manifest_of(tmp_path / "idx")["precision"] == "fp32"
+    assert manifest_of(tmp_path / "idx")["question_encoder"]["precision"] == "fp32"
+    del manifest["encoding"]  # an artifact exported before the plan was recorded: int8 where it has it
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    run_cli(["index", artifact, pydoc_corpus, "--out", tmp_path / "idx2"])
+    assert manifest_of(tmp_path / "idx2")["precision"] == "fp32"
 
 
 def test_an_unfinished_index_directory_does_not_load(tmp_path: Path, tiny_index: Path) -> None:
