@@ -190,18 +190,18 @@ def batched_calls_system(artifact: Artifact, passages: list[Passage], questions:
     return SystemRun(BATCHED_CALLS, ranked, question_precision="int8")
 
 
-def invariance(artifact: Artifact, questions: list[Question], threads: int) -> dict[str, dict[str, Any]]:
-    """Per question encoder: of the first :data:`INVARIANCE_QUESTIONS` questions, how many get the very
-    same embedding (bitwise) alone and in a length-sorted batch of 32; as deployed (one input per call)
-    and with calls holding the batch (before issue #19)."""
+def invariance(models: dict[str, Path], artifact: Artifact, questions: list[Question],
+               threads: int) -> dict[str, dict[str, Any]]:
+    """Per question model (``fp32``, ``int8`` or ``int8[recipe]``): of the first :data:`INVARIANCE_QUESTIONS`
+    questions, how many get the very same embedding (bitwise) alone and in a length-sorted batch of 32; as
+    deployed (one input per call) and with calls holding the batch (before issue #19)."""
     from fastdpr.encoder import OnnxEncoder
 
     texts = [q.question for q in questions[:INVARIANCE_QUESTIONS]]
     out: dict[str, dict[str, Any]] = {}
-    for precision in artifact.precisions:
+    for precision, path in models.items():
         for per_call, label in ((1, "one input per call"), (None, "batched calls")):
-            encoder = OnnxEncoder(artifact.model_path("question", precision), artifact.tokenizer("question"),
-                                  threads, inputs_per_call=per_call)
+            encoder = OnnxEncoder(path, artifact.tokenizer("question"), threads, inputs_per_call=per_call)
             alone = np.stack([encoder.encode([t])[0] for t in texts])
             batched = encoder.encode(texts, 32)
             same = int(np.all(alone == batched, axis=1).sum())
@@ -211,12 +211,15 @@ def invariance(artifact: Artifact, questions: list[Question], threads: int) -> d
     return out
 
 
-def question_latency(artifact: Artifact, questions: list[Question], threads: int, rounds: int = 3,
-                     sample: int = 200) -> dict[str, float]:
-    """p50 milliseconds to embed one question (tokenize + one ONNX Runtime call), per precision, on the same
-    questions, rounds interleaved across precisions (after a warm-up over the same lengths)."""
+def question_latency(models: dict[str, Path], artifact: Artifact, questions: list[Question], threads: int,
+                     rounds: int = 3, sample: int = 200) -> dict[str, float]:
+    """p50 milliseconds to embed one question (tokenize + one ONNX Runtime call) with each question model
+    (``fp32``, ``int8`` or ``int8[recipe]``), on the same questions, rounds interleaved across models
+    (after a warm-up over the same lengths)."""
+    from fastdpr.encoder import OnnxEncoder
+
     texts = [q.question for q in questions[:: max(1, len(questions) // sample)]]
-    encoders = {precision: artifact.encoder("question", precision, threads) for precision in artifact.precisions}
+    encoders = {name: OnnxEncoder(path, artifact.tokenizer("question"), threads) for name, path in models.items()}
     for encoder in encoders.values():
         for text in texts[:32]:
             encoder.encode([text])
@@ -322,9 +325,13 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
             speed_models[name] = (candidate.model_path("context", "int8"), 1)
             speed_models[f"{name}@batched-calls"] = (candidate.model_path("context", "int8"), None)
     speed = interleaved_speed(speed_models, artifact, passages, threads)
-    latency = question_latency(artifact, questions, threads)
+    question_models = {"fp32": artifact.model_path("question", "fp32")}
+    for recipe, candidate in loaded.items():
+        if "int8" in candidate.precisions:
+            question_models[_int8_label(recipe, len(artifacts) == 1)] = candidate.model_path("question", "int8")
+    latency = question_latency(question_models, artifact, questions, threads)
     log("[parity] invariance alone vs in a batch ...")
-    invariant = invariance(artifact, questions, threads)
+    invariant = invariance(question_models, artifact, questions, threads)
     ranks = {run.name: first_ranks(run.ranked_ids, questions, text_by_id) for run in runs}
     answer = {name: recall(r[0]) for name, r in ranks.items()}
     reference = next(run for run in runs if run.name == PYTORCH)
@@ -403,15 +410,16 @@ def _int8_label(label: str, single: bool) -> str:
     return "int8" if single else f"int8[{label}]"
 
 
-def _frontier_row(report: dict[str, Any], system: str, speed_name: str, calls: str) -> dict[str, Any]:
+def _frontier_row(report: dict[str, Any], system: str, speed_name: str, calls: str, int8_label: str) -> dict[str, Any]:
     """One point of the frontier: recall delta vs PyTorch (points), passage speed-up over fused fp32, the
-    question encoder's precision and p50, and whether its embeddings are bitwise batch-invariant."""
+    question encoder's precision and p50, and whether its embeddings are bitwise batch-invariant (checked
+    on the first artifact's question models)."""
     delta = {k: round(v * 100, 2) for k, v in report["delta_vs_pytorch"][system].items()}
     question = report["question_precision"][system]
-    checked = report["invariance"].get(f"{question}, {calls}")
+    checked = report["invariance"].get(f"{'fp32' if question == 'fp32' else int8_label}, {calls}")
     return {"system": system, "question_precision": question, "calls": calls, "delta_points": delta,
             "speedup_vs_fp32": report["passage_encoding_interleaved"]["speedup_vs_onnx_fp32"][speed_name],
-            "question_p50_ms": report["question_p50_ms"].get(question),
+            "question_p50_ms": report["question_p50_ms"].get("fp32" if question == "fp32" else int8_label),
             "invariant": None if checked is None else checked["identical"] == checked["questions"],
             "recall_goal_met": all(delta[k] >= -GOAL_MAX_LOSS[k] for k in GOAL_MAX_LOSS)}
 
@@ -427,12 +435,15 @@ def frontier(report: dict[str, Any], labels: list[str]) -> dict[str, dict[str, A
         system = f"{name}-hnsw"
         if system not in report["delta_vs_pytorch"]:
             continue
-        row = _frontier_row(report, system, name, "one input per call")
+        int8_label = _int8_label(label, len(labels) == 1)
+        row = _frontier_row(report, system, name, "one input per call", int8_label)
         row["speed_goal_met"] = row["speedup_vs_fp32"] >= GOAL_MIN_SPEEDUP
         others = [other for other in report["delta_vs_pytorch"] if other.startswith(f"{system}{QUESTIONS_SUFFIX}")]
-        row["alternatives"] = [_frontier_row(report, other, name, "one input per call") for other in others]
+        row["alternatives"] = [_frontier_row(report, other, name, "one input per call", int8_label)
+                               for other in others]
         if not out and BATCHED_CALLS in report["delta_vs_pytorch"]:
-            row["alternatives"].append(_frontier_row(report, BATCHED_CALLS, f"{name}@batched-calls", "batched calls"))
+            row["alternatives"].append(_frontier_row(report, BATCHED_CALLS, f"{name}@batched-calls", "batched calls",
+                                                     int8_label))
         out[label] = row
     return out
 

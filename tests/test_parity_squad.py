@@ -29,10 +29,11 @@ pytestmark = pytest.mark.slow
 
 QUESTIONS = 10_570
 KS = (1, 5, 20, 50, 100)
-#: Issue #5's goal, as the README states it ("INT8 recipes: the frontier"): int8 + HNSW within 1.0 point
-#: of PyTorch fp32's answer recall at Top-1/Top-5 and 0.5 at Top-20/50/100. Written here, not imported
-#: from the benchmark, so that loosening the benchmark's goal cannot loosen this test.
-GOAL_MAX_LOSS_POINTS = {1: 1.0, 5: 1.0, 20: 0.5, 50: 0.5, 100: 0.5}
+#: Issue #19's goal: the default artifact as deployed (int8 passages + HNSW, the artifact's question side, one
+#: input per ONNX Runtime call) within 0.25 points of PyTorch fp32's answer recall at every k (issue #5's was
+#: 1.0 / 1.0 / 0.5 / 0.5 / 0.5). Written here, not imported from the benchmark, so that loosening the
+#: benchmark's goal cannot loosen this test.
+GOAL_MAX_LOSS_POINTS = {1: 0.25, 5: 0.25, 20: 0.25, 50: 0.25, 100: 0.25}
 # HNSW against exact search, fp32: the largest loss (fraction of questions) tolerated at any k.
 FP32_HNSW_MAX_LOSS = 10 / QUESTIONS
 #: Questions whose ONNX fp32 top-k id list equals PyTorch fp32's, in order, at least (share of all).
@@ -55,8 +56,11 @@ def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: 
     assert (tmp_path / "parity.png").stat().st_size > 10_000
 
     recall = report["answer_recall"]
+    deployed_questions = report["question_precision"]["onnx-int8-hnsw"]
+    other = "fp32" if deployed_questions == "int8" else "int8"
     systems = {"pytorch-fp32-exact", "onnx-fp32-exact", "onnx-fp32-hnsw", "onnx-int8-exact", "onnx-int8-hnsw",
-               "onnx-int8-hnsw@question-batch-1"}
+               f"onnx-int8-exact@questions-{other}", f"onnx-int8-hnsw@questions-{other}",
+               "onnx-int8-exact@batched-calls"}
     assert set(recall) == systems
     for system in systems:
         values = [recall[system][str(k)] for k in KS]
@@ -70,9 +74,6 @@ def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: 
         assert report["flips"]["onnx-fp32-exact"][str(k)] == {"hit_to_miss": 0, "miss_to_hit": 0}
         assert abs(delta["onnx-fp32-hnsw"][str(k)]) <= FP32_HNSW_MAX_LOSS + 1e-9, (k, delta["onnx-fp32-hnsw"])
         assert delta["onnx-int8-hnsw"][str(k)] * 100 >= -GOAL_MAX_LOSS_POINTS[k], (k, delta["onnx-int8-hnsw"])
-        # One question per ONNX Runtime call (no batch companions) must hold the goal too.
-        batch_1 = delta["onnx-int8-hnsw@question-batch-1"]
-        assert batch_1[str(k)] * 100 >= -GOAL_MAX_LOSS_POINTS[k], (k, batch_1)
     # How many questions get PyTorch's very passages, in PyTorch's order (not only the same recall).
     agreement = report["ranked_id_agreement"]
     assert agreement["reference"] == "pytorch-fp32-exact" and agreement["questions"] == QUESTIONS
@@ -88,7 +89,15 @@ def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: 
     assert row["system"] == "onnx-int8-hnsw" and row["recall_goal_met"] is True
     assert row["delta_points"] == {k: round(v * 100, 2) for k, v in delta["onnx-int8-hnsw"].items()}
     assert row["speedup_vs_fp32"] == report["passage_encoding_interleaved"]["speedup_vs_onnx_fp32"]["onnx-int8"]
-    assert row["delta_points_question_batch_1"] == {k: round(v * 100, 2) for k, v in batch_1.items()}
+    assert [point["system"] for point in row["alternatives"]] == [f"onnx-int8-hnsw@questions-{other}",
+                                                                  "onnx-int8-exact@batched-calls"]
+    # Issue #19: the deployed question encoder gives every question the same embedding alone and in a batch;
+    # calls holding whole batches (before the issue) did not for int8.
+    assert row["invariant"] is True
+    checked = report["invariance"][f"{deployed_questions}, one input per call"]
+    assert checked["identical"] == checked["questions"] == 256
+    assert report["invariance"]["int8, batched calls"]["identical"] < 256
+    assert set(report["question_p50_ms"]) == {"fp32", "int8"}  # one artifact: its int8 and fp32 question models
     assert report["machine"]["int8_class"]["int8_class"]  # every result names its CPU class
     assert "INT8 frontier" in (tmp_path / "parity.md").read_text(encoding="utf-8")
     assert (tmp_path / "frontier.png").stat().st_size > 10_000
