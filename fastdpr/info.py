@@ -106,6 +106,7 @@ def _index_report(path: Path, kind: str, typed: IndexManifest | ShardedIndexMani
     """An index's (or sharded index's) description: where it was built and checked, and, with
     ``verify``, its int8 question encoder checked on this machine."""
     manifest = typed.raw
+    question_precision = typed.question_encoder.precision if typed.question_encoder else typed.precision
     built_on = manifest.get("cpu", {}).get("int8_class")
     graph = int8_graph({"quantization": manifest["artifact"].get("quantization"), "sides": {}}, here.int8_class)
     report = {"kind": kind, "path": str(path),
@@ -113,11 +114,13 @@ def _index_report(path: Path, kind: str, typed: IndexManifest | ShardedIndexMani
               "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
               "integrity": "ok", "integrity_check": "sha256" if verify else "fingerprint",
               "built_on": manifest.get("cpu"), "cpu": here.to_dict(),
-              "int8": None if manifest.get("precision") != "int8" else {
-                  "model": manifest["question_encoder"]["model"], "this_machine": here.int8_class,
+              "int8": None if "int8" not in (typed.precision, question_precision) else {
+                  "passages": typed.precision == "int8",
+                  "model": manifest["question_encoder"]["model"] if question_precision == "int8" else None,
+                  "this_machine": here.int8_class,
                   "built_on": built_on,
                   "exact_on_every_x86_class": graph["exact_on_every_x86_class"] if graph else None}}
-    if verify and typed.precision == "int8":
+    if verify and question_precision == "int8":
         from fastdpr.retriever import check_index_int8, open_question_encoder
 
         check = check_index_int8(typed, open_question_encoder(typed, threads), "info --verify")

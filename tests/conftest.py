@@ -142,11 +142,13 @@ def pydoc_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_index(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, pydoc_corpus: Path) -> Path:
-    """The pydoc corpus indexed with the tiny artifact (fast; for format and behaviour tests)."""
+    """The pydoc corpus indexed with the tiny artifact (fast; for format and behaviour tests), int8 on both
+    sides (the artifact's plan runs questions in fp32): the int8 question encoder's load-time checks are
+    what many tests exercise."""
     from fastdpr.index import IndexOptions, build_index
 
     out = tmp_path_factory.mktemp("idx") / "tiny-pydoc"
-    build_index(tiny_artifact, pydoc_corpus, out, "jsonl", IndexOptions(progress=False))
+    build_index(tiny_artifact, pydoc_corpus, out, "jsonl", IndexOptions(question_precision="int8", progress=False))
     return out
 
 

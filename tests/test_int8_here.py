@@ -42,8 +42,8 @@ def test_export_names_its_cpu_class_and_holds_out_probes_from_calibration(tiny_a
     assert agreement["questions"] == probes["questions"] - calibration["questions"] >= 32
     assert agreement["passages"] == probes["passages"] - calibration["passages"] >= 128
     smoothing = manifest["quantization"]["per_model"]["context"]["smoothing"]  # type: ignore[index]
-    # Calibration batches: the calibration passages only, at the runtime's passage batch size (8).
-    assert smoothing["calibration_batches"] == -(-calibration["passages"] // 8)
+    # Calibration batches: the calibration passages only, one per call as the runtime encodes them.
+    assert smoothing["calibration_batches"] == calibration["passages"]
 
 
 def test_index_records_the_int8_check_and_keeps_probes_for_load_checks(tiny_index: Path) -> None:
@@ -128,8 +128,8 @@ def test_a_sharded_index_is_checked_like_one_index(tiny_artifact: Path, pydoc_co
     from fastdpr.sharded_build import build_sharded_index
 
     out = tmp_path / "sharded"
-    manifest = build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", IndexOptions(progress=False),
-                                   shard_size=200)
+    manifest = build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl",
+                                   IndexOptions(question_precision="int8", progress=False), shard_size=200)
     assert len(manifest["shards"]) > 1
     assert manifest["int8_verification"]["passed"] is True
     assert manifest["cpu"]["int8_class"] == this_cpu().int8_class
