@@ -167,7 +167,7 @@ def recall_at_10(index: Path, questions: tuple[str, ...], ef: int | None) -> flo
 
 def test_hnsw_over_shards_finds_what_exact_search_finds(sharded: Path, unsharded: Path, pydoc_corpus: Path) -> None:
     # 99 questions: the first words of passages spread over the corpus (and so over every shard). The
-    # tiny random model's vectors are structureless, the hard case for HNSW (see fastdpr.ann.DEFAULT_EF).
+    # tiny random model's vectors are structureless, the hard case for HNSW (see fastdpr.ann_defaults.DEFAULT_EF).
     passages = list(read_corpus(pydoc_corpus))
     questions = tuple(" ".join(p.text.split()[:12]) for p in passages[::7])
     assert recall_at_10(sharded, questions, ef=None) >= 0.95  # the index's ef (400): measured 1.000
