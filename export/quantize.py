@@ -1,7 +1,7 @@
 """INT8 recipes: named, frozen descriptions of how a fused fp32 graph is quantized.
 
 Quantization always runs on the *fused* graph, so attention becomes QAttention. Which recipe is the
-default is decided by measured recall (README, "INT8 recipes: the frontier"), not by habit. Recipes
+default is decided by measured recall (docs/benchmarks.md, "INT8 recipes: the frontier"), not by habit. Recipes
 that need data (smoothing, the sensitivity pass) take calibration batches: the probe passages and
 questions, or a sample of ``--calibration FILE``.
 """
@@ -41,7 +41,7 @@ class QuantRecipe:
     per-node sensitivity pass (quantize one node at a time, measure embedding error on calibration
     inputs).
     ``quantize_embeddings``: also quantize the embedding tables (QEmbedLayerNormalization). A lookup
-    gains no speed from int8, only a smaller file, and costs recall (measured: README frontier).
+    gains no speed from int8, only a smaller file, and costs recall (measured: docs/benchmarks.md, the frontier).
     ``row_scales``: every MatMul input is quantized with one scale per token row instead of one per
     call (:mod:`.row_scales`; attention inputs keep ORT's per-call scale). Needs 7-bit weights to stay
     exact on AVX2 (``reduce_range``).
@@ -76,7 +76,7 @@ class QuantRecipe:
 
 #: The alphas the auto-smoothing recipe tries. SmoothQuant's paper uses 0.5 for most models and up to
 #: 0.75-0.85 for models with strong outliers; on MiniLM-DPR the passage-side error kept falling up to
-#: ~0.8 (README frontier), so the grid leans high.
+#: ~0.8 (docs/benchmarks.md, the frontier), so the grid leans high.
 AUTO_SMOOTH_ALPHAS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 RECIPES: dict[str, QuantRecipe] = {

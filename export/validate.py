@@ -20,7 +20,7 @@ from fastdpr.verify import RETRIEVAL_K, RetrievalAgreement, retrieval_agreement 
 from .sources import ResolvedSource
 from .torch_model import load_hf_model
 
-# Set from measurements (README, "Validation thresholds"): fused fp32 reproduces PyTorch to ~1e-6;
+# Set from measurements: fused fp32 reproduces PyTorch to ~1e-6;
 # int8's passage min cosine was >= 0.99 for MiniLM with the default recipe and >= 0.98 on tiny
 # random models, whose weights are less regular.
 STAGE_THRESHOLDS: dict[str, dict[str, float]] = {

@@ -26,20 +26,8 @@ from typing import Protocol, runtime_checkable
 import hnswlib
 import numpy as np
 
+from fastdpr.ann_defaults import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
 from fastdpr.errors import FastDPRError, IndexLoadError
-
-#: Search-time ``ef`` when the caller does not give one. Measured with m=32, ef_construction=200 on
-#: 384-d unit vectors with low intrinsic dimension (like sentence embeddings), n=20,000: recall@10
-#: 0.991 / 0.999 / 1.000 and recall@100 0.978 / 0.990 / 0.998 at ef 64 / 128 / 200. On SQuAD dev with
-#: MiniLM-DPR int8 vectors (all 10,570 questions, k=100), ef=200 still lost 0.13 / 0.19 / 0.20 points
-#: of Top-20/50/100 answer recall against exact search, ef=400 lost <= 0.02 and ef=800 nothing, and
-#: the whole run was no slower (question encoding dominates). Recall parity is the point of this tool,
-#: so the default sits where HNSW is indistinguishable from exact search at k=100.
-#: Structureless random vectors are much harder (recall@10 0.80 at ef=200, n=20,000): pass a higher
-#: ``ef`` there, or use :class:`ExactSearcher`.
-DEFAULT_EF = 400
-DEFAULT_M = 32
-DEFAULT_EF_CONSTRUCTION = 200
 
 #: Rows added per ``add_items`` call while building: the unit of progress reporting. Each call
 #: starts and joins its own worker threads, so chunks should be large enough to keep them busy.

@@ -142,7 +142,7 @@ class ArtifactManifest:
 
 @dataclass(frozen=True)
 class Artifact:
-    """An exported encoder pair on disk (see README, "Artifact layout").
+    """An exported encoder pair on disk (see docs/formats.md, "Artifact layout").
 
     ``manifest`` is the JSON as read (for reports); ``typed`` is what the runtime uses.
     """

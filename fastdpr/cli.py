@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import click
 
 from fastdpr import __version__
-from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE
+from fastdpr.ann_defaults import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE
 from fastdpr.errors import FastDPRError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -207,10 +208,13 @@ def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -
               help="Passages tokenized and length-sorted together. Every ONNX Runtime call embeds one "
                    "passage, so a passage's vector never depends on this (or on its neighbours).")
 @click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime / hnswlib threads (default: all cores).")
-@click.option("--hnsw-m", type=click.IntRange(2, 256), default=32, show_default=True, help="HNSW graph degree.")
-@click.option("--ef-construction", type=click.IntRange(1, 10000), default=200, show_default=True)
-@click.option("--ef", "ef_search", type=click.IntRange(1, 100000), default=None,
-              help="Search ef recorded in the index [default: 200, see README]; raised to k when k is larger.")
+@click.option("--hnsw-m", type=click.IntRange(2, 256), default=DEFAULT_M, show_default=True,
+              help="HNSW graph degree (hnswlib's M).")
+@click.option("--ef-construction", type=click.IntRange(1, 10000), default=DEFAULT_EF_CONSTRUCTION, show_default=True,
+              help="HNSW build breadth: larger builds slower and recalls more.")
+@click.option("--ef", "ef_search", type=click.IntRange(1, 100000), default=DEFAULT_EF, show_default=True,
+              help="Search ef recorded in the index and applied at every load (`fastdpr search --ef` overrides "
+                   "it; see docs/scale.md for recall by ef); raised to k when k is larger.")
 @click.option("--strict", is_flag=True, help="Fail on the first bad corpus row instead of skipping and counting it.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists (and discard an interrupted sharded build).")
 @click.option("--allow-unverified-int8", is_flag=True,
@@ -228,7 +232,7 @@ def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -
 @user_errors
 def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: str | None,
                   question_precision: str | None, batch_size: int, threads: int | None, hnsw_m: int,
-                  ef_construction: int, ef_search: int | None, strict: bool, force: bool,
+                  ef_construction: int, ef_search: int, strict: bool, force: bool,
                   allow_unverified_int8: bool, as_json: bool, shard_size: int | None,
                   resume: bool, ray_address: str | None) -> None:
     """Encode CORPUS with ARTIFACT's context encoder into a searchable index.
@@ -244,13 +248,12 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
     With --shard-size, an interrupted build is kept next to --out and --resume continues it.
     With --ray, the same sharded index is encoded on a Ray cluster (pip install 'fastdpr[ray]').
     """
-    from fastdpr.ann import DEFAULT_EF
     from fastdpr.index import IndexOptions, build_index
     from fastdpr.outputs import check_output_dir
 
     options = IndexOptions(precision=precision, question_precision=question_precision, batch_size=batch_size,
                            threads=threads, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                           ef_search=ef_search or DEFAULT_EF,
+                           ef_search=ef_search,
                            strict=strict, force=force, allow_unverified_int8=allow_unverified_int8)
     if resume and shard_size is None:
         raise click.UsageError("--resume continues a sharded build: give the same --shard-size as before")
@@ -318,7 +321,8 @@ def _print_hits(hits: list[Any], width: int = 100) -> None:
 @click.option("--match", type=click.Choice(["string", "regex"]), default="string", show_default=True,
               help="has_answer rule: DPR string match, or regex answers (CuratedTREC).")
 @click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores).")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=DEFAULT_QUESTION_BATCH_SIZE, show_default=True,
+              help="With --queries: questions tokenized together (every ONNX Runtime call embeds one question).")
 @click.option("--ray", "ray_address", metavar="ADDRESS",
               help="Serve a sharded index's shards from Ray actors on this cluster (auto, ray://HOST:10001, "
                    "HOST:6379; every node must see INDEX at the same path). Needs fastdpr[ray].")

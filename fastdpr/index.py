@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fastdpr.ann import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, build_hnsw, save_hnsw
+from fastdpr.ann import build_hnsw, save_hnsw
+from fastdpr.ann_defaults import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
 from fastdpr.artifact import Artifact
 from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE, ENCODE_CHUNK
 from fastdpr.corpus import CorpusReport, Passage, read_corpus

@@ -18,8 +18,8 @@ PROBE_PASSAGE_COUNT = 256
 #: Probes held out from int8 calibration, appended after the calibration probes: the int8 checks and
 #: the gate read only these (a gate measured on the data a recipe was tuned on would flatter it).
 #: They are *added*, not carved out of the calibration set: halving the calibration questions moved
-#: the searched smoothing alpha and cost 0.4 points of Top-20 on MiniLM-DPR (README, "INT8 on every
-#: CPU class").
+#: the searched smoothing alpha and cost 0.4 points of Top-20 on MiniLM-DPR (docs/benchmarks.md, "INT8
+#: on every CPU class").
 HELD_OUT_PASSAGE_COUNT = 128
 
 # Real questions a Python user asks; the pydoc topics hold most of their answers. Some are short,

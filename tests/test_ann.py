@@ -12,13 +12,13 @@ import pytest
 
 import fastdpr.ann as ann
 from fastdpr.ann import (
-    DEFAULT_EF,
     ExactSearcher,
     HnswSearcher,
     Searcher,
     build_hnsw,
     save_hnsw,
 )
+from fastdpr.ann_defaults import DEFAULT_EF
 from fastdpr.errors import FastDPRError, IndexLoadError
 
 N, DIM, CLUSTERS = 5000, 64, 40

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from fastdpr.ann import DEFAULT_EF
+from fastdpr.ann_defaults import DEFAULT_EF
 from fastdpr.artifact import Artifact
 from fastdpr.builtin_corpus import pydoc_topic_passages
 from fastdpr.corpus import Passage, write_corpus

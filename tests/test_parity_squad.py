@@ -8,7 +8,7 @@ int8 (-1.74); all questions cost ~2 more minutes and make the run deterministic 
 full run gave identical flips twice). So the thresholds are issue #5's goal itself (int8 + HNSW may
 lose at most 1.0 point at Top-1/Top-5 and 0.5 beyond). The default (7-bit weights) computes the same
 integers on every x86 int8 class (issue #10), so this test means the same wherever CI lands; measured
-on x86-amx: -0.61 / -0.46 / -0.43 / -0.34 / -0.33 (README, "INT8 on every CPU class"). fp32 must
+on x86-amx: -0.61 / -0.46 / -0.43 / -0.34 / -0.33 (docs/benchmarks.md, "INT8 on every CPU class"). fp32 must
 match PyTorch's answer recall exactly; HNSW may cost fp32 a few questions (measured: 3 of 10,570 at
 Top-100). fp32 is not bit-identical to PyTorch, so its ranked passage lists are counted against
 PyTorch's (issue #14): near-tied passages can swap places deep in the list, but rarely near the top.

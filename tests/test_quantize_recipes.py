@@ -59,7 +59,7 @@ def test_each_recipe_exports_and_passes_validation(recipe: str, tiny_dpr_pair: t
 
 
 
-#: The alphas the auto-smoothing recipes search, as the README and the recipe's description state them.
+#: The alphas the auto-smoothing recipes search, as docs/benchmarks.md and the recipe's description state them.
 AUTO_ALPHAS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from doc_blocks import block, shell_commands
 from requires import require_module
 from test_shards import PYDOC_PASSAGES, QUESTIONS, assert_same_results, manifest_of, results, run_cli, stored_rows
 
@@ -223,11 +223,10 @@ def test_without_ray_the_error_says_how_to_install_it(monkeypatch: pytest.Monkey
 
 def test_the_readme_commands_work(local_ray: Any, tmp_path: Path, tiny_artifact: Path, pydoc_corpus: Path,
                                   local_sharded: Path) -> None:
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = text.split("### Ray", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
     names = {"dpr-nq": str(tiny_artifact), "psgs_w100.tsv": str(pydoc_corpus), "wiki-index": str(tmp_path / "wiki"),
              "1000000": str(SHARD_SIZE)}
-    commands = [[names.get(arg, arg) for arg in shlex.split(line)] for line in block.splitlines() if line.strip()]
+    text = block("docs/scale.md: Ray (optional: `pip install 'fastdpr[ray]'`) #1").text
+    commands = [[names.get(arg, arg) for arg in command] for command in shell_commands(text)]
     assert [command[:2] for command in commands] == [["fastdpr", "index"], ["fastdpr", "search"]]
     assert "in 4 shards" in run_cli(commands[0][1:]).output  # --ray auto: the module's cluster
     assert stored_rows(tmp_path / "wiki") == stored_rows(local_sharded)

@@ -1,18 +1,20 @@
-"""The README runs: every command block is executed here, or by the test named for it, or listed with
-the reason it is not.
+"""The README and docs/ run: every command block is executed here, or by the test named for it, or listed
+with the reason it is not.
 
-The rule for README code blocks (see the README's "Development" section):
+The rule for the code blocks of README.md and of every docs/*.md page (see docs/development.md):
 
 * every fence has a language tag;
 * ``bash``, ``sh``, ``console`` and ``python`` blocks are commands a user pastes: each must be a key of
   :data:`RUN` (executed by the test function named there), :data:`ELSEWHERE` (executed by another test,
-  which must read it from the README) or :data:`NOT_RUN` (with the reason);
+  which must read it with ``doc_blocks.block`` under its key) or :data:`NOT_RUN` (with the reason);
 * ``text`` blocks (layouts, output, usage synopses) are not commands and are ignored.
 
-A block is keyed by the heading it sits under and its position among that heading's command blocks
-(``"The CLI #1"``). A new command block, a renamed heading or a block that moved fails
-:func:`test_every_command_block_is_accounted_for` until the tables below say what to do with it: that is
-what keeps the README from drifting.
+A block is keyed by its file, the heading it sits under and its position among that heading's command
+blocks (``"README.md: The CLI #1"``, ``"docs/scale.md: Sharded indexes and resumable builds #1"``; see
+``tests/doc_blocks.py``). A new command block, a renamed heading or a block that moved (to another
+heading or page) fails :func:`test_every_command_block_is_accounted_for` until the tables below say what
+to do with it: that is what keeps the README and docs/ from drifting. Relative links between the pages
+and into the repository must resolve (:func:`test_relative_links_resolve`).
 
 Commands run offline in a temporary directory with an isolated HOME, against tiny models. What cannot
 run as written is mapped here, explicitly:
@@ -35,152 +37,137 @@ import re
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from click.testing import CliRunner, Result
 from conftest import REPO_ROOT, TINY_INT8_MIN_RECALL, require_export
-
-README = REPO_ROOT / "README.md"
-COMMAND_LANGUAGES = frozenset({"bash", "sh", "console", "python"})
-INERT_LANGUAGES = frozenset({"text"})
+from doc_blocks import (
+    COMMAND_LANGUAGES,
+    INERT_LANGUAGES,
+    all_blocks,
+    block,
+    headings,
+    pages,
+    parse_blocks,
+    relative,
+    shell_commands,
+)
 
 #: Executed here: block key -> the test function that runs it.
 RUN: dict[str, str] = {
-    "Two commands #1": "test_two_commands_install_and_demo",
-    "The CLI #1": "test_the_cli_block",
-    "The CLI #2": "test_the_python_block",
-    "INT8 recipes: the frontier #1": "test_the_frontier_block",
-    "Serving over HTTP #1": "test_two_commands_install_and_demo",
-    "The seed models #1": "test_the_seed_models_block",
-    "The seed models #2": "test_the_seed_fixture_block",
+    "README.md: Two commands #1": "test_two_commands_install_and_demo",
+    "README.md: The CLI #1": "test_the_cli_block",
+    "README.md: The CLI #2": "test_the_python_block",
+    "docs/benchmarks.md: INT8 recipes: the frontier #1": "test_the_frontier_block",
+    "docs/serve.md: Serving over HTTP #1": "test_two_commands_install_and_demo",
+    "docs/seed-models.md: The seed models #1": "test_the_seed_models_block",
+    "docs/seed-models.md: The seed models #2": "test_the_seed_fixture_block",
 }
 
-#: Executed by another test, which reads the block from the README itself: key -> "file::test".
+#: Executed by another test, which reads the block with ``doc_blocks.block(key)``: key -> "file::test".
 ELSEWHERE: dict[str, str] = {
-    "Sharded indexes and resumable builds #1": "tests/test_shards.py::test_the_readme_commands_work",
-    "Ray (optional: `pip install 'fastdpr[ray]'`) #1": "tests/test_ray.py::test_the_readme_commands_work",
+    "docs/scale.md: Sharded indexes and resumable builds #1": "tests/test_shards.py::test_the_readme_commands_work",
+    "docs/scale.md: Ray (optional: `pip install 'fastdpr[ray]'`) #1":
+        "tests/test_ray.py::test_the_readme_commands_work",
 }
 
 #: Deliberately not executed: key -> why.
 NOT_RUN: dict[str, str] = {
-    "Two commands #2": "`bash .ci/run` is CI itself (ruff, mypy and this test suite from a fresh clone); "
-                       "running it from a test would recurse",
+    "README.md: Two commands #2": "`bash .ci/run` is CI itself (ruff, mypy and this test suite from a fresh clone); "
+                                  "running it from a test would recurse",
 }
-
-
-@dataclass(frozen=True)
-class Block:
-    """One fenced code block of the README."""
-
-    heading: str
-    ordinal: int  # among the command blocks under the same heading, from 1
-    language: str
-    text: str
-    line: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.heading} #{self.ordinal}"
-
-
-def readme_blocks(text: str) -> list[Block]:
-    """Every fenced block (```lang ... ```) with the heading it sits under; command blocks are numbered."""
-    blocks: list[Block] = []
-    heading, ordinals = "", {}
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("#"):
-            heading = line.lstrip("#").strip()
-        elif line.startswith("```"):
-            language = line[3:].strip()
-            body: list[str] = []
-            start = i + 1
-            i += 1
-            while i < len(lines) and not lines[i].startswith("```"):
-                body.append(lines[i])
-                i += 1
-            ordinal = 0
-            if language in COMMAND_LANGUAGES:
-                ordinal = ordinals[heading] = ordinals.get(heading, 0) + 1
-            blocks.append(Block(heading, ordinal, language, "\n".join(body) + "\n", start))
-        i += 1
-    return blocks
-
-
-def command_blocks() -> dict[str, Block]:
-    return {b.key: b for b in readme_blocks(README.read_text(encoding="utf-8")) if b.language in COMMAND_LANGUAGES}
-
-
-def block(key: str) -> Block:
-    return command_blocks()[key]
-
-
-def shell_commands(text: str) -> list[list[str]]:
-    """The commands of a bash block: continuation lines joined, comments dropped, ``&&`` split."""
-    joined = text.replace("\\\n", "")
-    commands: list[list[str]] = []
-    for line in joined.splitlines():
-        words = shlex.split(line, comments=True)
-        current: list[str] = []
-        for word in words:
-            if word == "&&":
-                commands.append(current)
-                current = []
-            else:
-                current.append(word)
-        if current:
-            commands.append(current)
-    return commands
 
 
 # ---------------------------------------------------------------------------------------------------
 # The rule
 
 
+def test_the_pages_are_the_readme_and_docs() -> None:
+    names = [relative(page) for page in pages()]
+    assert names[0] == "README.md" and "docs/serve.md" in names and "docs/scale.md" in names, names
+
+
 def test_every_command_block_is_accounted_for() -> None:
-    blocks = readme_blocks(README.read_text(encoding="utf-8"))
-    untagged = [b.line for b in blocks if not b.language]
-    assert not untagged, f"README blocks without a language tag (use text for non-commands) at lines {untagged}"
+    blocks = all_blocks()
+    untagged = [f"{b.file}:{b.line}" for b in blocks if not b.language]
+    assert not untagged, f"blocks without a language tag (use text for non-commands) at {untagged}"
     unknown = {b.language for b in blocks} - COMMAND_LANGUAGES - INERT_LANGUAGES
-    assert not unknown, f"README blocks with tags this test does not know: {sorted(unknown)}"
+    assert not unknown, f"blocks with tags this test does not know: {sorted(unknown)}"
     keys = [b.key for b in blocks if b.language in COMMAND_LANGUAGES]
     assert len(keys) == len(set(keys))
     tables = [set(RUN), set(ELSEWHERE), set(NOT_RUN)]
     assert not (tables[0] & tables[1] or tables[0] & tables[2] or tables[1] & tables[2])
     listed = set().union(*tables)
     unaccounted = [key for key in keys if key not in listed]
-    assert not unaccounted, (f"README command blocks neither run nor listed in tests/test_readme.py: {unaccounted}"
+    assert not unaccounted, (f"command blocks neither run nor listed in tests/test_readme.py: {unaccounted}"
                              " (add each to RUN, ELSEWHERE or NOT_RUN)")
     stale = sorted(listed - set(keys))
-    assert not stale, f"tests/test_readme.py lists blocks the README no longer has: {stale}"
+    assert not stale, f"tests/test_readme.py lists blocks README.md and docs/ no longer have: {stale}"
 
 
 def test_each_run_entry_has_its_test() -> None:
     for key, name in RUN.items():
         assert callable(globals().get(name)), f"{key}: no test function {name} in tests/test_readme.py"
+        source = Path(__file__).read_text(encoding="utf-8")
+        assert f'block("{key}")' in source, f"{key}: no test here reads it with block({key!r})"
 
 
-def test_the_tests_named_elsewhere_read_their_block_from_the_readme() -> None:
+def test_the_tests_named_elsewhere_read_their_block_by_its_key() -> None:
     for key, where in ELSEWHERE.items():
         path, test = where.split("::")
         source = (REPO_ROOT / path).read_text(encoding="utf-8")
-        heading = key.rsplit(" #", 1)[0]
         assert f"def {test}(" in source, f"{key}: {where} does not exist"
-        assert "README.md" in source and heading.split(" (")[0] in source, (
-            f"{key}: {path} does not read the block under {heading!r} from the README")
+        assert "from doc_blocks import" in source and f'block("{key}")' in source, (
+            f"{key}: {path} does not read the block with block({key!r})")
 
 
 def test_the_block_parser() -> None:
     text = "# A\n```bash\necho 1 \\\n  two # c\nx && y\n```\n```text\nlayout\n```\n## B\n```python\nprint()\n```\n"
-    blocks = readme_blocks(text)
-    assert [(b.key, b.language, b.line) for b in blocks] == [("A #1", "bash", 2), ("A #0", "text", 7),
-                                                             ("B #1", "python", 11)]
+    blocks = parse_blocks(text, "docs/x.md")
+    assert [(b.key, b.language, b.line) for b in blocks] == [("docs/x.md: A #1", "bash", 2),
+                                                             ("docs/x.md: A #0", "text", 7),
+                                                             ("docs/x.md: B #1", "python", 11)]
     assert shell_commands(blocks[0].text) == [["echo", "1", "two"], ["x"], ["y"]]
+    assert [(h.level, h.text) for h in headings(text)] == [(1, "A"), (2, "B")]
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def test_github_anchors() -> None:
+    assert github_anchor("Ray (optional: `pip install 'fastdpr[ray]'`)") == "ray-optional-pip-install-fastdprray"
+    assert github_anchor("Recall parity (SQuAD v1.1 dev, all 2,067 paragraphs and all 10,570 questions)") == (
+        "recall-parity-squad-v11-dev-all-2067-paragraphs-and-all-10570-questions")
+
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_relative_links_resolve() -> None:
+    """Every relative link of README.md and docs/ names a file or directory of the repository, and every
+    #anchor a heading of the page it points at."""
+    broken = []
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        prose = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+        for target in LINK.findall(prose):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto
+            path_part, _, anchor = target.partition("#")
+            resolved = (page.parent / unquote(path_part)).resolve() if path_part else page
+            if not resolved.exists() or REPO_ROOT not in (resolved, *resolved.parents):
+                broken.append(f"{relative(page)}: {target} (no such file)")
+            elif anchor:
+                if resolved.suffix != ".md":
+                    broken.append(f"{relative(page)}: {target} (an anchor into a file that is not Markdown)")
+                elif anchor not in {github_anchor(h.text) for h in headings(resolved.read_text(encoding="utf-8"))}:
+                    broken.append(f"{relative(page)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -274,7 +261,7 @@ def test_the_cli_block(workspace: Path, tiny_dpr_pair: tuple[Path, Path], user_e
         "facebook/dpr-ctx_encoder-single-nq-base": str(c),
         "SRC": "./my-sentence-transformer",  # the placeholder -> a local checkpoint directory
     }
-    commands = [substitute(command, names) for command in shell_commands(block("The CLI #1").text)]
+    commands = [substitute(command, names) for command in shell_commands(block("README.md: The CLI #1").text)]
     assert all(command[0] == "fastdpr" for command in commands)
     assert [command[1] for command in commands] == ["export"] * 4 + ["index"] + ["search"] * 3 + ["info"]
     results = []
@@ -307,7 +294,7 @@ def test_the_cli_block(workspace: Path, tiny_dpr_pair: tuple[Path, Path], user_e
 
 
 def test_the_python_block(workspace: Path, user_env: Path, request: pytest.FixtureRequest) -> None:
-    code = block("The CLI #2").text
+    code = block("README.md: The CLI #2").text
     if not (workspace / "nq-index").is_dir():  # run alone (-k): build what the CLI block builds
         from fastdpr.index import IndexOptions, build_index
 
@@ -328,7 +315,7 @@ def python_env(home: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_two_commands_install_and_demo(tmp_path: Path, user_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    commands = shell_commands(block("Two commands #1").text)
+    commands = shell_commands(block("README.md: Two commands #1").text)
     # The install steps are this test environment itself (CI makes it with the same commands, .ci/run);
     # they are pinned here so that a change to them is a change to review.
     assert commands[:3] == [["python3", "-m", "venv", ".venv"], [".", ".venv/bin/activate"],
@@ -362,7 +349,7 @@ def run_the_serve_block(home: Path, cwd: Path) -> None:
     """The "Serving over HTTP" block, as a bash script, on the index the demo just built (so its
     ``|| fastdpr demo`` does not run again). Its fixed port 8731 is the one substitution: a test must
     not collide with whatever else listens on this machine."""
-    script = block("Serving over HTTP #1").text
+    script = block("docs/serve.md: Serving over HTTP #1").text
     assert "8731" in script
     script = script.replace("8731", str(free_port()))
     bin_dir = str(Path(sys.executable).parent)  # the console script `fastdpr` lives beside this python
@@ -405,7 +392,8 @@ def test_the_frontier_block(tmp_path: Path, user_env: Path, monkeypatch: pytest.
     squad.write_text(json.dumps(TINY_SQUAD), encoding="utf-8")
     checkout = tmp_path / "fastdpr"
     checkout.mkdir()
-    corpus_command, export_command, parity_command = shell_commands(block("INT8 recipes: the frontier #1").text)
+    frontier = block("docs/benchmarks.md: INT8 recipes: the frontier #1")
+    corpus_command, export_command, parity_command = shell_commands(frontier.text)
 
     assert corpus_command[:2] == ["python", "-c"]
     proc = subprocess.run([sys.executable, *corpus_command[1:]], cwd=checkout, capture_output=True, text=True,
@@ -445,7 +433,8 @@ def test_the_seed_models_block(workspace: Path, tiny_dpr_pair: tuple[Path, Path]
              for side in ("question_encoder", "ctx_encoder") for layers in (2, 12)}
     names |= {"soheeyang/rdr-question_encoder-single-trivia-base": str(q),
               "soheeyang/rdr-ctx_encoder-single-trivia-base": str(c)}
-    commands = [substitute(command, names) for command in shell_commands(block("The seed models #1").text)]
+    seeds = block("docs/seed-models.md: The seed models #1")
+    commands = [substitute(command, names) for command in shell_commands(seeds.text)]
     assert [command[:2] for command in commands] == [["fastdpr", "export"]] * 3
     assert not [word for command in commands for word in command if re.match(r"(nlpconnect|soheeyang)/", word)]
     for command in commands:
@@ -463,7 +452,7 @@ def test_the_seed_models_block(workspace: Path, tiny_dpr_pair: tuple[Path, Path]
 
 def test_the_seed_fixture_block(tmp_path: Path, user_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run from a checkout: the fixture path is relative to the repository root."""
-    (command,) = shell_commands(block("The seed models #2").text)
+    (command,) = shell_commands(block("docs/seed-models.md: The seed models #2").text)
     assert command[:2] == ["fastdpr", "export"] and "tests/fixtures/tf-bert-pooler" in command
     checkout = tmp_path / "fastdpr"
     (checkout / "tests").mkdir(parents=True)

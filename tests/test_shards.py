@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import signal
 import sqlite3
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import count_pydoc_passages, default_sigint, run_cli
+from doc_blocks import block, shell_commands
 
 from fastdpr import sharded_build
 from fastdpr.builtin_corpus import pydoc_topic_passages
@@ -167,7 +167,7 @@ def recall_at_10(index: Path, questions: tuple[str, ...], ef: int | None) -> flo
 
 def test_hnsw_over_shards_finds_what_exact_search_finds(sharded: Path, unsharded: Path, pydoc_corpus: Path) -> None:
     # 99 questions: the first words of passages spread over the corpus (and so over every shard). The
-    # tiny random model's vectors are structureless, the hard case for HNSW (see fastdpr.ann.DEFAULT_EF).
+    # tiny random model's vectors are structureless, the hard case for HNSW (see fastdpr.ann_defaults.DEFAULT_EF).
     passages = list(read_corpus(pydoc_corpus))
     questions = tuple(" ".join(p.text.split()[:12]) for p in passages[::7])
     assert recall_at_10(sharded, questions, ef=None) >= 0.95  # the index's ef (400): measured 1.000
@@ -449,7 +449,7 @@ def test_resume_needs_a_shard_size(tmp_path: Path, tiny_artifact: Path, pydoc_co
 
 
 # ---------------------------------------------------------------------------------------------------
-# Progress and the README
+# Progress and the docs' commands
 
 
 def test_the_progress_bar_counts_passages_over_the_whole_corpus(tmp_path: Path, tiny_artifact: Path,
@@ -467,10 +467,7 @@ def test_the_progress_bar_counts_passages_over_the_whole_corpus(tmp_path: Path, 
 
 
 def readme_commands() -> list[list[str]]:
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Sharded indexes and resumable builds", 1)[1]
-    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
-    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    return shell_commands(block("docs/scale.md: Sharded indexes and resumable builds #1").text)
 
 
 def test_the_readme_commands_work(tmp_path: Path, tiny_artifact: Path, pydoc_corpus: Path,
