@@ -277,7 +277,9 @@ def test_the_cli_block(workspace: Path, tiny_dpr_pair: tuple[Path, Path], user_e
     st_manifest = json.loads((workspace / "st" / "manifest.json").read_text(encoding="utf-8"))
     assert {side["dir"] for side in st_manifest["sides"].values()} == {"encoder"}  # one model, both sides
     assert st_manifest["spec"]["pooling"] == "mean" and st_manifest["spec"]["normalize"] is True
-    assert "dynamic-per-channel-smooth-auto-7bit-rows (default):" in recipes.output
+    from fastdpr_export.quantize import DEFAULT_RECIPE
+
+    assert f"\n{DEFAULT_RECIPE} (default):" in f"\n{recipes.output}"
     calibrated_manifest = json.loads((workspace / "art" / "manifest.json").read_text(encoding="utf-8"))
     assert calibrated_manifest["probes"]["source"].startswith("--calibration corpus.jsonl: 200 passages")
     assert "indexed 690 passages into nq-index" in indexed.output
