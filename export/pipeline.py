@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -382,7 +382,10 @@ def _export_one(name: str, sides: tuple[Side, ...], resolved: ResolvedSource, hf
         t0 = time.perf_counter()
         calibration_inputs = {side: inputs[side][stages.probes.calibration_rows(side)] for side in sides}
         calibration = calibration_batches(tokenizers, calibration_inputs) if recipe.needs_calibration else None
-        quant_counts[name] = quantize(out_dir / "model.onnx", out_dir / "model.int8.onnx", recipe, calibration)
+        # Per-row scales serve passages; a question-only model keeps per-call scales (see QuantRecipe).
+        model_recipe = recipe if "context" in sides else replace(recipe, row_scales=False)
+        quant_counts[name] = quantize(out_dir / "model.onnx", out_dir / "model.int8.onnx", model_recipe, calibration)
+        quant_counts[name]["row_scales"] = model_recipe.row_scales
         seconds["quantize"] = round(time.perf_counter() - t0, 2)
         log(f"{name}: quantized with {recipe.name} {quant_counts[name]} in {seconds['quantize']} s")
         run_stage("int8", out_dir / "model.int8.onnx")

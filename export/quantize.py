@@ -42,9 +42,11 @@ class QuantRecipe:
     inputs).
     ``quantize_embeddings``: also quantize the embedding tables (QEmbedLayerNormalization). A lookup
     gains no speed from int8, only a smaller file, and costs recall (measured: docs/benchmarks.md, the frontier).
-    ``row_scales``: every MatMul input is quantized with one scale per token row instead of one per
-    call (:mod:`.row_scales`; attention inputs keep ORT's per-call scale). Needs 7-bit weights to stay
-    exact on AVX2 (``reduce_range``).
+    ``row_scales``: in a model that encodes passages, every MatMul input is quantized with one scale per
+    token row instead of one per call (:mod:`.row_scales`; attention inputs keep ORT's per-call scale).
+    A question-only model keeps per-call scales: per-row ops cost a short question ~12% of its latency
+    (measured, x86-avx2) and bought no measurable recall there. Needs 7-bit weights to stay exact on
+    AVX2 (``reduce_range``).
     """
 
     name: str
@@ -102,16 +104,18 @@ RECIPES: dict[str, QuantRecipe] = {
                     "weights: integer arithmetic exact on every x86 int8 kernel (AVX2 U8S8 never saturates)",
                     smooth_alphas=AUTO_SMOOTH_ALPHAS, quantize_embeddings=False, reduce_range=True),
         QuantRecipe("dynamic-per-channel-smooth-auto-7bit-rows", "as dynamic-per-channel-smooth-auto-7bit, with "
-                    "one activation scale per token row for every MatMul (attention inputs: one per call)",
+                    "one activation scale per token row for every MatMul of the passage encoder (attention "
+                    "inputs and a question-only encoder: one per call)",
                     smooth_alphas=AUTO_SMOOTH_ALPHAS, quantize_embeddings=False, reduce_range=True, row_scales=True),
     )
 }
 DEFAULT_RECIPE = "dynamic-per-channel-smooth-auto-7bit-rows"
 #: The precision questions run at by default (the artifact manifest's ``encoding`` plan; passages run
-#: int8). Chosen by the side-by-side frontier of issue #19 (README, "Same input, same vector"): on all
-#: SQuAD dev questions, fp32 questions over per-row int8 passages kept answer recall within 0.25 points
-#: of PyTorch at every k, where int8 questions lost up to 0.40.
-DEFAULT_QUESTION_PRECISION = "fp32"
+#: int8). Chosen by the side-by-side frontier of issue #19 (docs/benchmarks.md, "Same input, same
+#: vector"): over the default's per-row passages, fp32 questions changed answer recall by no more than
+#: the measurement's noise (+0.24/-0.56/-0.23/-0.23/-0.17 vs -0.01/-0.61/-0.26/-0.27/-0.09 points at
+#: Top-1/5/20/50/100, all SQuAD dev questions) and cost 1.7x the question latency, so int8.
+DEFAULT_QUESTION_PRECISION = "int8"
 
 
 def get_recipe(name: str) -> QuantRecipe:
