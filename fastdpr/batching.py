@@ -7,7 +7,7 @@ imports it without loading ONNX Runtime)."""
 #: top-10 alone vs in a batch of 32, and in ``fastdpr serve`` one client's question moved another's
 #: results. One input per call makes every embedding a function of its own text only (bitwise: the
 #: same vector alone, in any batch, in any build path, under any load), and costs little: int8
-#: passages one per call ran as fast as batches of 8 (README, "Same input, same vector"), and a lone
+#: passages one per call ran as fast as batches of 8 (docs/benchmarks.md, "Same input, same vector"), and a lone
 #: question was always one call. ``batch_size`` arguments still set how many inputs are tokenized and
 #: length-sorted together; calls never mix inputs.
 INPUTS_PER_CALL = 1
