@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from fastdpr.cpu import this_cpu
-from fastdpr.manifest import library_versions
+from fastdpr.common.cpu import this_cpu
+from fastdpr.common.integrity import library_versions
 
 
 def machine() -> dict[str, Any]:
@@ -33,7 +33,7 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "avx512_vnni": "avx512_vnni" in flags,
-        # The int8 kernel class decides int8 numbers, not only speed (fastdpr/cpu.py): every result names it.
+        # The int8 kernel class decides int8 numbers, not only speed (fastdpr/common/cpu.py): every result names it.
         "int8_class": this_cpu().to_dict(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "os": platform.platform(),

@@ -9,7 +9,7 @@ dispatches its AVX2 int8 kernels), then measure the vectors on any machine with
 
 Passages are encoded as ``fastdpr index`` encodes them (chunks of ``ENCODE_CHUNK``, length-sorted
 batches of the default passage batch size) and questions as ``Retriever.search_batch`` does, because
-dynamic int8 depends on batch composition. It imports neither ``fastdpr.index`` nor the retriever:
+dynamic int8 depends on batch composition. It imports neither ``fastdpr.index.build`` nor the retriever:
 they load hnswlib, whose build here uses AVX-512 instructions that valgrind cannot run.
 """
 
@@ -23,10 +23,10 @@ import click
 import numpy as np
 
 from benchmarks.common import log, machine, versions
-from fastdpr.artifact import Artifact
-from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE, ENCODE_CHUNK
-from fastdpr.manifest import write_json
-from fastdpr.squad import load_squad
+from fastdpr.common.integrity import write_json
+from fastdpr.corpus.squad import load_squad
+from fastdpr.model.artifact import Artifact
+from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE, ENCODE_CHUNK
 
 
 def encode_dump(artifact_dir: Path, squad: Path, out: Path, precision: str, threads: int,

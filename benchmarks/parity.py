@@ -19,16 +19,16 @@ import click
 import numpy as np
 
 from benchmarks.common import export_source, log, machine, versions
-from fastdpr.artifact import Artifact
-from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE
-from fastdpr.corpus import Passage, write_corpus
-from fastdpr.has_answer import prepare_passage
-from fastdpr.index import IndexOptions, build_index
-from fastdpr.manifest import write_json
-from fastdpr.questions import Question
-from fastdpr.retriever import Retriever
-from fastdpr.spec import SIDES
-from fastdpr.squad import load_squad
+from fastdpr.common.integrity import write_json
+from fastdpr.corpus.questions import Question
+from fastdpr.corpus.reader import Passage, write_corpus
+from fastdpr.corpus.squad import load_squad
+from fastdpr.eval.has_answer import prepare_passage
+from fastdpr.index.build import IndexOptions, build_index
+from fastdpr.model.artifact import Artifact
+from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE
+from fastdpr.model.spec import SIDES
+from fastdpr.search.retriever import Retriever
 
 KS = (1, 5, 20, 50, 100)
 PYTORCH = "pytorch-fp32-exact"
@@ -181,8 +181,8 @@ def onnx_systems(artifact_dir: Path, precision: str, corpus: Path, questions: li
 def batched_calls_system(artifact: Artifact, passages: list[Passage], questions: list[Question],
                          threads: int) -> SystemRun:
     """fastdpr's int8 before issue #19 (calls holding whole batches), exact search: what invariance changed."""
-    from fastdpr.batching import DEFAULT_QUESTION_BATCH_SIZE
-    from fastdpr.encoder import OnnxEncoder
+    from fastdpr.model.batching import DEFAULT_QUESTION_BATCH_SIZE
+    from fastdpr.model.encoder import OnnxEncoder
 
     encoders = {side: OnnxEncoder(artifact.model_path(side, "int8"), artifact.tokenizer(side), threads,
                                   inputs_per_call=None) for side in SIDES}
@@ -197,7 +197,7 @@ def invariance(models: dict[str, Path], artifact: Artifact, questions: list[Ques
     """Per question model (``fp32``, ``int8`` or ``int8[recipe]``): of the first :data:`INVARIANCE_QUESTIONS`
     questions, how many get the very same embedding (bitwise) alone and in a length-sorted batch of 32; as
     deployed (one input per call) and with calls holding the batch (before issue #19)."""
-    from fastdpr.encoder import OnnxEncoder
+    from fastdpr.model.encoder import OnnxEncoder
 
     texts = [q.question for q in questions[:INVARIANCE_QUESTIONS]]
     out: dict[str, dict[str, Any]] = {}
@@ -218,7 +218,7 @@ def question_latency(models: dict[str, Path], artifact: Artifact, questions: lis
     """p50 milliseconds to embed one question (tokenize + one ONNX Runtime call) with each question model
     (``fp32``, ``int8`` or ``int8[recipe]``), on the same questions, rounds interleaved across models
     (after a warm-up over the same lengths)."""
-    from fastdpr.encoder import OnnxEncoder
+    from fastdpr.model.encoder import OnnxEncoder
 
     texts = [q.question for q in questions[:: max(1, len(questions) // sample)]]
     encoders = {name: OnnxEncoder(path, artifact.tokenizer("question"), threads) for name, path in models.items()}
@@ -242,7 +242,7 @@ def openvino_system(artifact: Artifact, artifact_dir: Path, corpus: Path, passag
     same questions, in the same run as fastdpr's."""
     from benchmarks.latency.systems.base import SetupContext
     from benchmarks.latency.systems.openvino import openvino_encoders
-    from fastdpr.batching import DEFAULT_QUESTION_BATCH_SIZE
+    from fastdpr.model.batching import DEFAULT_QUESTION_BATCH_SIZE
     from fastdpr_export.sources import resolve_source
 
     (workdir / "openvino-sources").mkdir(exist_ok=True)
@@ -265,7 +265,7 @@ def interleaved_speed(models: dict[str, tuple[Path, int | None]], artifact: Arti
     (a shared machine's drift hits every model alike); the median round counts. ``models`` maps a name to
     (ONNX file, inputs per call: 1 as ``fastdpr index`` deploys int8, None for calls holding the runtime's
     default length-sorted batch of passages, fp32's best)."""
-    from fastdpr.encoder import OnnxEncoder
+    from fastdpr.model.encoder import OnnxEncoder
 
     pairs = [(p.title, p.text) for p in passages[:: max(1, len(passages) // sample)]]
     encoders = {name: OnnxEncoder(path, artifact.tokenizer("context"), threads, inputs_per_call=per_call)

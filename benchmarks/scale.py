@@ -98,7 +98,7 @@ class TreeMemory:
 
 
 def _fastdpr() -> list[str]:
-    return [sys.executable, "-c", "from fastdpr.cli import main; main()"]
+    return [sys.executable, "-c", "from fastdpr.cli.main import main; main()"]
 
 
 def run_build(system: str, artifact: Path, corpus: Path, out: Path, shard_size: int, threads: int | None,
@@ -157,7 +157,7 @@ def partial_build(system: str, index: Path, shard_size: int, log_file: Path) -> 
     A build that cannot finish in the time there is (``--partial``) is reported at the size it reached,
     from its finished shards' manifests, and says so: nothing is extrapolated.
     """
-    from fastdpr.sharded_build import SHARDS_DIR, staging_dir
+    from fastdpr.index.build_sharded import SHARDS_DIR, staging_dir
 
     shards_dir = staging_dir(index) / SHARDS_DIR
     manifests = [json.loads((d / "manifest.json").read_text()) for d in sorted(shards_dir.glob("[0-9]*"))

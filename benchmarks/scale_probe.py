@@ -71,14 +71,14 @@ def _recall_by_ef(search: Callable[[int], np.ndarray], truth: np.ndarray, questi
 def main(index: Path, squad: Path, count: int, k: int, threads: int | None, unsharded_graph: Path | None,
          seed: int, on_ray: bool) -> None:
     """Cold start, latency, memory and recall of one index (see the module docstring)."""
-    from fastdpr.ann import ExactSearcher
-    from fastdpr.retriever import Retriever
+    from fastdpr.index.ann import ExactSearcher
+    from fastdpr.search.retriever import Retriever
 
     with Retriever.load(index, threads=threads, ray_address="" if on_ray else None) as retriever:
         retriever.search("who wrote the declaration of independence", k=k)
         print("ready", flush=True)
 
-        from fastdpr.squad import load_squad_questions
+        from fastdpr.corpus.squad import load_squad_questions
 
         pool = load_squad_questions(squad)
         rng = np.random.default_rng(seed)
@@ -127,7 +127,7 @@ def main(index: Path, squad: Path, count: int, k: int, threads: int | None, unsh
 
 
 def _all_vectors(index: Path) -> np.ndarray:
-    from fastdpr.shards import is_sharded_index
+    from fastdpr.index.load import is_sharded_index
 
     manifest = json.loads((index / "manifest.json").read_text())
     if not is_sharded_index(index):
@@ -138,7 +138,7 @@ def _all_vectors(index: Path) -> np.ndarray:
 
 def _unsharded(index: Path, graph_file: Path, vectors: np.ndarray, exact_labels: np.ndarray, k: int, ef: int,
                hnsw: dict[str, int], threads: int | None) -> dict[str, object]:
-    from fastdpr.ann import HnswSearcher, build_hnsw, save_hnsw
+    from fastdpr.index.ann import HnswSearcher, build_hnsw, save_hnsw
 
     data = _all_vectors(index)
     seconds = None

@@ -41,12 +41,12 @@ SYSTEMS = {
     # encode still form the next batch.
     "http-batched-2x1-wait0": ["--max-batch", "32", "--max-wait-ms", "0", "--workers", "2", "--threads", "1"],
 }
-RUN_FASTDPR = "import sys; from fastdpr.cli import main; sys.exit(main())"
+RUN_FASTDPR = "import sys; from fastdpr.cli.main import main; sys.exit(main())"
 
 
 def benchmark_questions() -> list[str]:
     """Varied questions about the demo corpus (the Python docs' topics), from its titles."""
-    from fastdpr.builtin_corpus import pydoc_topic_passages
+    from fastdpr.corpus.builtin import pydoc_topic_passages
 
     forms = ("what is {}?", "how does {} work in python", "explain {}", "when should I use {} and why?")
     titles = sorted({p.title for p in pydoc_topic_passages() if p.title})
@@ -159,7 +159,7 @@ def in_process(retriever: Any, questions: list[str], k: int, concurrency: int, m
 
 def run_levels(index: Path, threads: int, levels: list[int], rounds: int, max_requests: int, max_seconds: float,
                k: int) -> dict[str, Any]:
-    from fastdpr.retriever import Retriever
+    from fastdpr.search.retriever import Retriever
 
     questions = benchmark_questions()
     cells: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -316,8 +316,8 @@ def serve_command(index: Path, out: Path, levels: str, rounds: int, max_requests
                   soak_seconds: float, soak_clients: int, threads: int | None, k: int) -> None:
     """Throughput and p50/p95/p99 of `fastdpr serve` at several concurrency levels, batched vs unbatched vs
     in-process, and RSS over a soak."""
-    from fastdpr.index import load_index_manifest
-    from fastdpr.session import default_threads
+    from fastdpr.index.manifest import load_index_manifest
+    from fastdpr.model.session import default_threads
 
     threads = threads or default_threads()
     manifest = load_index_manifest(index, integrity="sizes").raw

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from fastdpr.spec import Side
+from fastdpr.model.spec import Side
 
 VOCAB_SIZE = 30522
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from fastdpr.corpus import DPR_TSV_HEADER, Passage
-from fastdpr.squad import load_squad_passages
+from fastdpr.corpus.reader import DPR_TSV_HEADER, Passage
+from fastdpr.corpus.squad import load_squad_passages
 
 #: Words per passage in DPR's psgs_w100.tsv.
 PASSAGE_WORDS = 100

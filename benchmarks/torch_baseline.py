@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fastdpr.spec import EncoderSpec, Side
+from fastdpr.model.spec import EncoderSpec, Side
 
 
 class TorchEncoder:

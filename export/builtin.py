@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from fastdpr.errors import ExportError
-from fastdpr.spec import Side
+from fastdpr.common.errors import ExportError
+from fastdpr.model.spec import Side
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 

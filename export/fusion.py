@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastdpr.errors import ExportError
+from fastdpr.common.errors import ExportError
 
 # What a fully fused L-layer BERT encoder has; a partial fusion quietly costs most of the speed.
 REQUIRED_FUSIONS = ("Attention", "EmbedLayerNormalization")

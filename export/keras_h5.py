@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fastdpr.errors import ExportError
+from fastdpr.common.errors import ExportError
 
 #: ``$1___$2`` scopes become ``$2`` (transformers' convention for duplicated or removed TF layers).
 _SCOPE_ALIAS = re.compile(r"/[^/]*___([^/]*)/")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from fastdpr.errors import MissingDependencyError
+from fastdpr.common.errors import MissingDependencyError
 
 EXPORT_PACKAGES = ("torch", "transformers", "onnx")
 INSTALL_HINT = "pip install torch==2.13.0 'fastdpr[export]'  (torch first: a CPU wheel; see README)"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from fastdpr.encoder import INPUT_NAMES, OUTPUT_NAME
+from fastdpr.model.encoder import INPUT_NAMES, OUTPUT_NAME
 
 from .torch_model import PooledEncoder
 

@@ -17,23 +17,24 @@ from typing import Any
 
 import numpy as np
 
-from fastdpr.artifact import ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, Artifact
-from fastdpr.batching import INPUTS_PER_CALL
-from fastdpr.cpu import this_cpu
-from fastdpr.encoder import OnnxEncoder
-from fastdpr.errors import ExportError, ValidationError
-from fastdpr.manifest import MANIFEST_NAME, atomic_directory, file_table, library_versions, write_json
-from fastdpr.probes import Probes, builtin_probes
-from fastdpr.spec import SIDES, EncoderSpec, Side
-from fastdpr.tokenization import SpecTokenizer
-from fastdpr.verify import compare
+from fastdpr.common.cpu import this_cpu
+from fastdpr.common.errors import ExportError, ValidationError
+from fastdpr.common.integrity import MANIFEST_NAME, file_table, library_versions, write_json
+from fastdpr.common.publish import atomic_directory
+from fastdpr.model.artifact import ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, Artifact
+from fastdpr.model.batching import INPUTS_PER_CALL
+from fastdpr.model.encoder import OnnxEncoder
+from fastdpr.model.probes import Probes, builtin_probes
+from fastdpr.model.spec import SIDES, EncoderSpec, Side
+from fastdpr.model.tokenization import SpecTokenizer
+from fastdpr.model.verify import compare, retrieval_agreement
 
 from .kernel_emulation import avx2_report
 from .lazy import require_export_extra
 from .onnx_export import DEFAULT_OPSET
 from .quantize import DEFAULT_QUESTION_PRECISION, DEFAULT_RECIPE, get_recipe
 from .sources import ResolvedSource, resolve_source, spec_defaults
-from .validate import RETRIEVAL_AGREEMENT_THRESHOLD, STAGE_THRESHOLDS, retrieval_agreement
+from .validate import RETRIEVAL_AGREEMENT_THRESHOLD, STAGE_THRESHOLDS
 
 Log = Callable[[str], None]
 PROBE_BATCH_SIZE = 16
@@ -273,7 +274,7 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
                 "reference": "Hugging Face model in PyTorch fp32, fresh copy, same token ids",
                 "thresholds": {**STAGE_THRESHOLDS,
                                "int8_retrieval_recall_at_10": options.int8_min_recall},
-                # int8 numbers depend on the CPU's int8 kernels (fastdpr/cpu.py): say which ran them.
+                # int8 numbers depend on the CPU's int8 kernels (fastdpr/common/cpu.py): say which ran them.
                 "cpu": this_cpu().to_dict(),
                 "stages": stages.report,
                 "tokenizer_parity": tokenizer_report,
@@ -312,7 +313,7 @@ def _other_recipes(current: str) -> list[str]:
 def calibration_batches(tokenizers: dict[Side, SpecTokenizer], inputs: dict[Side, Any]) -> list[dict[str, np.ndarray]]:
     """The model feeds a data-driven INT8 recipe calibrates on: every probe (or ``--calibration``
     sample) of each side the model serves, fed as the runtime feeds them: one input per ONNX Runtime
-    call (:data:`~fastdpr.batching.INPUTS_PER_CALL`), so dynamic int8 takes each activation scale from
+    call (:data:`~fastdpr.model.batching.INPUTS_PER_CALL`), so dynamic int8 takes each activation scale from
     one input's own tokens, never from padding or batch companions. Calibrating on padded batches would
     tune the recipe for inputs the runtime never runs."""
     return [feeds for side, tokenizer in tokenizers.items()

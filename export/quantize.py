@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fastdpr.errors import ExportError
+from fastdpr.common.errors import ExportError
 
 Feeds = dict[str, np.ndarray]
 
@@ -154,8 +154,8 @@ def _quantize_dynamic(source: Path, target: Path, recipe: QuantRecipe, nodes_to_
 
 
 def _embed(path: Path, calibration: Sequence[Feeds]) -> np.ndarray:
-    from fastdpr.encoder import OUTPUT_NAME
-    from fastdpr.session import make_session
+    from fastdpr.model.encoder import OUTPUT_NAME
+    from fastdpr.model.session import make_session
 
     session = make_session(path)
     return np.concatenate([session.run([OUTPUT_NAME], feeds)[0] for feeds in calibration])

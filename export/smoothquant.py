@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fastdpr.errors import ExportError
+from fastdpr.common.errors import ExportError
 
 TARGET_OPS = ("MatMul", "Attention")
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fastdpr.errors import ExportError
-from fastdpr.spec import Side
+from fastdpr.common.errors import ExportError
+from fastdpr.model.spec import Side
 
 from .lazy import require_export_extra
 from .weights import WeightsFile, carries_pooler, find_weights, tensor_names

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastdpr.errors import ExportError
-from fastdpr.spec import EncoderSpec
+from fastdpr.common.errors import ExportError
+from fastdpr.model.spec import EncoderSpec
 
 from .sources import ResolvedSource
 from .weights import is_known_buffer

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fastdpr.errors import ExportError
+from fastdpr.common.errors import ExportError
 
 WeightsFormat = Literal["safetensors", "pytorch", "keras-h5"]
 

@@ -6,7 +6,7 @@ transformers. Exporting models (``fastdpr export``) needs the ``export`` extra.
 
 from typing import TYPE_CHECKING, Any
 
-from fastdpr.errors import (
+from fastdpr.common.errors import (
     ArtifactError,
     CorpusError,
     ExportError,
@@ -19,11 +19,11 @@ from fastdpr.errors import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from fastdpr.retriever import Hit, Retriever
+    from fastdpr.search.retriever import Hit, Retriever
 
 # The API classes load onnxruntime and hnswlib; importing them lazily keeps `import fastdpr` (and the
 # CLI's start-up, which reads __version__) cheap. `from fastdpr import Retriever` works as usual.
-_LAZY = {"Retriever": "fastdpr.retriever", "Hit": "fastdpr.retriever"}
+_LAZY = {"Retriever": "fastdpr.search.retriever", "Hit": "fastdpr.search.retriever"}
 
 
 def __getattr__(name: str) -> Any:

@@ -103,8 +103,8 @@ def squad_path() -> Path:
 @pytest.fixture(scope="session")
 def squad_corpus(tmp_path_factory: pytest.TempPathFactory, squad_path: Path) -> Path:
     """SQuAD dev paragraphs as a JSON-lines corpus (id = 0-based paragraph position, title with spaces)."""
-    from fastdpr.corpus import write_corpus
-    from fastdpr.squad import load_squad_passages
+    from fastdpr.corpus.reader import write_corpus
+    from fastdpr.corpus.squad import load_squad_passages
 
     path = tmp_path_factory.mktemp("squad") / "squad-dev-passages.jsonl"
     write_corpus(path, load_squad_passages(squad_path), "jsonl")
@@ -114,7 +114,7 @@ def squad_corpus(tmp_path_factory: pytest.TempPathFactory, squad_path: Path) -> 
 @pytest.fixture(scope="session")
 def minilm_squad_index(tmp_path_factory: pytest.TempPathFactory, minilm_dpr_artifact: Path, squad_corpus: Path) -> Path:
     """All 2,067 SQuAD dev paragraphs indexed with MiniLM-as-DPR (int8)."""
-    from fastdpr.index import IndexOptions, build_index
+    from fastdpr.index.build import IndexOptions, build_index
 
     out = tmp_path_factory.mktemp("idx") / "squad-minilm"
     build_index(minilm_dpr_artifact, squad_corpus, out, "jsonl", IndexOptions(progress=False))
@@ -123,7 +123,7 @@ def minilm_squad_index(tmp_path_factory: pytest.TempPathFactory, minilm_dpr_arti
 
 def count_pydoc_passages() -> int:
     """How many 100-word passages this Python's ``pydoc_data.topics`` makes, counted here from the topic
-    texts (not by ``fastdpr.builtin_corpus``): it differs between Python versions (690 on 3.11.7, 687 on 3.11.2)."""
+    texts (not by ``fastdpr.corpus.builtin``): it differs between Python versions (690 on 3.11.7, 687 on 3.11.2)."""
     from pydoc_data.topics import topics
 
     return sum(-(-len(body.split()) // 100) for body in topics.values())
@@ -132,8 +132,8 @@ def count_pydoc_passages() -> int:
 @pytest.fixture(scope="session")
 def pydoc_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in pydoc-topics corpus as JSON lines."""
-    from fastdpr.builtin_corpus import pydoc_topic_passages
-    from fastdpr.corpus import write_corpus
+    from fastdpr.corpus.builtin import pydoc_topic_passages
+    from fastdpr.corpus.reader import write_corpus
 
     path = tmp_path_factory.mktemp("pydoc") / "pydoc.jsonl"
     write_corpus(path, pydoc_topic_passages(), "jsonl")
@@ -145,7 +145,7 @@ def tiny_index(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, py
     """The pydoc corpus indexed with the tiny artifact (fast; for format and behaviour tests), int8 on both
     sides (the artifact's plan runs questions in fp32): the int8 question encoder's load-time checks are
     what many tests exercise."""
-    from fastdpr.index import IndexOptions, build_index
+    from fastdpr.index.build import IndexOptions, build_index
 
     out = tmp_path_factory.mktemp("idx") / "tiny-pydoc"
     build_index(tiny_artifact, pydoc_corpus, out, "jsonl", IndexOptions(question_precision="int8", progress=False))
@@ -154,7 +154,7 @@ def tiny_index(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, py
 
 def run_cli(args: list[Any], code: int = 0) -> Result:
     """Invoke ``fastdpr ARGS``; check the exit code and that no traceback escaped."""
-    from fastdpr.cli import main
+    from fastdpr.cli.main import main
 
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exception is None or isinstance(result.exception, SystemExit), (
@@ -176,7 +176,7 @@ def default_sigint() -> None:
 
 def rewrite_hashes(root: Path) -> None:
     """Make a manifest's file table match the files on disk again (integrity then passes)."""
-    from fastdpr.manifest import MANIFEST_NAME, file_table, write_json
+    from fastdpr.common.integrity import MANIFEST_NAME, file_table, write_json
 
     manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
     manifest["files"] = file_table(root)

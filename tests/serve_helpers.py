@@ -14,7 +14,7 @@ from typing import Any
 
 import requires
 
-RUN_FASTDPR = "import sys; from fastdpr.cli import main; sys.exit(main())"
+RUN_FASTDPR = "import sys; from fastdpr.cli.main import main; sys.exit(main())"
 
 
 def require_module(name: str, extra: str) -> Any:

@@ -10,16 +10,16 @@ import hnswlib
 import numpy as np
 import pytest
 
-import fastdpr.ann as ann
-from fastdpr.ann import (
+import fastdpr.index.ann as ann
+from fastdpr.common.errors import FastDPRError, IndexLoadError
+from fastdpr.index.ann import (
     ExactSearcher,
     HnswSearcher,
     Searcher,
     build_hnsw,
     save_hnsw,
 )
-from fastdpr.ann_defaults import DEFAULT_EF
-from fastdpr.errors import FastDPRError, IndexLoadError
+from fastdpr.index.defaults import DEFAULT_EF
 
 N, DIM, CLUSTERS = 5000, 64, 40
 

@@ -20,7 +20,7 @@ from benchmarks.latency.report import ratio_pairs
 from benchmarks.latency.systems import SYSTEMS, System
 from benchmarks.latency.timing import Measurements, Procedure, measure
 from benchmarks.latency.workload import warmup_passages, warmup_questions
-from fastdpr.corpus import Passage
+from fastdpr.corpus.reader import Passage
 
 
 class FakeClock:

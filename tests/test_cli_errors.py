@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from fastdpr.cli import main
+from fastdpr.cli.main import main
 
 # A JSON value nested deeper than Python's recursion limit: json.loads raises RecursionError on it.
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -408,7 +408,7 @@ def test_no_traceback_reaches_a_terminal(name: str, inputs: Inputs, unwritable: 
     env.pop("FASTDPR_DETAILS", None)
     out = case.out(inputs, unwritable) if case.out else None
     before = snapshot(out) if out else None
-    proc = subprocess.run([sys.executable, "-c", "from fastdpr.cli import main; main()",
+    proc = subprocess.run([sys.executable, "-c", "from fastdpr.cli.main import main; main()",
                            *[str(a) for a in case.args(inputs, unwritable)]],
                           capture_output=True, text=True, env=env, timeout=300, check=False)
     assert_one_line_failure(proc.stderr, proc.returncode, case.code, case.message)
@@ -418,7 +418,7 @@ def test_no_traceback_reaches_a_terminal(name: str, inputs: Inputs, unwritable: 
 
 def test_search_out_is_checked_before_the_questions_are_searched(inputs: Inputs,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from fastdpr.retriever import Retriever
+    from fastdpr.search.retriever import Retriever
 
     searched: list[int] = []
     monkeypatch.setattr(Retriever, "search_batch", lambda self, *a, **k: searched.append(1) or [])
@@ -432,7 +432,7 @@ def test_search_out_is_checked_before_the_questions_are_searched(inputs: Inputs,
 
 def test_index_out_is_checked_before_the_corpus_is_encoded(inputs: Inputs, unwritable: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from fastdpr import artifact
+    from fastdpr.model import artifact
 
     loaded: list[int] = []
     monkeypatch.setattr(artifact.Artifact, "load", classmethod(lambda cls, *a, **k: loaded.append(1)))
@@ -463,7 +463,7 @@ def test_details_are_one_environment_variable_away(inputs: Inputs, tmp_path: Pat
 
 def test_an_os_error_during_the_work_is_one_line(inputs: Inputs, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from fastdpr import manifest
+    from fastdpr.common import integrity as manifest
 
     def disk_full(path: Path, data: object) -> None:
         raise OSError(28, "No space left on device", str(path))

@@ -1,7 +1,7 @@
 """`fastdpr index` and `fastdpr search` run with the runtime alone: torch, transformers and optimum unimportable.
 
 Each command runs in a fresh interpreter whose ``sys.meta_path`` starts with a finder that raises on any
-import of those packages (and records the attempt), installed before ``fastdpr.cli`` is imported.
+import of those packages (and records the attempt), installed before ``fastdpr.cli.main`` is imported.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Blocker(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Blocker())
 sys.argv = ["fastdpr", *sys.argv[1:]]
 try:
-    from fastdpr.cli import main
+    from fastdpr.cli.main import main
     main()
 finally:
     loaded = sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED)
@@ -49,7 +49,7 @@ def run_blocked(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_blocker_really_blocks(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", BLOCKER.replace("from fastdpr.cli import main", "import torch")],
+    proc = subprocess.run([sys.executable, "-c", BLOCKER.replace("from fastdpr.cli.main import main", "import torch")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "blocked by the test: torch" in proc.stderr

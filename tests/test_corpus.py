@@ -11,9 +11,9 @@ from typing import Literal
 import pytest
 from shared_data import shared_data_path
 
-from fastdpr.corpus import CorpusReader, Passage, detect_corpus_format, read_corpus, write_corpus
-from fastdpr.errors import CorpusError
-from fastdpr.squad import load_squad, load_squad_passages, load_squad_questions
+from fastdpr.common.errors import CorpusError
+from fastdpr.corpus.reader import CorpusReader, Passage, detect_corpus_format, read_corpus, write_corpus
+from fastdpr.corpus.squad import load_squad, load_squad_passages, load_squad_questions
 
 HEADER = b"id\ttext\ttitle\n"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fastdpr.corpus import read_corpus
-from fastdpr.corpus_blocks import BlockMerge, block_lines, plan_blocks, read_block
-from fastdpr.errors import CorpusError
+from fastdpr.common.errors import CorpusError
+from fastdpr.corpus.blocks import BlockMerge, block_lines, plan_blocks, read_block
+from fastdpr.corpus.reader import read_corpus
 
 BLOCK_SIZES = (1, 5, 17, 64, 1 << 20)
 

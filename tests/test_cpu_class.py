@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fastdpr.cpu import CPU_CLASS_ENV, INT8_CLASSES, classify, detect
-from fastdpr.errors import FastDPRError
+from fastdpr.common.cpu import CPU_CLASS_ENV, INT8_CLASSES, classify, detect
+from fastdpr.common.errors import FastDPRError
 
 # Flag sets as /proc/cpuinfo shows them on the machines of this workplace's pool (trimmed).
 EPYC_AVX2 = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma avx2 bmi2 sha_ni"

@@ -23,9 +23,9 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import export, make_tiny_dpr, read_manifest, require_export
 
-from fastdpr.artifact import Artifact
-from fastdpr.cli import main
-from fastdpr.errors import ArtifactError, ExportError, ValidationError
+from fastdpr.cli.main import main
+from fastdpr.common.errors import ArtifactError, ExportError, ValidationError
+from fastdpr.model.artifact import Artifact
 from fastdpr_export.quantize import DEFAULT_RECIPE, RECIPES
 
 require_export()

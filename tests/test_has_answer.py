@@ -8,7 +8,7 @@ import unicodedata
 import pytest
 from shared_data import shared_data_path
 
-from fastdpr.has_answer import MatchType, dpr_tokenize, has_answer, prepare_passage
+from fastdpr.eval.has_answer import MatchType, dpr_tokenize, has_answer, prepare_passage
 
 
 def test_agrees_with_every_golden_case() -> None:

@@ -1,6 +1,6 @@
 """`fastdpr index`: the index directory it writes, every corpus format, and every way input can be bad.
 
-Everything runs through the CLI (click's CliRunner on ``fastdpr.cli.main``) with the tiny random DPR
+Everything runs through the CLI (click's CliRunner on ``fastdpr.cli.main.main``) with the tiny random DPR
 artifact, so these tests are fast. A user mistake must end in a one-line error and exit code != 0 (or
 in skip counts the manifest records), never a traceback.
 """
@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from fastdpr.ann_defaults import DEFAULT_EF
-from fastdpr.artifact import Artifact
-from fastdpr.builtin_corpus import pydoc_topic_passages
-from fastdpr.corpus import Passage, write_corpus
-from fastdpr.errors import IndexLoadError
-from fastdpr.index import INDEX_FORMAT, INDEX_FORMAT_VERSION
-from fastdpr.retriever import Retriever
+from fastdpr.common.errors import IndexLoadError
+from fastdpr.corpus.builtin import pydoc_topic_passages
+from fastdpr.corpus.reader import Passage, write_corpus
+from fastdpr.index.build import INDEX_FORMAT, INDEX_FORMAT_VERSION
+from fastdpr.index.defaults import DEFAULT_EF
+from fastdpr.model.artifact import Artifact
+from fastdpr.search.retriever import Retriever
 
 QUESTIONS = (
     "how do I catch an exception and still run cleanup code?",

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import rewrite_hashes
 
-from fastdpr.cli import main
+from fastdpr.cli.main import main
 
 
 def invoke(*args: str) -> Result:

@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import read_manifest, rewrite_hashes, scramble_int8_weights
 
-from fastdpr.cli import main
-from fastdpr.cpu import this_cpu
-from fastdpr.errors import FastDPRError, Int8Warning
-from fastdpr.index import IndexOptions, build_index
-from fastdpr.retriever import Retriever
+from fastdpr.cli.main import main
+from fastdpr.common.cpu import this_cpu
+from fastdpr.common.errors import FastDPRError, Int8Warning
+from fastdpr.index.build import IndexOptions, build_index
+from fastdpr.search.retriever import Retriever
 
 
 def invoke(*args: str) -> Result:
@@ -125,7 +125,7 @@ def test_an_index_whose_int8_question_encoder_fails_here_warns_at_load(tiny_inde
 
 
 def test_a_sharded_index_is_checked_like_one_index(tiny_artifact: Path, pydoc_corpus: Path, tmp_path: Path) -> None:
-    from fastdpr.sharded_build import build_sharded_index
+    from fastdpr.index.build_sharded import build_sharded_index
 
     out = tmp_path / "sharded"
     manifest = build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl",

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from conftest import default_sigint
 
-from fastdpr.builtin_corpus import pydoc_topic_passages
-from fastdpr.corpus import Passage, write_corpus
-from fastdpr.errors import IndexLoadError
-from fastdpr.index import ENCODE_CHUNK, IndexOptions, build_index
-from fastdpr.retriever import Retriever
+from fastdpr.common.errors import IndexLoadError
+from fastdpr.corpus.builtin import pydoc_topic_passages
+from fastdpr.corpus.reader import Passage, write_corpus
+from fastdpr.index.build import ENCODE_CHUNK, IndexOptions, build_index
+from fastdpr.search.retriever import Retriever
 
 REPEATS = 6  # 6 x 690 = 4,140 passages: three encode chunks, a few seconds at --batch-size 1
 
@@ -38,7 +38,7 @@ def big_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def index_command(artifact: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-c", "from fastdpr.cli import main; main()", "index", str(artifact), str(corpus),
+    return [sys.executable, "-c", "from fastdpr.cli.main import main; main()", "index", str(artifact), str(corpus),
             "--out", str(out), "--batch-size", "1", "--threads", "1", *extra]
 
 

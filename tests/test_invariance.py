@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from conftest import require_export
 
-from fastdpr.artifact import Artifact
-from fastdpr.builtin_corpus import pydoc_topic_passages
-from fastdpr.encoder import OnnxEncoder
-from fastdpr.index import IndexOptions, build_index
-from fastdpr.retriever import Retriever
-from fastdpr.sharded_build import build_sharded_index
+from fastdpr.corpus.builtin import pydoc_topic_passages
+from fastdpr.index.build import IndexOptions, build_index
+from fastdpr.index.build_sharded import build_sharded_index
+from fastdpr.model.artifact import Artifact
+from fastdpr.model.encoder import OnnxEncoder
+from fastdpr.search.retriever import Retriever
 
 QUESTIONS = [
     "how do I catch an exception and still run cleanup code?",
@@ -110,7 +110,7 @@ def index_vectors(index: Path) -> np.ndarray:
 def test_a_stored_vector_is_the_passage_encoded_alone(tmp_path: Path, tiny_artifact: Path, pydoc_corpus: Path) -> None:
     """Unsharded (2 threads, groups of 32) and sharded (1 thread) builds store, for every passage, the
     very vector ``encode_passages`` gives it alone."""
-    from fastdpr.corpus import read_corpus
+    from fastdpr.corpus.reader import read_corpus
 
     unsharded, sharded = tmp_path / "unsharded", tmp_path / "sharded"
     build_index(tiny_artifact, pydoc_corpus, unsharded, "jsonl", IndexOptions(threads=2, batch_size=32,
@@ -145,7 +145,7 @@ def test_serve_answers_the_same_under_concurrent_clients(tiny_index: Path, pydoc
     require_serve()
     import httpx
 
-    from fastdpr.corpus import read_corpus
+    from fastdpr.corpus.reader import read_corpus
 
     questions = [*questions_32()[:31], LOUD]
     with Retriever.load(tiny_index, threads=1) as retriever:

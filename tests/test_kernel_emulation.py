@@ -77,7 +77,7 @@ def test_saturating_pairs_are_a_property_of_the_weights() -> None:
 def test_exact_arithmetic_matches_onnx_runtime_here(tmp_path: Path) -> None:
     """Without saturation the reference is exactly ORT on a VNNI/AMX machine; on an AVX2 machine ORT itself
     saturates, so there the saturating reference must match instead (this test then checks that)."""
-    from fastdpr.cpu import this_cpu
+    from fastdpr.common.cpu import this_cpu
 
     cases = _cases()
     saturates = bool(this_cpu().kernels.pairwise_int16_saturation)

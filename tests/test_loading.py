@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 from conftest import rewrite_hashes, run_cli
 
-from fastdpr import manifest as manifest_module
-from fastdpr.artifact import Artifact
-from fastdpr.builtin_corpus import pydoc_topic_passages
-from fastdpr.corpus import write_corpus
-from fastdpr.errors import ArtifactError, IndexLoadError
-from fastdpr.index import IndexOptions, build_index
-from fastdpr.publish import build_lock, recover
-from fastdpr.retriever import Retriever
-from fastdpr.sharded_build import build_sharded_index
+from fastdpr.common import integrity as manifest_module
+from fastdpr.common.errors import ArtifactError, IndexLoadError
+from fastdpr.common.publish import build_lock, recover
+from fastdpr.corpus.builtin import pydoc_topic_passages
+from fastdpr.corpus.reader import write_corpus
+from fastdpr.index.build import IndexOptions, build_index
+from fastdpr.index.build_sharded import build_sharded_index
+from fastdpr.model.artifact import Artifact
+from fastdpr.search.retriever import Retriever
 
 QUESTION = "how do I catch an exception?"
 
@@ -379,7 +379,7 @@ def test_stale_staging_of_a_dead_build_is_removed(tmp_path: Path, tiny_artifact:
 CHILD = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    import fastdpr.publish as publish
+    import fastdpr.common.publish as publish
 
     kill_at, exchange = int(sys.argv[3]), sys.argv[4] == "exchange"
     steps = [0]

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fastdpr.corpus import Passage, write_corpus
+from fastdpr.corpus.reader import Passage, write_corpus
 
 BLOCKED = ("torch", "transformers", "optimum", "onnx")
 
@@ -38,7 +38,7 @@ for _name in _BLOCKED:
     sys.modules[_name] = None
 del _name
 """
-CLI = "from fastdpr.cli import main; main()"
+CLI = "from fastdpr.cli.main import main; main()"
 
 
 def run_blocked(code: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -81,8 +81,9 @@ print(json.dumps({{"modules": names, "loaded": loaded}}))
     result = run_blocked(code)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert {"fastdpr.cli", "fastdpr.retriever", "fastdpr.index", "fastdpr.artifact", "fastdpr.verify",
-            "fastdpr.encoder", "fastdpr.tokenization", "fastdpr.info"} <= set(report["modules"])
+    assert {"fastdpr.cli.main", "fastdpr.search.retriever", "fastdpr.index.build", "fastdpr.model.artifact",
+            "fastdpr.model.verify", "fastdpr.model.encoder", "fastdpr.model.tokenization",
+            "fastdpr.report.info"} <= set(report["modules"])
     assert report["loaded"] == []
 
 
@@ -138,7 +139,7 @@ def test_export_without_torch_names_the_install_command(tiny_dpr_pair: tuple[Pat
 
 def test_export_api_without_torch_raises_missing_dependency() -> None:
     code = """
-from fastdpr.errors import MissingDependencyError
+from fastdpr.common.errors import MissingDependencyError
 from fastdpr_export import require_export_extra
 try:
     require_export_extra()

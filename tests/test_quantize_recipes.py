@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import TINY_INT8_MIN_RECALL, export, read_manifest, require_export, scramble_int8_weights
 
-from fastdpr.artifact import Artifact
-from fastdpr.cli import main
-from fastdpr.corpus import Passage, write_corpus
-from fastdpr.errors import ValidationError
+from fastdpr.cli.main import main
+from fastdpr.common.errors import ValidationError
+from fastdpr.corpus.reader import Passage, write_corpus
+from fastdpr.model.artifact import Artifact
 
 require_export()
 
@@ -23,7 +23,7 @@ from fastdpr_export.quantize import RECIPES  # noqa: E402
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_each_recipe_exports_and_passes_validation(recipe: str, tiny_dpr_pair: tuple[Path, Path],
                                                    tmp_path: Path) -> None:
-    from fastdpr.cpu import this_cpu
+    from fastdpr.common.cpu import this_cpu
 
     q, c = tiny_dpr_pair
     # 8-bit weights saturate AVX2's int16 pair sums (docs/benchmarks.md, "INT8 on every CPU class"): on such a
@@ -202,7 +202,7 @@ def test_replaying_an_exports_decisions_reproduces_its_int8_model(tiny_artifact:
     assert details["smoothing"]["alpha"] == decisions["smoothing"]["alpha"]
     assert "search_mean_cosine_error" not in details["smoothing"]  # replayed, not searched
 
-    from fastdpr.encoder import OnnxEncoder
+    from fastdpr.model.encoder import OnnxEncoder
 
     pairs = probes.passage_pairs()[:32]
     original = artifact.encoder("context", "int8").encode_passages(pairs)
@@ -217,7 +217,7 @@ def test_manifest_names_the_calibration_data(tiny_artifact: Path, tiny_dpr_pair:
     corpus = tmp_path / "calib.jsonl"
     write_corpus(corpus, [Passage(id=str(i), title=f"T{i}", text=f"text {i} " * 5) for i in range(40)], "jsonl")
     q, c = tiny_dpr_pair
-    from fastdpr.probes import probes_from_corpus
+    from fastdpr.model.probes import probes_from_corpus
 
     out = export(tmp_path / "calibrated", question_encoder=str(q), context_encoder=str(c),
                  probes=probes_from_corpus(corpus))

@@ -9,8 +9,8 @@ from typing import Literal
 import pytest
 from shared_data import shared_data_path
 
-from fastdpr.errors import CorpusError
-from fastdpr.questions import Question, read_questions, write_questions
+from fastdpr.common.errors import CorpusError
+from fastdpr.corpus.questions import Question, read_questions, write_questions
 
 
 @pytest.mark.parametrize(

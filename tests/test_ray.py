@@ -21,10 +21,10 @@ from doc_blocks import block, shell_commands
 from requires import require_module
 from test_shards import PYDOC_PASSAGES, QUESTIONS, assert_same_results, manifest_of, results, run_cli, stored_rows
 
-from fastdpr.errors import MissingDependencyError
-from fastdpr.index import IndexOptions
-from fastdpr.retriever import Retriever
-from fastdpr.sharded_build import build_sharded_index, staging_dir
+from fastdpr.common.errors import MissingDependencyError
+from fastdpr.index.build import IndexOptions
+from fastdpr.index.build_sharded import build_sharded_index, staging_dir
+from fastdpr.search.retriever import Retriever
 
 ray = require_module("ray", "the ray extra: pip install -e '.[ray]'")  # fails under CI=true, skips elsewhere
 
@@ -80,7 +80,7 @@ def test_a_ray_build_is_the_local_sharded_build(ray_sharded: Path, local_sharded
 
 def test_a_ray_build_reads_the_corpus_in_blocks_and_equals_the_local_build(
         local_ray: Any, tmp_path: Path, tiny_artifact: Path, pydoc_corpus: Path, local_sharded: Path) -> None:
-    from fastdpr.ray_build import ray_backend
+    from fastdpr.cluster.build import ray_backend
 
     out = tmp_path / "blocks"
     manifest = build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE,
@@ -93,7 +93,7 @@ def test_a_ray_build_reads_the_corpus_in_blocks_and_equals_the_local_build(
 
 def test_a_ray_build_of_a_tsv_in_blocks_skips_the_rows_a_local_build_skips(
         local_ray: Any, tmp_path: Path, tiny_artifact: Path) -> None:
-    from fastdpr.ray_build import ray_backend
+    from fastdpr.cluster.build import ray_backend
 
     corpus = tmp_path / "corpus.tsv"
     rows = [f"{i}\tpassage number {i} about topic {i % 7}\tTitle {i % 5}" for i in range(1, 61)]
@@ -132,8 +132,8 @@ def test_the_search_cli_serves_shards_from_ray(ray_sharded: Path, local_sharded:
 def test_an_interrupted_ray_build_resumes_at_its_finished_shards(local_ray: Any, tmp_path: Path, tiny_artifact: Path,
                                                                  pydoc_corpus: Path, local_sharded: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from fastdpr import sharded_build
-    from fastdpr.ray_build import ray_backend
+    from fastdpr.cluster.build import ray_backend
+    from fastdpr.index import build_sharded as sharded_build
 
     out = tmp_path / "idx"
     real = sharded_build._build_shard
@@ -164,7 +164,7 @@ class _DiesOnce:
     marker = ""
 
     def __init__(self, **kwargs: Any) -> None:
-        from fastdpr.ray_build import _ChunkEncoder
+        from fastdpr.cluster.build import _ChunkEncoder
 
         self._encoder = _ChunkEncoder(**kwargs)
 
@@ -181,7 +181,7 @@ def test_a_ray_worker_that_dies_is_restarted_and_its_chunk_retried(local_ray: An
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import ray.cloudpickle
 
-    from fastdpr import ray_build
+    from fastdpr.cluster import build as ray_build
 
     marker = tmp_path / "die-once"
     marker.touch()

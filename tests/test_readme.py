@@ -208,8 +208,8 @@ def make_tiny_sentence_transformer(directory: Path, seed: int = 3) -> Path:
 def workspace(tmp_path_factory: pytest.TempPathFactory, pydoc_corpus: Path) -> Path:
     """A user's working directory: their passages (DPR tsv), questions (DPR qa csv), a calibration
     corpus and their own sentence-transformers model, under the README's names."""
-    from fastdpr.corpus import read_corpus, write_corpus
-    from fastdpr.questions import Question, write_questions
+    from fastdpr.corpus.questions import Question, write_questions
+    from fastdpr.corpus.reader import read_corpus, write_corpus
 
     root = tmp_path_factory.mktemp("readme-user")
     passages = list(read_corpus(pydoc_corpus))
@@ -234,7 +234,7 @@ def user_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def fastdpr(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> Result:
     """Run ``fastdpr ARGS`` in ``cwd`` as the console script does; it must succeed without a traceback."""
-    from fastdpr.cli import main
+    from fastdpr.cli.main import main
 
     monkeypatch.chdir(cwd)
     result = CliRunner().invoke(main, args)
@@ -298,7 +298,7 @@ def test_the_cli_block(workspace: Path, tiny_dpr_pair: tuple[Path, Path], user_e
 def test_the_python_block(workspace: Path, user_env: Path, request: pytest.FixtureRequest) -> None:
     code = block("README.md: The CLI #2").text
     if not (workspace / "nq-index").is_dir():  # run alone (-k): build what the CLI block builds
-        from fastdpr.index import IndexOptions, build_index
+        from fastdpr.index.build import IndexOptions, build_index
 
         build_index(request.getfixturevalue("tiny_artifact"), workspace / "psgs_w100.tsv", workspace / "nq-index",
                     "auto", IndexOptions(progress=False))
@@ -387,7 +387,7 @@ def test_the_frontier_block(tmp_path: Path, user_env: Path, monkeypatch: pytest.
     benchmark are a ~16-minute measurement, so their command lines are parsed by their own commands
     (every option and value checked, ``--squad`` must exist) but not run."""
     from benchmarks.__main__ import main as benchmarks_main
-    from fastdpr.cli import main as fastdpr_main
+    from fastdpr.cli.main import main as fastdpr_main
 
     squad = tmp_path / "shared" / "data" / "squad" / "dev-v1.1.json"  # ../shared/data from the checkout
     squad.parent.mkdir(parents=True)

@@ -84,7 +84,7 @@ def test_a_row_does_not_depend_on_the_other_rows(tmp_path: Path) -> None:
 
 def test_row_scales_need_7bit_weights() -> None:
     require_export()
-    from fastdpr.errors import ExportError
+    from fastdpr.common.errors import ExportError
     from fastdpr_export.quantize import QuantRecipe
 
     with pytest.raises(ExportError, match="row_scales needs reduce_range"):

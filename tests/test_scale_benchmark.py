@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from shared_data import shared_data_path
 
 from benchmarks.synthetic_corpus import write_synthetic_corpus
-from fastdpr.corpus import read_corpus
+from fastdpr.corpus.reader import read_corpus
 
 SQUAD = ("squad", "dev-v1.1.json")
 

@@ -21,11 +21,11 @@ import regex
 from conftest import run_cli
 from shared_data import shared_data_path
 
-from fastdpr.corpus import Passage, write_corpus
-from fastdpr.errors import FastDPRError, IndexLoadError
-from fastdpr.questions import Question, read_questions, write_questions
-from fastdpr.retriever import Hit, Retriever
-from fastdpr.squad import load_squad
+from fastdpr.common.errors import FastDPRError, IndexLoadError
+from fastdpr.corpus.questions import Question, read_questions, write_questions
+from fastdpr.corpus.reader import Passage, write_corpus
+from fastdpr.corpus.squad import load_squad
+from fastdpr.search.retriever import Hit, Retriever
 
 SAMPLE_SIZE = 300
 SAMPLE_SEED = 0
@@ -335,7 +335,7 @@ def hand_index(tmp_path_factory: pytest.TempPathFactory, five_passage_index: Pat
     graph rebuilt from them), so search results can be known without the encoder."""
     from conftest import rewrite_hashes
 
-    from fastdpr.ann import build_hnsw, save_hnsw
+    from fastdpr.index.ann import build_hnsw, save_hnsw
 
     index = tmp_path_factory.mktemp("hand") / "idx"
     shutil.copytree(five_passage_index, index)

@@ -28,9 +28,9 @@ require_export()
 
 import h5py  # noqa: E402  (after the export-extra check: h5py is part of the extra)
 
-from fastdpr.artifact import Artifact  # noqa: E402
-from fastdpr.cli import main  # noqa: E402
-from fastdpr.errors import ExportError  # noqa: E402
+from fastdpr.cli.main import main  # noqa: E402
+from fastdpr.common.errors import ExportError  # noqa: E402
+from fastdpr.model.artifact import Artifact  # noqa: E402
 from fastdpr_export.keras_h5 import pytorch_name, read_h5_state_dict  # noqa: E402
 from fastdpr_export.sources import resolve_source  # noqa: E402
 from fastdpr_export.torch_model import load_hf_model  # noqa: E402

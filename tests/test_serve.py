@@ -36,7 +36,7 @@ THREADS = 1
 @pytest.fixture(scope="module")
 def fp32_index(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, pydoc_corpus: Path) -> Path:
     """The pydoc corpus indexed with the tiny artifact's fp32 encoders (batch-invariant embeddings)."""
-    from fastdpr.index import IndexOptions, build_index
+    from fastdpr.index.build import IndexOptions, build_index
 
     out = tmp_path_factory.mktemp("idx") / "tiny-pydoc-fp32"
     build_index(tiny_artifact, pydoc_corpus, out, "jsonl", IndexOptions(precision="fp32", progress=False))
@@ -63,7 +63,7 @@ def hits_of(body: dict[str, Any]) -> list[tuple[str, float]]:
 
 
 def reference(index: Path, questions: list[str], k: int) -> list[list[tuple[str, float]]]:
-    from fastdpr.retriever import Retriever
+    from fastdpr.search.retriever import Retriever
 
     with Retriever.load(index, threads=THREADS) as retriever:
         return [[(hit.id, hit.score) for hit in retriever.search(q, k)] for q in questions]
@@ -90,7 +90,7 @@ def test_single_requests_equal_retriever_search(int8_server: ServerProcess, tiny
 def test_list_request_equals_search_batch(int8_server: ServerProcess, tiny_index: Path) -> None:
     import httpx
 
-    from fastdpr.retriever import Retriever
+    from fastdpr.search.retriever import Retriever
 
     with Retriever.load(tiny_index, threads=THREADS) as retriever:
         expected = [[(h.id, h.score) for h in hits] for hits in retriever.search_batch(QUESTIONS, 5)]
@@ -135,8 +135,8 @@ def test_embed_questions_and_passages(fp32_server: ServerProcess, fp32_index: Pa
     import httpx
     import numpy as np
 
-    from fastdpr.artifact import Artifact
-    from fastdpr.retriever import Retriever
+    from fastdpr.model.artifact import Artifact
+    from fastdpr.search.retriever import Retriever
 
     with Retriever.load(fp32_index, threads=THREADS) as retriever:
         want_q = retriever.encode_questions(QUESTIONS[:2])
@@ -323,8 +323,8 @@ def test_cli_errors_are_one_line(tmp_path: Path, fp32_index: Path) -> None:
 
 
 def test_thread_budget_never_oversubscribes() -> None:
-    from fastdpr.errors import FastDPRError
-    from fastdpr.serve import thread_budget
+    from fastdpr.common.errors import FastDPRError
+    from fastdpr.serve.server import thread_budget
 
     assert thread_budget(None, None, cores=8) == (8, 1)  # default: a single-threaded worker per core
     assert thread_budget(2, None, cores=8) == (4, 2)

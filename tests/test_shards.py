@@ -24,13 +24,13 @@ import pytest
 from conftest import count_pydoc_passages, default_sigint, run_cli
 from doc_blocks import block, shell_commands
 
-from fastdpr import sharded_build
-from fastdpr.builtin_corpus import pydoc_topic_passages
-from fastdpr.corpus import Passage, read_corpus, write_corpus
-from fastdpr.errors import IndexLoadError
-from fastdpr.index import IndexOptions, build_index
-from fastdpr.retriever import Retriever
-from fastdpr.sharded_build import build_sharded_index
+from fastdpr.common.errors import IndexLoadError
+from fastdpr.corpus.builtin import pydoc_topic_passages
+from fastdpr.corpus.reader import Passage, read_corpus, write_corpus
+from fastdpr.index import build_sharded as sharded_build
+from fastdpr.index.build import IndexOptions, build_index
+from fastdpr.index.build_sharded import build_sharded_index
+from fastdpr.search.retriever import Retriever
 
 OPTIONS = IndexOptions(threads=1, progress=False)  # batch size 32
 SHARD_SIZE = 200  # 690 pydoc passages (Python 3.11.7; 687 on 3.11.2): shards of 200, 200, 200 and the rest
@@ -167,7 +167,7 @@ def recall_at_10(index: Path, questions: tuple[str, ...], ef: int | None) -> flo
 
 def test_hnsw_over_shards_finds_what_exact_search_finds(sharded: Path, unsharded: Path, pydoc_corpus: Path) -> None:
     # 99 questions: the first words of passages spread over the corpus (and so over every shard). The
-    # tiny random model's vectors are structureless, the hard case for HNSW (see fastdpr.ann_defaults.DEFAULT_EF).
+    # tiny random model's vectors are structureless, the hard case for HNSW (see fastdpr.index.defaults.DEFAULT_EF).
     passages = list(read_corpus(pydoc_corpus))
     questions = tuple(" ".join(p.text.split()[:12]) for p in passages[::7])
     assert recall_at_10(sharded, questions, ef=None) >= 0.95  # the index's ef (400): measured 1.000
@@ -239,7 +239,7 @@ def big_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def index_command(artifact: Path, corpus: Path, out: Path, *extra: Any) -> list[str]:
-    return [sys.executable, "-c", "from fastdpr.cli import main; main()", "index", str(artifact), str(corpus),
+    return [sys.executable, "-c", "from fastdpr.cli.main import main; main()", "index", str(artifact), str(corpus),
             "--out", str(out), "--batch-size", "4", "--threads", "1", "--shard-size", str(BIG_SHARD),
             *map(str, extra)]
 

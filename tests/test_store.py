@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastdpr.errors import CorpusError, FastDPRError, IndexLoadError
-from fastdpr.store import PassageStore, PassageStoreWriter, StoredPassage
+from fastdpr.common.errors import CorpusError, FastDPRError, IndexLoadError
+from fastdpr.index.store import PassageStore, PassageStoreWriter, StoredPassage
 
 ROWS = [
     (0, "wiki:1", "Zürich", "Zürich is the largest city in Switzerland."),

@@ -17,9 +17,9 @@ from typing import TypeVar
 
 import pytest
 
-from fastdpr.builtin_corpus import pydoc_topic_passages
-from fastdpr.retriever import Hit, Retriever
-from fastdpr.squad import load_squad_questions
+from fastdpr.corpus.builtin import pydoc_topic_passages
+from fastdpr.corpus.squad import load_squad_questions
+from fastdpr.search.retriever import Hit, Retriever
 
 THREADS = 8
 ROUNDS = 6

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from fastdpr.artifact import Artifact
-from fastdpr.encoder import OUTPUT_NAME
+from fastdpr.model.artifact import Artifact
+from fastdpr.model.encoder import OUTPUT_NAME
 
 
 def profile_passage_encoding(artifact: Artifact, precision: str, passages: Sequence[tuple[str, str]], threads: int,
@@ -20,7 +20,7 @@ def profile_passage_encoding(artifact: Artifact, precision: str, passages: Seque
 
     Two measurements: tokenization vs ONNX Runtime for the whole ``encode_passages`` loop (no profiler),
     then ORT's own profiler on a second session of the same model (same settings as
-    :func:`fastdpr.session.make_session`, plus ``enable_profiling``), kernel time summed by operator type.
+    :func:`fastdpr.model.session.make_session`, plus ``enable_profiling``), kernel time summed by operator type.
     """
     import onnxruntime as ort
 

@@ -38,10 +38,10 @@ from benchmarks.latency.workload import (
     warmup_questions,
 )
 from benchmarks.shapes import SHAPES, Shape, build_shape
-from fastdpr.artifact import Artifact
-from fastdpr.batching import DEFAULT_PASSAGE_BATCH_SIZE
-from fastdpr.corpus import write_corpus
-from fastdpr.spec import SIDES
+from fastdpr.corpus.reader import write_corpus
+from fastdpr.model.artifact import Artifact
+from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE
+from fastdpr.model.spec import SIDES
 
 SETTLE_S = 0.02
 LATENCY_PROCEDURE = ("one end-to-end call per question, timed around the call the same way for every system; "

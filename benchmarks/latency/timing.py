@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from benchmarks.latency.systems.base import PARTS, System
-from fastdpr.corpus import Passage
+from fastdpr.corpus.reader import Passage
 
 #: The parts of a query in reports: the adapter's parts, then the rest of the measured call.
 REPORTED_PARTS = (*PARTS, "other")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from fastdpr.corpus import Passage
+from fastdpr.corpus.reader import Passage
 
 # Synthetic workload (shape runs without --squad): token counts, special tokens included.
 SYNTHETIC_PASSAGE_TOKENS = (64, 256)
@@ -68,7 +68,7 @@ def synthetic_workload(tokenizer_path: Path, passages_n: int, queries_n: int, se
 def squad_workload(squad: Path, passages_n: int, queries_n: int, seed: int) -> Workload:
     """A seeded sample of SQuAD paragraphs (as (title, text) passages) and of SQuAD questions; the other
     questions are the spare pool the warm-up is drawn from."""
-    from fastdpr.squad import load_squad
+    from fastdpr.corpus.squad import load_squad
 
     passages, questions = load_squad(squad)
     rng = random.Random(seed)

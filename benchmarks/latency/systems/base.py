@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from fastdpr.artifact import Artifact
-from fastdpr.corpus import Passage
-from fastdpr.spec import SIDES, EncoderSpec, Side
+from fastdpr.corpus.reader import Passage
+from fastdpr.model.artifact import Artifact
+from fastdpr.model.spec import SIDES, EncoderSpec, Side
 
 #: Passages every query returns (top-k) and fetches.
 K = 100

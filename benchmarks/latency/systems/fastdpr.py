@@ -37,8 +37,8 @@ class FastdprSystem(System):
     with ``build_index`` (HNSW + SQLite store) for questions, its parts timed inside that one call."""
 
     def __init__(self, context: SetupContext, precision: str) -> None:
-        from fastdpr.index import IndexOptions, build_index
-        from fastdpr.retriever import Retriever
+        from fastdpr.index.build import IndexOptions, build_index
+        from fastdpr.search.retriever import Retriever
 
         self.name = f"fastdpr-{precision}"
         self.batch_size = context.batch_size

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.latency.systems.base import ListSearch, SetupContext, SystemSpec, hf_feeds, served_sides
-from fastdpr.spec import SIDES, EncoderSpec, Side
+from fastdpr.model.spec import SIDES, EncoderSpec, Side
 
 
 def quantized_openvino_model(context: SetupContext, side: Side) -> Any:

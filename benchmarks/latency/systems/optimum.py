@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.latency.systems.base import ListSearch, SetupContext, SystemSpec, hf_feeds, served_sides
-from fastdpr.artifact import Artifact
-from fastdpr.spec import SIDES, Side
+from fastdpr.model.artifact import Artifact
+from fastdpr.model.spec import SIDES, Side
 
 
 class UnpooledBackbone:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.latency.systems.base import ListSearch, SetupContext, SystemSpec
-from fastdpr.spec import SIDES
+from fastdpr.model.spec import SIDES
 
 
 class TorchSystem(ListSearch):

@@ -1,0 +1,374 @@
+"""The ``fastdpr`` command line: export, index, search, info, serve (and demo).
+
+A thin layer: every command calls the Python API and turns :class:`FastDPRError` into a
+``click.ClickException`` (a one-line message and exit 1, never a traceback for a user mistake).
+``fastdpr export`` is the export package's command (:mod:`fastdpr_export.commands`), loaded by name
+when it is asked for: the runtime never imports the export package (or torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fastdpr import __version__
+from fastdpr.common.user_errors import echo_json, user_errors
+from fastdpr.index.defaults import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE
+
+# Commands that other packages of this distribution provide: name -> "module:attribute".
+PLUGIN_COMMANDS = {"export": "fastdpr_export.commands:export_command"}
+
+
+class PluginGroup(click.Group):
+    """A click group that also offers :data:`PLUGIN_COMMANDS`, imported only when listed or run."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *PLUGIN_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in PLUGIN_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute = PLUGIN_COMMANDS[cmd_name].split(":")
+        try:
+            command = getattr(importlib.import_module(module_name), attribute)
+        except ImportError as exc:  # fastdpr installed without its export package (should not happen)
+            raise click.ClickException(f"`fastdpr {cmd_name}` is unavailable: {exc}") from exc
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="fastdpr")
+def main() -> None:
+    """fastdpr: CPU-only DPR retrieval with ONNX Runtime.
+
+    \b
+    Typical flow:
+      fastdpr export --question-encoder Q_SRC --context-encoder C_SRC --out ARTIFACT
+      fastdpr index ARTIFACT passages.tsv --out INDEX
+      fastdpr search INDEX "who wrote hamlet?"
+    Or try everything offline on a built-in model and corpus: fastdpr demo
+
+    A mistake (a missing file, a corrupt corpus, an unwritable --out) ends in one line starting with
+    "Error:" and exit code 1 (2 for a bad command line). Where there is more to say (every file that
+    failed an integrity check, every failed export check), set FASTDPR_DETAILS=1 to print it too.
+    """
+
+
+@main.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--verify", is_flag=True,
+              help="Re-encode the probes on this machine and compare with PyTorch's embeddings (artifact: every "
+                   "precision and side, and int8 retrieval agreement; int8 index: its question encoder).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores).")
+@user_errors
+def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -> None:
+    """Describe an artifact or an index directory (and check its files' sha256)."""
+    from fastdpr.report.info import describe
+
+    report = describe(path, verify=verify, threads=threads)
+    if as_json:
+        echo_json(report)
+    else:
+        from fastdpr.report.info import render
+
+        click.echo(render(report))
+    if verify and not report.get("verified", {}).get("passed", True):
+        sys.exit(1)
+
+
+@main.command("index")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Index directory to create.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "dpr-tsv", "jsonl", "beir"]), default="auto",
+              show_default=True, help="Corpus format (auto: detected from the content).")
+@click.option("--precision", type=click.Choice(["int8", "fp32"]),
+              help="Precision of both encoders (passages, and questions unless --question-precision says "
+                   "otherwise). Default: the artifact's plan (`fastdpr info ARTIFACT`).")
+@click.option("--question-precision", type=click.Choice(["int8", "fp32"]),
+              help="Precision of the question encoder the index carries. Default: --precision if given, "
+                   "else the artifact's plan.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=DEFAULT_PASSAGE_BATCH_SIZE, show_default=True,
+              help="Passages tokenized and length-sorted together. Every ONNX Runtime call embeds one "
+                   "passage, so a passage's vector never depends on this (or on its neighbours).")
+@click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime / hnswlib threads (default: all cores).")
+@click.option("--hnsw-m", type=click.IntRange(2, 256), default=DEFAULT_M, show_default=True,
+              help="HNSW graph degree (hnswlib's M).")
+@click.option("--ef-construction", type=click.IntRange(1, 10000), default=DEFAULT_EF_CONSTRUCTION, show_default=True,
+              help="HNSW build breadth: larger builds slower and recalls more.")
+@click.option("--ef", "ef_search", type=click.IntRange(1, 100000), default=DEFAULT_EF, show_default=True,
+              help="Search ef recorded in the index and applied at every load (`fastdpr search --ef` overrides "
+                   "it; see docs/scale.md for recall by ef); raised to k when k is larger.")
+@click.option("--strict", is_flag=True, help="Fail on the first bad corpus row instead of skipping and counting it.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists (and discard an interrupted sharded build).")
+@click.option("--allow-unverified-int8", is_flag=True,
+              help="Index with int8 even when the int8 graph misses its export thresholds on this CPU "
+                   "(checked before encoding; recorded in the manifest either way).")
+@click.option("--json", "as_json", is_flag=True, help="Print the index manifest as JSON.")
+@click.option("--shard-size", type=click.IntRange(1, None), metavar="N",
+              help="Write a sharded index, N passages per shard, in memory bounded by one shard "
+                   "[default: one unsharded index].")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted sharded build of --out (same artifact, corpus and settings).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="With --shard-size: encode on a Ray cluster (ADDRESS, e.g. auto or ray://HOST:10001; alone: "
+                   "a local cluster), --threads CPUs per encoder (default 1). Needs fastdpr[ray].")
+@user_errors
+def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: str | None,
+                  question_precision: str | None, batch_size: int, threads: int | None, hnsw_m: int,
+                  ef_construction: int, ef_search: int, strict: bool, force: bool,
+                  allow_unverified_int8: bool, as_json: bool, shard_size: int | None,
+                  resume: bool, ray_address: str | None) -> None:
+    """Encode CORPUS with ARTIFACT's context encoder into a searchable index.
+
+    \b
+    CORPUS formats: DPR psgs_w100.tsv (id<TAB>text<TAB>title, header row), JSON lines
+    {"id","title","text"}, BEIR corpus.jsonl {"_id","title","text"}. Bad rows are skipped and
+    counted (see the summary and `fastdpr info INDEX`), or fail the build with --strict.
+    The index is written atomically: an interrupted build leaves no --out behind.
+    An int8 build first checks the artifact's int8 graphs on this CPU against PyTorch's probe
+    embeddings (int8 kernels differ between CPU classes) and refuses when they miss the export's
+    thresholds.
+    With --shard-size, an interrupted build is kept next to --out and --resume continues it.
+    With --ray, the same sharded index is encoded on a Ray cluster (pip install 'fastdpr[ray]').
+    """
+    from fastdpr.common.outputs import check_output_dir
+    from fastdpr.index.build import IndexOptions, build_index
+
+    options = IndexOptions(precision=precision, question_precision=question_precision, batch_size=batch_size,
+                           threads=threads, hnsw_m=hnsw_m, ef_construction=ef_construction,
+                           ef_search=ef_search,
+                           strict=strict, force=force, allow_unverified_int8=allow_unverified_int8)
+    if resume and shard_size is None:
+        raise click.UsageError("--resume continues a sharded build: give the same --shard-size as before")
+    if ray_address is not None and shard_size is None:
+        raise click.UsageError("--ray builds a sharded index: give --shard-size N")
+    check_output_dir(out, "index", force or resume)  # before the corpus is encoded, not after
+    if shard_size is not None:
+        from fastdpr.index.build_sharded import BackendFactory, BuildBackend, build_sharded_index
+
+        backend: BackendFactory = BuildBackend
+        if ray_address is not None:
+            from fastdpr.cluster.build import ray_backend
+
+            backend = ray_backend(ray_address)
+        try:
+            manifest = build_sharded_index(artifact, corpus, out, fmt, options, shard_size=shard_size, resume=resume,
+                                           backend=backend)
+        except KeyboardInterrupt:
+            click.echo(f"interrupted: the finished shards are kept; add --resume to continue the build of {out}",
+                       err=True)
+            raise
+    else:
+        manifest = build_index(artifact, corpus, out, fmt, options)
+    if as_json:
+        echo_json(manifest)
+        return
+    counts, build = manifest["counts"], manifest["build"]
+    click.echo(f"indexed {counts['indexed']} passages into {out} (passages {manifest['precision']}, questions "
+               f"{manifest['question_encoder']['precision']}, "
+               f"{build['passages_per_s']} passages/s)"
+               + (f" in {len(manifest['shards'])} shards" if "shards" in manifest else ""))
+    if manifest.get("int8_verification"):
+        from fastdpr.model.verify import Int8Verification
+
+        click.echo(Int8Verification(**manifest["int8_verification"]).summary(), err=True)
+    if counts["skipped_total"]:
+        detail = ", ".join(f"{n} {reason} (lines {counts['skipped_examples'][reason]})"
+                           for reason, n in counts["skipped"].items())
+        click.echo(f"skipped {counts['skipped_total']} rows: {detail}", err=True)
+    if counts["no_title"]:
+        click.echo(f"{counts['no_title']} passages have no title (encoded from their text alone)", err=True)
+
+
+def _print_hits(hits: list[Any], width: int = 100) -> None:
+    for rank, hit in enumerate(hits, 1):
+        text = " ".join(hit.text.split())
+        snippet = text if len(text) <= width else text[: width - 1] + "…"
+        click.echo(f"{rank:>3}. {hit.score:8.3f}  [{hit.id}] {hit.title}")
+        click.echo(f"      {snippet}")
+
+
+@main.command("search")
+@click.argument("index", type=click.Path(path_type=Path))
+@click.argument("question", required=False)
+@click.option("-k", "k", type=click.IntRange(1, 100000), default=None,
+              help="Passages per question (default: 10; 100 with --queries).")
+@click.option("--ef", type=click.IntRange(1, 100000), help="HNSW search breadth (default: the index's; raised to k).")
+@click.option("--exact", is_flag=True, help="Brute-force dot product instead of HNSW (for parity checks).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit: rank, id, title, text, score.")
+@click.option("--queries", type=click.Path(path_type=Path),
+              help="A question file (DPR qas .tsv/.csv, JSON lines, BEIR queries.jsonl, or plain text).")
+@click.option("--queries-format", type=click.Choice(["auto", "dpr-qas", "jsonl", "beir", "text"]), default="auto",
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="With --queries: DPR retrieval-results JSON to write.")
+@click.option("--match", type=click.Choice(["string", "regex"]), default="string", show_default=True,
+              help="has_answer rule: DPR string match, or regex answers (CuratedTREC).")
+@click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=DEFAULT_QUESTION_BATCH_SIZE, show_default=True,
+              help="With --queries: questions tokenized together (every ONNX Runtime call embeds one question).")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Serve a sharded index's shards from Ray actors on this cluster (auto, ray://HOST:10001, "
+                   "HOST:6379; every node must see INDEX at the same path). Needs fastdpr[ray].")
+@user_errors
+def search_command(index: Path, question: str | None, k: int | None, ef: int | None, exact: bool, as_json: bool,
+                   queries: Path | None, queries_format: str, out: Path | None, match: str,
+                   threads: int | None, batch_size: int, ray_address: str | None) -> None:
+    """Answer QUESTION from INDEX, or every question of --queries into --out (DPR results JSON)."""
+    from fastdpr.search.retriever import Retriever
+
+    if (question is None) == (queries is None):
+        raise click.UsageError("give a QUESTION or --queries FILE (one of them)")
+    if queries is not None and out is None:
+        raise click.UsageError("--queries needs --out RESULTS.json")
+    if question is not None and not question.strip():
+        raise click.UsageError("the question is empty")
+    if out is not None:
+        if queries is None:
+            raise click.UsageError("--out writes the results of --queries FILE; give --queries")
+        from fastdpr.common.outputs import check_output_file
+
+        check_output_file(out, "results file")  # before the questions are searched, not after
+    retriever = Retriever.load(index, threads=threads, ef=ef, exact=exact, ray_address=ray_address)
+    if question is not None:
+        hits = retriever.search(question, k=k or 10)
+        if as_json:
+            for rank, hit in enumerate(hits, 1):
+                click.echo(json.dumps({"rank": rank, "id": hit.id, "title": hit.title, "text": hit.text,
+                                       "score": hit.score}, ensure_ascii=False))
+        else:
+            _print_hits(hits)
+        return
+    _search_file(retriever, queries, queries_format, out, k or 100, match, batch_size)  # type: ignore[arg-type]
+
+
+def _search_file(retriever: Any, queries: Path, fmt: str, out: Path, k: int, match: str, batch_size: int) -> None:
+    from tqdm import tqdm
+
+    from fastdpr.common.integrity import write_json
+    from fastdpr.corpus.questions import read_questions
+    from fastdpr.eval.results import dpr_results, top_k_accuracy
+
+    questions = read_questions(queries, fmt)  # type: ignore[arg-type]
+    hits: list[Any] = []
+    with tqdm(total=len(questions), unit=" questions", disable=None) as bar:
+        for start in range(0, len(questions), 256):
+            chunk = questions[start:start + 256]
+            hits.extend(retriever.search_batch([q.question for q in chunk], k=k, batch_size=batch_size))
+            bar.update(len(chunk))
+    results = dpr_results(questions, hits, match)  # type: ignore[arg-type]
+    write_json(out, results)
+    accuracy = top_k_accuracy(results, [k_ for k_ in (1, 5, 20, 50, 100) if k_ <= k])
+    summary = ", ".join(f"top-{k_} {v * 100:.2f}%" for k_, v in accuracy.items())
+    click.echo(f"wrote {len(results)} results to {out}" + (f"; answer recall: {summary}" if summary else ""))
+
+
+@main.command("serve")
+@click.argument("index", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: a free one).")
+@click.option("--threads", type=click.IntRange(1, 256),
+              help="ONNX Runtime / hnswlib threads per worker (default: 1, or the cores divided among --workers).")
+@click.option("--workers", type=click.IntRange(1, 256),
+              help="Batches encoded at once (default: the cores divided by --threads); threads x workers may not "
+                   "exceed the cores.")
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="Most questions (from any number of requests) per ONNX Runtime call; 1 turns batching off.")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 60000), default=0.0, show_default=True,
+              help="How long the first question of a batch waits for others. 0 (measured fastest): a lone "
+                   "request goes at once, and requests that arrive while the workers encode still form the "
+                   "next batch.")
+@click.option("--max-queue", type=click.IntRange(1, 1_000_000), default=256, show_default=True,
+              help="Questions waiting for a batch before requests are refused with 503 + Retry-After "
+                   "(also the most questions per request).")
+@click.option("--max-k", type=click.IntRange(1, 100000), default=100, show_default=True,
+              help="Largest k a request may ask.")
+@click.option("--max-body", "max_body_bytes", type=click.IntRange(1024, 1 << 30), default=256 * 1024,
+              show_default=True, help="Largest request body in bytes (413 above).")
+@click.option("--artifact", type=click.Path(path_type=Path),
+              help="The artifact the index was built from, for POST /embed of passages (default: the path the "
+                   "index recorded, when it is still there).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning",
+              show_default=True, help="uvicorn's log level.")
+@user_errors
+def serve_command(index: Path, host: str, port: int, threads: int | None, workers: int | None, max_batch: int,
+                  max_wait_ms: float, max_queue: int, max_k: int, max_body_bytes: int, artifact: Path | None,
+                  log_level: str) -> None:
+    """Serve INDEX over HTTP: POST/GET /search, POST /embed, /health, /ready, /info, /metrics, a search page
+    at /, and the OpenAPI schema at /openapi.json. Concurrent requests are batched into one ONNX Runtime
+    call. SIGTERM (or Ctrl-C) stops accepting connections, answers the accepted requests and exits.
+    Needs the serve extra: pip install 'fastdpr[serve]'
+    """
+    from fastdpr.serve.server import serve
+
+    serve(index, host=host, port=port, threads=threads, workers=workers, artifact=artifact, log_level=log_level,
+          options_kwargs={"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
+                          "max_k": max_k, "max_body_bytes": max_body_bytes},
+          log=lambda line: click.echo(line, err=True))
+
+
+DEMO_QUESTIONS = (
+    "how do I catch an exception and still run cleanup code?",
+    "what does the yield statement do?",
+    "how are default argument values evaluated?",
+)
+
+
+def _demo_home() -> Path:
+    import os
+
+    return Path(os.environ.get("FASTDPR_HOME", Path.home() / ".cache" / "fastdpr")) / "demo"
+
+
+@main.command("demo")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="Where the demo's artifact and index go (default: $FASTDPR_HOME/demo or ~/.cache/fastdpr/demo).")
+@click.option("--question", "questions", multiple=True, help="Ask your own question (repeatable).")
+@click.option("-k", "k", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--rebuild", is_flag=True, help="Export and index again even if the demo files exist.")
+@user_errors
+def demo_command(workdir: Path | None, questions: tuple[str, ...], k: int, rebuild: bool) -> None:
+    """The whole job offline, on built-ins: export the packaged all-MiniLM-L6-v2, index the Python
+    docs' topics (pydoc_data.topics, shipped with every Python) and answer questions."""
+    from fastdpr.common.outputs import check_output_dir
+    from fastdpr.corpus.builtin import pydoc_topic_passages
+    from fastdpr.corpus.reader import write_corpus
+    from fastdpr.index.build import IndexOptions, build_index
+    from fastdpr.model.artifact import Artifact
+    from fastdpr.search.retriever import Retriever
+
+    home = check_output_dir(workdir or _demo_home(), "demo directory", force=True)
+    artifact_dir, index_dir = home / "artifact-minilm", home / "index-pydoc-topics"
+    corpus = home / "pydoc-topics.jsonl"
+    home.mkdir(parents=True, exist_ok=True)
+    if rebuild or not (artifact_dir / "manifest.json").is_file():
+        click.echo("1/3 exporting builtin:all-MiniLM-L6-v2 (ONNX, fused, int8; validated against PyTorch)", err=True)
+        ctx = click.get_current_context()
+        export = ctx.command.get_command(ctx, "export")  # type: ignore[attr-defined]
+        ctx.invoke(export, encoder="builtin:all-MiniLM-L6-v2", out=artifact_dir, force=True, quiet=True)
+    else:
+        Artifact.load(artifact_dir)
+        click.echo(f"1/3 using the exported artifact in {artifact_dir}", err=True)
+    if rebuild or not (index_dir / "manifest.json").is_file():
+        passages = pydoc_topic_passages()
+        write_corpus(corpus, passages, "jsonl")
+        click.echo(f"2/3 indexing {len(passages)} passages of the Python docs' topics", err=True)
+        build_index(artifact_dir, corpus, index_dir, "jsonl", IndexOptions(force=True))
+    else:
+        click.echo(f"2/3 using the index in {index_dir}", err=True)
+    click.echo("3/3 searching\n", err=True)
+    with Retriever.load(index_dir) as retriever:
+        for question in questions or DEMO_QUESTIONS:
+            click.echo(f"Q: {question}")
+            _print_hits(retriever.search(question, k=k))
+            click.echo("")
+    click.echo(f"Try: fastdpr search {index_dir} \"your question\"\n     fastdpr info {artifact_dir} --verify",
+               err=True)

@@ -1,0 +1,227 @@
+"""The manifests of index directories, parsed completely at load into frozen dataclasses.
+
+Two kinds (see :mod:`fastdpr.index.build` and :mod:`fastdpr.index.load` for the layouts): ``fastdpr-index``
+(one index, or one shard of a sharded index) and ``fastdpr-sharded-index``. Every file a loader opens
+is named here, and every such name must be listed in the manifest's file table
+(:class:`~fastdpr.common.integrity.FileTable`), which confines it to the directory and vouches for it by size,
+fingerprint and sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastdpr.common.errors import FastDPRError, IndexLoadError
+from fastdpr.common.fields import Fields
+from fastdpr.common.integrity import MANIFEST_NAME, FileTable, Integrity, confined_name, read_manifest
+from fastdpr.model.spec import EncoderSpec
+
+INDEX_FORMAT = "fastdpr-index"
+INDEX_FORMAT_VERSION = 1
+SHARDED_INDEX_FORMAT = "fastdpr-sharded-index"
+SHARDED_INDEX_FORMAT_VERSION = 1
+PRECISIONS = ("int8", "fp32")
+
+
+@dataclass(frozen=True)
+class ProbeCheck:
+    """What an int8 index keeps to check its question encoder on the machine that loads it."""
+
+    questions: str  # JSON list of the probe questions
+    reference: str  # .npy of PyTorch fp32's embeddings of them
+    batch_size: int
+    held_out_from: int  # rows from here on were held out from int8 calibration
+    min_cosine: float
+    recall_at_10: float
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The export's int8 thresholds, as :func:`fastdpr.model.verify.verify_int8_questions` takes them."""
+        return {"min_cosine": self.min_cosine, "recall_at_10": self.recall_at_10}
+
+
+@dataclass(frozen=True)
+class QuestionEncoderFiles:
+    """The question encoder an index carries (ONNX model and tokenizer), and its int8 probe check."""
+
+    model: str
+    tokenizer: str
+    probe_check: ProbeCheck | None
+    #: The question encoder's precision (indexes written before it was recorded: the index's precision).
+    precision: str
+
+
+@dataclass(frozen=True)
+class HnswSettings:
+    """The HNSW graph's settings (``file``: None in a sharded manifest, whose shards hold the graphs)."""
+
+    file: str | None
+    m: int
+    ef_construction: int
+    ef_search: int
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard as the top-level manifest of a sharded index lists it."""
+
+    dir: str
+    count: int
+    label_offset: int
+    manifest_sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in the top-level manifest."""
+        return {"dir": self.dir, "count": self.count, "label_offset": self.label_offset,
+                "manifest_sha256": self.manifest_sha256}
+
+
+@dataclass(frozen=True)
+class IndexManifest:
+    """A checked ``fastdpr-index`` manifest. ``raw`` is the JSON as read (for reports)."""
+
+    root: Path
+    spec: EncoderSpec
+    precision: str
+    count: int
+    vectors: str
+    store: str
+    hnsw: HnswSettings
+    #: None for a shard: the sharded index's top-level manifest owns the encoder.
+    question_encoder: QuestionEncoderFiles | None
+    shard_label_offset: int | None
+    files: FileTable
+    raw: dict[str, Any]
+
+    def path(self, rel: str) -> Path:
+        """The path of a file the manifest lists (refuses anything else)."""
+        return self.files.path(rel)
+
+
+@dataclass(frozen=True)
+class ShardedIndexManifest:
+    """A checked ``fastdpr-sharded-index`` manifest (the shards themselves are checked by
+    :func:`fastdpr.index.load.load_sharded_manifest`)."""
+
+    root: Path
+    spec: EncoderSpec
+    precision: str
+    count: int
+    hnsw: HnswSettings
+    question_encoder: QuestionEncoderFiles
+    shards: tuple[ShardEntry, ...]
+    files: FileTable
+    raw: dict[str, Any]
+
+    def path(self, rel: str) -> Path:
+        """The path of a file the manifest lists (refuses anything else)."""
+        return self.files.path(rel)
+
+
+def _spec(fields: Fields) -> EncoderSpec:
+    try:
+        return EncoderSpec.from_dict(fields.obj("spec").data)
+    except FastDPRError as exc:  # ArtifactError from the spec: say which file
+        fields.fail(f"spec: {exc}")
+
+
+def _question_encoder(fields: Fields, files: FileTable) -> QuestionEncoderFiles:
+    encoder = fields.obj("question_encoder")
+    precision = encoder.one_of("precision", PRECISIONS) if encoder.has("precision") else fields.one_of(
+        "precision", PRECISIONS)
+    probe: ProbeCheck | None = None
+    if (check := encoder.optional_obj("probe_check")) is not None:
+        thresholds = check.obj("thresholds")
+        probe = ProbeCheck(questions=files.require(check.string("questions"), "question_encoder.probe_check.questions"),
+                           reference=files.require(check.string("reference"), "question_encoder.probe_check.reference"),
+                           batch_size=check.integer("batch_size", minimum=1),
+                           held_out_from=check.integer("held_out_from") if check.has("held_out_from") else 0,
+                           min_cosine=thresholds.number("min_cosine"),
+                           recall_at_10=thresholds.number("recall_at_10"))
+    return QuestionEncoderFiles(model=files.require(encoder.string("model"), "question_encoder.model"),
+                                tokenizer=files.require(encoder.string("tokenizer"), "question_encoder.tokenizer"),
+                                probe_check=probe, precision=precision)
+
+
+def _hnsw(fields: Fields, files: FileTable, with_file: bool) -> HnswSettings:
+    hnsw = fields.obj("hnsw")
+    return HnswSettings(file=files.require(hnsw.string("file"), "hnsw.file") if with_file else None,
+                        m=hnsw.integer("m", minimum=2), ef_construction=hnsw.integer("ef_construction", minimum=1),
+                        ef_search=hnsw.integer("ef_search", minimum=1))
+
+
+def parse_index_manifest(fields: Fields, root: Path) -> IndexManifest:
+    """Every key the runtime reads, typed and checked; referenced files must be in the file table."""
+    files = FileTable.parse(fields, root)
+    spec = _spec(fields)
+    count = fields.obj("counts").integer("indexed", minimum=1)
+    vectors = fields.obj("vectors")
+    shape = vectors.array("shape")
+    if shape != [count, spec.dim]:
+        fields.fail(f"vectors.shape is {shape}, expected [{count}, {spec.dim}] (counts.indexed, spec.dim)")
+    shard = fields.optional_obj("shard")
+    return IndexManifest(
+        root=root, spec=spec, precision=fields.one_of("precision", PRECISIONS), count=count,
+        vectors=files.require(vectors.string("file"), "vectors.file"),
+        store=files.require(fields.string("store"), "store"),
+        hnsw=_hnsw(fields, files, with_file=True),
+        # A shard's manifest records the shared encoder as ../../encoder/...: informational, never opened.
+        question_encoder=None if shard is not None else _question_encoder(fields, files),
+        shard_label_offset=None if shard is None else shard.integer("label_offset"),
+        files=files, raw=fields.data)
+
+
+def parse_sharded_manifest(fields: Fields, root: Path) -> ShardedIndexManifest:
+    """As :func:`parse_index_manifest`, for the top level of a sharded index."""
+    files = FileTable.parse(fields, root)
+    shards: list[ShardEntry] = []
+    for number in range(len(fields.array("shards"))):
+        entry = fields.item("shards", number)
+        directory = entry.string("dir")
+        if problem := confined_name(directory):
+            entry.fail(f"{entry.where}.dir {directory!r} {problem}")
+        shards.append(ShardEntry(dir=directory, count=entry.integer("count", minimum=1),
+                                 label_offset=entry.integer("label_offset"),
+                                 manifest_sha256=entry.string("manifest_sha256")))
+    if not shards:
+        fields.fail("shards lists no shards")
+    return ShardedIndexManifest(
+        root=root, spec=_spec(fields), precision=fields.one_of("precision", PRECISIONS),
+        count=fields.obj("counts").integer("indexed", minimum=1), hnsw=_hnsw(fields, files, with_file=False),
+        question_encoder=_question_encoder(fields, files), shards=tuple(shards), files=files, raw=fields.data)
+
+
+def load_index_manifest(index_dir: Path | str, integrity: Integrity = "fingerprint") -> IndexManifest:
+    """Read, parse and check an index manifest and every file it lists (see
+    :data:`~fastdpr.common.integrity.Integrity`: by default sizes and fingerprints)."""
+    root = Path(index_dir)
+    manifest = parse_index_manifest(read_manifest(root, INDEX_FORMAT, (INDEX_FORMAT_VERSION,), IndexLoadError), root)
+    manifest.files.check(integrity)
+    return manifest
+
+
+def shard_directory(root: Path, entry: ShardEntry) -> Path:
+    """The directory of a shard, refused when it resolves outside the sharded index (a symlink)."""
+    path = root / entry.dir
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise IndexLoadError(f"{root}: shard {entry.dir} resolves to {path.resolve()}, outside the index")
+    return path
+
+
+def check_shard_manifest(root: Path, entry: ShardEntry) -> Path:
+    """The shard's directory, once its manifest hashes to what the top-level manifest recorded.
+
+    The manifest is small and holds every file's sha256 and fingerprint, so hashing it always ties the
+    shard's whole content to the top-level manifest.
+    """
+    shard_dir = shard_directory(root, entry)
+    manifest = shard_dir / MANIFEST_NAME
+    if not manifest.is_file():
+        raise IndexLoadError(f"{root}: shard {entry.dir} is missing")
+    if hashlib.sha256(manifest.read_bytes()).hexdigest() != entry.manifest_sha256:
+        raise IndexLoadError(f"{root}: the manifest of shard {entry.dir} differs from the one the index "
+                             "recorded (shard altered or replaced)")
+    return shard_dir

@@ -1,0 +1,279 @@
+"""A SQLite passage store addressed by integer label (the HNSW label, ``0..n-1``).
+
+The store is written once, inside a staging index directory that is published atomically, and is
+only ever read afterwards. That shapes both halves: the writer trades durability for speed (a crash
+mid-build leaves a staging directory that is thrown away anyway), and the reader opens the file
+read-only.
+"""
+
+from __future__ import annotations
+
+import operator
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, SupportsIndex
+
+from fastdpr.common.errors import CorpusError, FastDPRError, IndexLoadError
+
+#: Bumped whenever the table layout changes; stored in ``PRAGMA user_version`` so a reader can tell an
+#: old or foreign database from a corrupt one.
+SCHEMA_VERSION = 1
+
+#: Rows per transaction. Large enough that per-transaction overhead vanishes, small enough that a
+#: failed batch (duplicate id) is cheap to re-scan for the offending row.
+DEFAULT_BATCH_SIZE = 10_000
+
+# Older SQLite builds (< 3.32) allow at most 999 host parameters per statement; stay below it so
+# lookups work with whatever SQLite the Python build links.
+_MAX_PARAMS = 900
+
+_SCHEMA = """
+CREATE TABLE passages (
+    label INTEGER PRIMARY KEY,
+    id    TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    text  TEXT NOT NULL
+)
+"""
+
+Row = tuple[int, str, str, str]
+
+
+@dataclass(frozen=True)
+class StoredPassage:
+    """One passage as stored: its HNSW label, the corpus id, title and text."""
+
+    label: int
+    id: str
+    title: str
+    text: str
+
+
+class PassageStoreWriter:
+    """Creates a passage database and fills it in batched transactions.
+
+    Rows are buffered and written ``batch_size`` at a time with ``executemany``. Passage ids must be
+    unique (a duplicate raises :class:`~fastdpr.common.errors.CorpusError` naming it) and, by the time
+    :meth:`close` runs, the labels must be exactly ``0..n-1`` because they are the HNSW labels.
+
+    Use it as a context manager: on a clean exit the store is checked and closed; if the block raises,
+    the pending batch is discarded and the connection closed without further checks.
+    """
+
+    def __init__(self, path: str | Path, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            # Never append to or clobber an existing store: builds happen in a fresh staging directory.
+            raise FastDPRError(f"passage store {self.path} already exists")
+        if batch_size < 1:
+            raise FastDPRError(f"batch_size must be at least 1, got {batch_size}")
+        self._batch_size = batch_size
+        self._pending: list[Row] = []
+        self._written = 0
+        self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, isolation_level=None)
+        # journal_mode=MEMORY (not OFF): nearly as fast, but ROLLBACK still works, which a failed
+        # batch needs. synchronous=OFF: a crash only loses a staging directory that is discarded anyway.
+        # Neither setting is persistent in the file, so readers see an ordinary rollback-journal
+        # database (WAL would be persistent and make read-only opens need a writable directory).
+        self._conn.execute("PRAGMA journal_mode=MEMORY")
+        self._conn.execute("PRAGMA synchronous=OFF")
+        self._conn.execute(_SCHEMA)
+        self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def __enter__(self) -> PassageStoreWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort()
+
+    @property
+    def written(self) -> int:
+        """Rows committed so far (buffered rows not included)."""
+        return self._written
+
+    def add(self, label: int, id: str, title: str, text: str) -> None:
+        """Buffers one passage; the buffer is written when it reaches ``batch_size`` rows."""
+        self._pending.append((int(label), id, title, text))
+        if len(self._pending) >= self._batch_size:
+            self.flush()
+
+    def add_many(self, rows: Iterable[tuple[int, str, str, str]]) -> None:
+        """Buffers ``(label, id, title, text)`` rows, writing full batches as they fill."""
+        for label, pid, title, text in rows:
+            self.add(label, pid, title, text)
+
+    def flush(self) -> None:
+        """Writes the buffered rows in one transaction."""
+        conn = self._connection()
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        try:
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO passages (label, id, title, text) VALUES (?, ?, ?, ?)", rows)
+            conn.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            conn.execute("ROLLBACK")
+            raise self._explain_conflict(conn, rows, exc) from exc
+        self._written += len(rows)
+
+    def close(self) -> None:
+        """Writes what is buffered, checks that labels are ``0..n-1``, and closes the database."""
+        if self._conn is None:
+            return
+        try:
+            self.flush()
+            count, low, high = self._conn.execute(
+                "SELECT count(*), min(label), max(label) FROM passages"
+            ).fetchone()
+            if count and (low != 0 or high != count - 1):
+                raise FastDPRError(
+                    f"passage labels must be 0..{count - 1} (the HNSW labels), found {low}..{high}"
+                )
+        finally:
+            self._conn.close()
+            self._conn = None
+
+    def _abort(self) -> None:
+        self._pending = []
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise FastDPRError(f"passage store {self.path} is already closed")
+        return self._conn
+
+    @staticmethod
+    def _explain_conflict(
+        conn: sqlite3.Connection, rows: list[Row], exc: sqlite3.IntegrityError
+    ) -> CorpusError:
+        # executemany does not say which row failed; re-scan the (rolled back) batch so the user gets
+        # the offending passage id or label instead of a bare SQLite constraint name.
+        seen_ids: set[str] = set()
+        seen_labels: set[int] = set()
+        for label, pid, _title, _text in rows:
+            in_db = conn.execute("SELECT label FROM passages WHERE id = ?", (pid,)).fetchone()
+            if pid in seen_ids or in_db is not None:
+                return CorpusError(f"duplicate passage id {pid!r} (label {label})")
+            if (
+                label in seen_labels
+                or conn.execute("SELECT 1 FROM passages WHERE label = ?", (label,)).fetchone()
+            ):
+                return CorpusError(f"duplicate passage label {label} (id {pid!r})")
+            seen_ids.add(pid)
+            seen_labels.add(label)
+        return CorpusError(f"passage rows rejected by the store: {exc}")
+
+
+class PassageStore:
+    """Read-only access to a passage database, safe to share between threads.
+
+    Thread safety: one connection opened with ``check_same_thread=False`` and guarded by a lock,
+    rather than a connection per thread. A lookup of ``k`` labels by primary key takes well under a
+    millisecond, far less than encoding the question that precedes it, so serializing lookups costs
+    nothing measurable; in exchange :meth:`close` really closes the one file handle (per-thread
+    connections could only be closed by the threads that own them, leaking handles when an index is
+    reloaded), and no connection outlives the store.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise IndexLoadError(f"passage store {self.path} is missing")
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            self._conn: sqlite3.Connection | None = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise IndexLoadError(f"cannot open passage store {self.path}: {exc}") from exc
+        self._lock = threading.Lock()
+        self._count: int | None = None
+        try:
+            # SQLite opens lazily: the first statement is what notices a file that is not a database.
+            (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+            columns = [row[1] for row in self._conn.execute("PRAGMA table_info(passages)")]
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise IndexLoadError(
+                f"passage store {self.path} is corrupt or not a SQLite database: {exc}"
+            ) from exc
+        if columns != ["label", "id", "title", "text"] or version != SCHEMA_VERSION:
+            self._conn.close()
+            raise IndexLoadError(
+                f"passage store {self.path} has an unsupported layout (schema version {version}, "
+                f"expected {SCHEMA_VERSION}); rebuild the index"
+            )
+
+    def __enter__(self) -> PassageStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def count(self) -> int:
+        """Number of passages in the store (computed once, the store never changes)."""
+        if self._count is None:
+            with self._lock:
+                (self._count,) = self._fetch("SELECT count(*) FROM passages", ())[0]
+        return self._count
+
+    def get(self, labels: Iterable[SupportsIndex]) -> list[StoredPassage]:
+        """The passages with these labels (ints or an integer array), in the given order (repeats allowed).
+
+        Raises :class:`~fastdpr.common.errors.IndexLoadError` if a label is not in the store: labels come from
+        the vector index, so a miss means the index and the store do not belong together.
+        """
+        # operator.index: numpy integers (what searchers return) are not valid SQLite parameters, and
+        # unlike int() it rejects floats, which would only reach here by mistake.
+        wanted = [operator.index(label) for label in labels]
+        unique = list(dict.fromkeys(wanted))
+        found: dict[int, StoredPassage] = {}
+        with self._lock:
+            for start in range(0, len(unique), _MAX_PARAMS):
+                chunk = unique[start : start + _MAX_PARAMS]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT label, id, title, text FROM passages WHERE label IN ({marks})"
+                for label, pid, title, text in self._fetch(sql, chunk):
+                    found[label] = StoredPassage(label, pid, title, text)
+        missing = [label for label in unique if label not in found]
+        if missing:
+            raise IndexLoadError(
+                f"labels {missing[:10]} are not in passage store {self.path}: "
+                "the vector index and the passage store do not match"
+            )
+        return [found[label] for label in wanted]
+
+    def close(self) -> None:
+        """Closes the database; later calls raise :class:`~fastdpr.common.errors.FastDPRError`."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        # Caller holds self._lock. fetchall inside the try: a damaged page is only noticed while
+        # stepping through rows, not when the statement is prepared.
+        if self._conn is None:
+            raise FastDPRError(f"passage store {self.path} is closed")
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise IndexLoadError(f"passage store {self.path} cannot be read: {exc}") from exc

@@ -1,0 +1,66 @@
+"""Text -> embeddings with ONNX Runtime: tokenize, sort by length, batch, run the pooled graph."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE, INPUTS_PER_CALL
+from fastdpr.model.session import make_session
+from fastdpr.model.spec import Side
+from fastdpr.model.tokenization import SpecTokenizer
+
+OUTPUT_NAME = "embedding"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class OnnxEncoder:
+    """One side of a bi-encoder: a tokenizer plus an ONNX session whose graph outputs the embedding.
+
+    Every ONNX Runtime call holds ``inputs_per_call`` inputs (default :data:`INPUTS_PER_CALL`, one):
+    an embedding then depends on its own text only, bitwise, whatever it is encoded with (dynamic int8
+    takes one activation scale per call). ``inputs_per_call=None`` lets calls hold whole length-sorted
+    batches (padded to their longest member); the benchmarks use it to measure what batching did.
+    Results come back in input order.
+    """
+
+    def __init__(self, model_path: Path, tokenizer: SpecTokenizer, threads: int | None = None,
+                 inputs_per_call: int | None = INPUTS_PER_CALL) -> None:
+        if inputs_per_call is not None and inputs_per_call < 1:
+            raise ValueError(f"inputs_per_call must be at least 1 or None, got {inputs_per_call}")
+        self.model_path = Path(model_path)
+        self.tokenizer = tokenizer
+        self.session = make_session(self.model_path, threads)
+        self.dim = tokenizer.spec.dim
+        self.inputs_per_call = inputs_per_call
+
+    @property
+    def side(self) -> Side:
+        """Which side of the bi-encoder this is."""
+        return self.tokenizer.side
+
+    def encode(self, inputs: Sequence[str] | Sequence[tuple[str, str]], batch_size: int = 32,
+               on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Embed questions (strings) or passages ((title, text) pairs): ``[len(inputs), dim]`` float32.
+
+        ``on_batch`` is called with the number of inputs each ONNX Runtime call embedded."""
+        out = np.zeros((len(inputs), self.dim), dtype=np.float32)
+        if not inputs:
+            return out
+        per_call = batch_size if self.inputs_per_call is None else min(batch_size, self.inputs_per_call)
+        for rows, feeds in self.tokenizer.sorted_batches(inputs, per_call):
+            out[rows] = self.session.run([OUTPUT_NAME], feeds)[0]
+            if on_batch is not None:
+                on_batch(len(rows))
+        return out
+
+    def encode_questions(self, questions: Sequence[str], batch_size: int = DEFAULT_QUESTION_BATCH_SIZE) -> np.ndarray:
+        """Embed questions."""
+        return self.encode(questions, batch_size)
+
+    def encode_passages(self, passages: Sequence[tuple[str, str]], batch_size: int = DEFAULT_PASSAGE_BATCH_SIZE,
+                        on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Embed (title, text) passages."""
+        return self.encode(passages, batch_size, on_batch)

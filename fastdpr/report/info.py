@@ -1,0 +1,217 @@
+"""``fastdpr info``: what an artifact or index directory holds, and (optionally) proof it works."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastdpr.common.cpu import CpuInfo
+from fastdpr.common.errors import FastDPRError
+from fastdpr.common.integrity import MANIFEST_NAME, Integrity
+
+if TYPE_CHECKING:
+    from fastdpr.index.manifest import IndexManifest, ShardedIndexManifest
+
+
+def _format_of(path: Path) -> str:
+    manifest = path / MANIFEST_NAME
+    if not path.exists():
+        raise FastDPRError(f"{path} does not exist")
+    if not manifest.is_file():
+        raise FastDPRError(f"{path} has no {MANIFEST_NAME}: neither a fastdpr artifact nor an index")
+    try:
+        return str(json.loads(manifest.read_text(encoding="utf-8")).get("format"))
+    except (OSError, ValueError, AttributeError, RecursionError) as exc:
+        raise FastDPRError(f"{manifest} is not valid JSON (or not an object): {exc}") from exc
+
+
+def int8_graph(manifest: dict[str, Any], here: str) -> dict[str, Any] | None:
+    """Which int8 graph this machine runs, whether its integers are the same on every x86 class, and
+    on which class the export validated it (None for an fp32-only artifact)."""
+    quantization = manifest.get("quantization")
+    if not quantization:
+        return None
+    models = {side: s["models"]["int8"] for side, s in manifest["sides"].items() if "int8" in s["models"]}
+    per_model = quantization.get("per_model", {})
+    reports = [details["avx2_u8s8"] for details in per_model.values() if "avx2_u8s8" in details]
+    # Artifacts written before the emulation report: 7-bit weights (reduce_range) are the proof.
+    exact = all(r["weight_pairs_that_can_saturate"] == 0 for r in reports) if reports else bool(
+        quantization.get("settings", {}).get("reduce_range"))
+    validated_on = manifest.get("validation", {}).get("cpu", {}).get("int8_class")
+    return {
+        "models": models,
+        "weights": "7-bit" if quantization.get("settings", {}).get("reduce_range") else "8-bit",
+        "exact_on_every_x86_class": exact,
+        "weight_pairs_that_can_saturate": {m: d["avx2_u8s8"]["weight_pairs_that_can_saturate"]
+                                           for m, d in per_model.items() if "avx2_u8s8" in d},
+        "validated_on": validated_on,
+        "this_machine": here,
+        "same_class_as_export": validated_on == here,
+    }
+
+
+def describe(path: Path, verify: bool = False, threads: int | None = None) -> dict[str, Any]:
+    """A JSON-ready description. Files are checked against the manifest by size and fingerprint; with
+    ``verify`` by their full sha256, and the artifact's probes are re-encoded on this machine (for an int8
+    index: its question encoder on the probe questions)."""
+    from fastdpr.common.cpu import this_cpu
+    from fastdpr.model.artifact import ARTIFACT_FORMAT, Artifact
+
+    here = this_cpu()
+    integrity: Integrity = "sha256" if verify else "fingerprint"
+
+    kind = _format_of(path)
+    if kind == ARTIFACT_FORMAT:
+        artifact = Artifact.load(path, integrity)
+        manifest = artifact.manifest
+        report: dict[str, Any] = {
+            "kind": "artifact",
+            "path": str(path),
+            "spec": manifest["spec"],
+            "sides": {side: {"dir": s["dir"], "source": s["source"]["source"], "class": s["source"]["class"],
+                             "models": s["models"]} for side, s in manifest["sides"].items()},
+            "quantization": manifest["quantization"],
+            "encoding": {**artifact.typed.encoding.to_dict(), "recorded": artifact.typed.encoding.recorded},
+            "validation": manifest["validation"],
+            "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
+            "versions": manifest["versions"],
+            "integrity": "ok",
+            "integrity_check": integrity,
+            "cpu": here.to_dict(),
+            "int8": int8_graph(manifest, here.int8_class),
+        }
+        if verify:
+            from fastdpr.model.verify import verify_artifact, verify_int8_here
+
+            results = verify_artifact(artifact, threads=threads)
+            int8_here = verify_int8_here(artifact, "info --verify", threads) if "int8" in artifact.precisions else None
+            report["verified"] = {"passed": all(r.passed for r in results) and (int8_here is None or int8_here.passed),
+                                  "results": [r.to_dict() for r in results],
+                                  "int8_here": None if int8_here is None else int8_here.to_dict()}
+        return report
+    from fastdpr.index.manifest import INDEX_FORMAT, load_index_manifest
+
+    if kind == INDEX_FORMAT:
+        return _index_report(path, "index", load_index_manifest(path, integrity), here, verify, threads)
+    from fastdpr.index.load import load_sharded_manifest
+    from fastdpr.index.manifest import SHARDED_INDEX_FORMAT
+
+    if kind == SHARDED_INDEX_FORMAT:
+        return _index_report(path, "sharded index", load_sharded_manifest(path, integrity), here, verify, threads)
+    raise FastDPRError(f"{path}: unknown manifest format {kind!r}")
+
+
+def _index_report(path: Path, kind: str, typed: IndexManifest | ShardedIndexManifest, here: CpuInfo, verify: bool,
+                  threads: int | None) -> dict[str, Any]:
+    """An index's (or sharded index's) description: where it was built and checked, and, with
+    ``verify``, its int8 question encoder checked on this machine."""
+    manifest = typed.raw
+    question_precision = typed.question_encoder.precision if typed.question_encoder else typed.precision
+    built_on = manifest.get("cpu", {}).get("int8_class")
+    graph = int8_graph({"quantization": manifest["artifact"].get("quantization"), "sides": {}}, here.int8_class)
+    report = {"kind": kind, "path": str(path),
+              **{k: v for k, v in manifest.items() if k not in ("files", "cpu")},
+              "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
+              "integrity": "ok", "integrity_check": "sha256" if verify else "fingerprint",
+              "built_on": manifest.get("cpu"), "cpu": here.to_dict(),
+              "int8": None if "int8" not in (typed.precision, question_precision) else {
+                  "passages": typed.precision == "int8",
+                  "model": manifest["question_encoder"]["model"] if question_precision == "int8" else None,
+                  "this_machine": here.int8_class,
+                  "built_on": built_on,
+                  "exact_on_every_x86_class": graph["exact_on_every_x86_class"] if graph else None}}
+    if verify and question_precision == "int8":
+        from fastdpr.search.retriever import check_index_int8, open_question_encoder
+
+        check = check_index_int8(typed, open_question_encoder(typed, threads), "info --verify")
+        report["verified"] = {"passed": check is None or check.passed, "results": [],
+                              "int8_here": None if check is None else check.to_dict()}
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    """A readable summary of :func:`describe`'s report."""
+    checked = report.get("integrity_check", "sha256")
+    lines = [f"{report['kind']}: {report['path']}  (files: {checked} {report['integrity']}"
+             + ("; full sha256: --verify)" if checked != "sha256" else ")")]
+    if report["kind"] == "artifact":
+        spec = report["spec"]
+        lines.append(f"  spec: dim {spec['dim']}, {spec['pooling']} pooling, normalize={spec['normalize']}, "
+                     f"token types {spec['token_types']}, max length q{spec['question_max_length']}/"
+                     f"p{spec['passage_max_length']}, similarity {spec['similarity']}")
+        for side, s in report["sides"].items():
+            lines.append(f"  {side}: {s['dir']}/ from {s['source']} ({s['class']}); models {', '.join(s['models'])}")
+        quant = report["quantization"]
+        lines.append(f"  int8 recipe: {quant['recipe'] if quant else 'none (fp32 only)'}")
+        lines.append("  " + _encoding_line(report["encoding"]))
+        for stage, sides in report["validation"]["stages"].items():
+            for side, numbers in sides.items():
+                lines.append(f"  export check {stage:5s} {side:8s} min cosine {numbers['min_cosine']:.6f} "
+                             f"mean {numbers['mean_cosine']:.6f} max |diff| {numbers['max_abs']:.2e}")
+        agreement = report["validation"].get("int8_retrieval_agreement")
+        if agreement:
+            lines.append(f"  int8 retrieval agreement with fp32: recall@{agreement['k']} "
+                         f"{agreement['recall_at_k']:.4f}")
+        total = sum(report["files"].values())
+        lines.append(f"  {len(report['files'])} files, {total / 1e6:.1f} MB")
+        int8 = report.get("int8")
+        lines.append(f"  this machine: {report['cpu']['int8_class']} ({report['cpu']['description']})")
+        if int8:
+            lines.append(f"  int8 graph run here: {', '.join(sorted(set(int8['models'].values())))} "
+                         f"({int8['weights']} weights; " + ("same integers on every x86 class" if
+                         int8["exact_on_every_x86_class"] else "may saturate on x86-avx2 / x86-avx512 without "
+                         "VNNI") + ")")
+            lines.append(f"  int8 validated at export on: {int8['validated_on'] or 'not recorded'}; "
+                         f"{_verified_here(report, int8['same_class_as_export'])}")
+    else:
+        counts = report.get("counts", {})
+        lines.append(f"  passages: {counts.get('indexed')} indexed, {counts.get('skipped_total', 0)} skipped "
+                     f"{counts.get('skipped', {})}")
+        question = report.get("question_encoder", {}).get("precision", report.get("precision"))
+        lines.append(f"  precision: passages {report.get('precision')}, questions {question}; one input per ONNX "
+                     f"Runtime call; hnsw: {report.get('hnsw')}")
+        lines.append(f"  artifact: {report.get('artifact', {}).get('path')}")
+        if "shards" in report:
+            sizes = [shard["count"] for shard in report["shards"]]
+            lines.append(f"  shards: {len(sizes)} of up to {report.get('shard_size')} passages "
+                         f"(smallest {min(sizes)}, largest {max(sizes)})")
+        lines.append(f"  this machine: {report['cpu']['int8_class']}; built on: "
+                     f"{(report.get('built_on') or {}).get('int8_class', 'not recorded')}")
+        check = report.get("int8_verification")
+        if check:
+            lines.append(f"  int8 checked at build: {'passed' if check['passed'] else 'FAILED'} on "
+                         f"{check['cpu']['int8_class']}; "
+                         f"{_verified_here(report, check['cpu']['int8_class'] == report['cpu']['int8_class'])}")
+    if report.get("verified", {}).get("int8_here"):
+        check = report["verified"]["int8_here"]
+        parts = [f"{side} min cosine {v['min_cosine']:.4f}" for side, v in check["sides"].items()]
+        if check.get("recall_at_10") is not None:
+            parts.append(f"recall@10 vs fp32 {check['recall_at_10']:.3f}")
+        lines.append(f"  [{'✓' if check['passed'] else 'x'}] int8 on this machine ({check['cpu']['int8_class']}, "
+                     f"held-out probes): {', '.join(parts)}")
+    if "verified" in report:
+        verdict = "PASSED" if report["verified"]["passed"] else "FAILED"
+        lines.append(f"  runtime reproduces PyTorch on the probes: {verdict}")
+        for r in report["verified"]["results"]:
+            mark = "✓" if r["passed"] else "x"
+            lines.append(f"    [{mark}] {r['precision']:4s} {r['side']:8s} min cosine {r['min_cosine']:.6f} "
+                         f"(>= {r['min_cosine_threshold']}) mean {r['mean_cosine']:.6f} max |diff| {r['max_abs']:.2e}")
+    return "\n".join(lines)
+
+
+def _encoding_line(encoding: dict[str, Any]) -> str:
+    precision = encoding["precision"]
+    line = (f"encoding: {encoding['inputs_per_call']} input per ONNX Runtime call (a vector depends on its own text "
+            f"only); by default questions {precision['question']}, passages {precision['context']}")
+    if not encoding["recorded"]:
+        line += " (derived: exported before fastdpr recorded its plan; re-export to choose per side)"
+    return line
+
+
+def _verified_here(report: dict[str, Any], same_class: bool) -> str:
+    if "verified" in report:
+        return "verified here now: " + ("yes" if report["verified"]["passed"] else "FAILED")
+    if same_class:
+        return "this machine has the same int8 class (run --verify to check here)"
+    return "NOT verified on this machine's class: run `fastdpr info --verify`"
