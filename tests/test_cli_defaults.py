@@ -29,7 +29,9 @@ HEAVY = ("numpy", "hnswlib", "onnxruntime", "tokenizers", "torch", "transformers
 
 def option(command: str, name: str) -> click.Option:
     group: Any = main
-    (found,) = [p for p in group.commands[command].params if p.name == name]
+    with click.Context(main) as ctx:
+        sub = group.get_command(ctx, command)  # `export` is a plugin command, loaded by name
+    (found,) = [p for p in sub.params if p.name == name]
     assert isinstance(found, click.Option)
     return found
 

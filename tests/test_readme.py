@@ -65,6 +65,7 @@ RUN: dict[str, str] = {
     "docs/serve.md: Serving over HTTP #1": "test_two_commands_install_and_demo",
     "docs/seed-models.md: The seed models #1": "test_the_seed_models_block",
     "docs/seed-models.md: The seed models #2": "test_the_seed_fixture_block",
+    "docs/development.md: Architecture #1": "test_the_architecture_block",
 }
 
 #: Executed by another test, which reads the block with ``doc_blocks.block(key)``: key -> "file::test".
@@ -463,3 +464,26 @@ def test_the_seed_fixture_block(tmp_path: Path, user_env: Path, monkeypatch: pyt
     manifest = json.loads((checkout / "seed-shaped" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["sides"]["question"]["source"]["weights"]["file"] == "tf_model.h5"
     assert manifest["spec"]["pooling"] == "pooler" and manifest["quantization"] is None
+
+
+def test_the_architecture_block() -> None:
+    """`lint-imports` from the checkout: every contract of the layer table holds."""
+    (command,) = shell_commands(block("docs/development.md: Architecture #1").text)
+    assert command == ["lint-imports"]
+    result = subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=REPO_ROOT, capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 4 kept, 0 broken." in result.stdout, result.stdout
+    import tomllib
+
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    (contract,) = [c for c in config["contracts"] if c["type"] == "layers"]
+    checked = [name.strip() for layer in contract["layers"] for name in layer.split("|")]
+    documented = [row.split("|")[1].strip(" `") for row in block_table_rows()]
+    assert documented == checked  # the table in the docs is the contract CI checks
+
+
+def block_table_rows() -> list[str]:
+    """The rows of docs/development.md's layer table (the table the contracts must match)."""
+    text = (REPO_ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.startswith("| `fastdpr.")]
