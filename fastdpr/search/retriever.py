@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tokenizers import Encoding
 
 from fastdpr.common.errors import FastDPRError, IndexLoadError, Int8Warning
 from fastdpr.common.integrity import Integrity
@@ -180,6 +181,35 @@ class Retriever:
     def encode_questions(self, questions: Sequence[str], batch_size: int = DEFAULT_QUESTION_BATCH_SIZE) -> np.ndarray:
         """Question embeddings ``[len(questions), dim]``."""
         return self.encoder.encode_questions(list(questions), batch_size)
+
+    @property
+    def dim(self) -> int:
+        """The embedding size."""
+        return self.encoder.dim
+
+    @property
+    def artifact_path(self) -> Path | None:
+        """Where the artifact the index was built from was, when the index was built (None: not recorded)."""
+        recorded = self.manifest.get("artifact") or {}
+        return Path(recorded["path"]) if recorded.get("path") else None
+
+    @property
+    def artifact_identity(self) -> str | None:
+        """The identity (:attr:`fastdpr.model.artifact.Artifact.identity`) of the artifact the index was built
+        from (None: not recorded)."""
+        recorded = self.manifest.get("artifact") or {}
+        return str(recorded["identity"]) if recorded.get("identity") else None
+
+    def tokenize_questions(self, questions: Sequence[str]) -> list[Encoding]:
+        """The questions as the question encoder tokenizes them (token counts, truncation), for
+        :meth:`encode_tokenized_questions`: a caller that needs both tokenizes once."""
+        return self.encoder.tokenize(list(questions))
+
+    def encode_tokenized_questions(self, encodings: Sequence[Encoding],
+                                   batch_size: int = DEFAULT_QUESTION_BATCH_SIZE) -> np.ndarray:
+        """Embeddings of questions tokenized by :meth:`tokenize_questions` (bitwise what
+        :meth:`encode_questions` gives their text)."""
+        return self.encoder.encode_tokenized(encodings, batch_size)
 
     def search_vectors(self, vectors: np.ndarray, k: int, ef: int | None = None) -> list[list[Hit]]:
         """Search with precomputed question embeddings.
