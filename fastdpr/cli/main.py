@@ -296,23 +296,52 @@ def _search_file(retriever: Any, queries: Path, fmt: str, out: Path, k: int, mat
 @click.option("--artifact", type=click.Path(path_type=Path),
               help="The artifact the index was built from, for POST /embed of passages (default: the path the "
                    "index recorded, when it is still there).")
+@click.option("--model-name",
+              help="The OpenAI-compatible models are NAME-query and NAME-passage (default: the index directory's "
+                   "name).")
+@click.option("--api-key", metavar="KEY",
+              help="Require 'Authorization: Bearer KEY' on every route but /health (401 without it). Prefer "
+                   "FASTDPR_API_KEY: a command line is visible to every user of the machine.")
+@click.option("--cors-allow-origin", "cors_allow_origins", multiple=True, metavar="ORIGIN",
+              help="Let browser pages of ORIGIN (e.g. https://app.example.com, or *) call the server; repeatable "
+                   "(in FASTDPR_CORS_ALLOW_ORIGIN: separated by spaces).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning",
               show_default=True, help="uvicorn's log level.")
 @user_errors
 def serve_command(index: Path, host: str, port: int, threads: int | None, workers: int | None, max_batch: int,
                   max_wait_ms: float, max_queue: int, max_k: int, max_body_bytes: int, artifact: Path | None,
+                  model_name: str | None, api_key: str | None, cors_allow_origins: tuple[str, ...],
                   log_level: str) -> None:
-    """Serve INDEX over HTTP: POST/GET /search, POST /embed, /health, /ready, /info, /metrics, a search page
-    at /, and the OpenAPI schema at /openapi.json. Concurrent requests are batched into one ONNX Runtime
-    call. SIGTERM (or Ctrl-C) stops accepting connections, answers the accepted requests and exits.
-    Needs the serve extra: pip install 'fastdpr[serve]'
+    """Serve INDEX over HTTP: POST/GET /search, POST /embed, an OpenAI-compatible POST /v1/embeddings,
+    /health, /ready, /info, /metrics, a search page at /, and the OpenAPI schema at /openapi.json.
+    Concurrent requests are batched into one ONNX Runtime call. SIGTERM (or Ctrl-C) stops accepting
+    connections, answers the accepted requests and exits. Needs the serve extra: pip install 'fastdpr[serve]'
+
+    Every option can also be set by an environment variable, FASTDPR_ and the option's name in capitals
+    (FASTDPR_API_KEY, FASTDPR_PORT, FASTDPR_MAX_WAIT_MS, ...; INDEX: FASTDPR_INDEX); an option on the
+    command line wins over the variable.
     """
     from fastdpr.serve.server import serve
 
     serve(index, host=host, port=port, threads=threads, workers=workers, artifact=artifact, log_level=log_level,
           options_kwargs={"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
-                          "max_k": max_k, "max_body_bytes": max_body_bytes},
-          log=lambda line: click.echo(line, err=True))
+                          "max_k": max_k, "max_body_bytes": max_body_bytes, "model_name": model_name},
+          api_key=api_key, cors_allow_origins=cors_allow_origins, log=lambda line: click.echo(line, err=True))
+
+
+def settable_by_environment(command: click.Command, prefix: str = "FASTDPR_") -> None:
+    """Let every option (and argument) of ``command`` be set by ``PREFIX<NAME>`` (the long option's name in
+    capitals, dashes as underscores: ``--max-wait-ms`` is ``FASTDPR_MAX_WAIT_MS``), shown in ``--help``."""
+    for param in command.params:
+        if isinstance(param, click.Option):
+            longest = max(param.opts, key=len).lstrip("-")
+            param.envvar = prefix + longest.replace("-", "_").upper()
+            param.show_envvar = True
+        elif param.name:
+            param.envvar = prefix + param.name.upper()
+
+
+settable_by_environment(serve_command)
 
 
 DEMO_QUESTIONS = (
