@@ -252,3 +252,37 @@ def test_the_key_is_never_shown(server: ServerProcess) -> None:
         assert KEY not in httpx.get(server.url + path, headers=AUTH).text
     assert "listening on" in server.output and "requires the API key" in server.output
     assert KEY not in server.output
+
+
+def test_the_docs_block_works(tiny_index: Path, tmp_path: Path) -> None:
+    """docs/serve.md's block, as a bash script, on the tiny index where the demo's index would be (so its
+    ``|| fastdpr demo`` does not run), on a free port instead of its fixed 8732."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from doc_blocks import block
+
+    require_serve()
+    require_module("openai", "dev")
+    script = block("docs/serve.md: OpenAI-compatible embeddings, API keys and CORS #1").text
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert "8732" in script
+    home = tmp_path / "fastdpr-home"
+    (home / "demo").mkdir(parents=True)
+    (home / "demo" / "index-pydoc-topics").symlink_to(tiny_index, target_is_directory=True)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FASTDPR_")}
+    env.update({"FASTDPR_HOME": str(home), "HOME": str(tmp_path),
+                "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"})
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script.replace("8732", str(port))], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert lines[0] == '{"status":"alive"}' and lines[1] == "without the key: 401"
+    assert lines[2].startswith('{"object":"list","data":[{"object":"embedding","index":0,"embedding":[')
+    assert lines[-1].split() == ["2", "32", lines[-1].split()[2], "1"] and int(lines[-1].split()[2]) > 4
+    assert "pydoc-query, pydoc-passage" in done.stderr  # the server's log names the models
