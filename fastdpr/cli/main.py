@@ -153,9 +153,10 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
         raise click.UsageError("--ray builds a sharded index: give --shard-size N")
     check_output_dir(out, "index", force or resume)  # before the corpus is encoded, not after
     if shard_size is not None:
-        from fastdpr.index.build_sharded import BackendFactory, BuildBackend, build_sharded_index
+        from fastdpr.index.build import BackendFactory, local_backend
+        from fastdpr.index.build_sharded import build_sharded_index
 
-        backend: BackendFactory = BuildBackend
+        backend: BackendFactory = local_backend
         if ray_address is not None:
             from fastdpr.cluster.build import ray_backend
 
