@@ -8,11 +8,14 @@ when it is asked for: the runtime never imports the export package (or torch).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +23,9 @@ from fastdpr import __version__
 from fastdpr.common.user_errors import echo_json, user_errors
 from fastdpr.index.defaults import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
 from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE
+
+if TYPE_CHECKING:
+    from fastdpr.index.build import IndexOptions
 
 # Commands that other packages of this distribution provide: name -> "module:attribute".
 PLUGIN_COMMANDS = {"export": "fastdpr_export.commands:export_command"}
@@ -84,6 +90,22 @@ def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -
         sys.exit(1)
 
 
+def collect_index_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Hand ``command`` the click options that are fields of :class:`~fastdpr.index.build.IndexOptions`
+    as one ``options`` argument (the other parameters pass through). The dataclass is imported when the
+    command runs, so ``--help`` loads nothing of the index package."""
+
+    @functools.wraps(command)
+    def with_options(**kwargs: Any) -> None:
+        from fastdpr.index.build import IndexOptions
+
+        names = {field.name for field in dataclasses.fields(IndexOptions)}
+        options = IndexOptions(**{name: kwargs.pop(name) for name in names & kwargs.keys()})
+        command(options=options, **kwargs)
+
+    return with_options
+
+
 @main.command("index")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.argument("corpus", type=click.Path(path_type=Path))
@@ -122,11 +144,9 @@ def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -
               help="With --shard-size: encode on a Ray cluster (ADDRESS, e.g. auto or ray://HOST:10001; alone: "
                    "a local cluster), --threads CPUs per encoder (default 1). Needs fastdpr[ray].")
 @user_errors
-def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: str | None,
-                  question_precision: str | None, batch_size: int, threads: int | None, hnsw_m: int,
-                  ef_construction: int, ef_search: int, strict: bool, force: bool,
-                  allow_unverified_int8: bool, as_json: bool, shard_size: int | None,
-                  resume: bool, ray_address: str | None) -> None:
+@collect_index_options
+def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, options: IndexOptions, as_json: bool,
+                  shard_size: int | None, resume: bool, ray_address: str | None) -> None:
     """Encode CORPUS with ARTIFACT's context encoder into a searchable index.
 
     \b
@@ -141,21 +161,17 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
     With --ray, the same sharded index is encoded on a Ray cluster (pip install 'fastdpr[ray]').
     """
     from fastdpr.common.outputs import check_output_dir
-    from fastdpr.index.build import IndexOptions, build_index
+    from fastdpr.index.build import BackendFactory, build_index, local_backend
 
-    options = IndexOptions(precision=precision, question_precision=question_precision, batch_size=batch_size,
-                           threads=threads, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                           ef_search=ef_search,
-                           strict=strict, force=force, allow_unverified_int8=allow_unverified_int8)
     if resume and shard_size is None:
         raise click.UsageError("--resume continues a sharded build: give the same --shard-size as before")
     if ray_address is not None and shard_size is None:
         raise click.UsageError("--ray builds a sharded index: give --shard-size N")
-    check_output_dir(out, "index", force or resume)  # before the corpus is encoded, not after
+    check_output_dir(out, "index", options.force or resume)  # before the corpus is encoded, not after
     if shard_size is not None:
-        from fastdpr.index.build_sharded import BackendFactory, BuildBackend, build_sharded_index
+        from fastdpr.index.build_sharded import build_sharded_index
 
-        backend: BackendFactory = BuildBackend
+        backend: BackendFactory = local_backend
         if ray_address is not None:
             from fastdpr.cluster.build import ray_backend
 

@@ -24,6 +24,25 @@ INDEX_FORMAT_VERSION = 1
 SHARDED_INDEX_FORMAT = "fastdpr-sharded-index"
 SHARDED_INDEX_FORMAT_VERSION = 1
 PRECISIONS = ("int8", "fp32")
+#: How scores relate to hnswlib's ``ip`` space (recorded for readers of the manifest; nothing parses it).
+HNSW_SPACE = {"space": "ip", "score": "dot product (1 - hnswlib distance)"}
+#: What a shard's manifest records as its question encoder: the sharded index's, informational only (a
+#: shard is never loaded on its own, and its file table cannot vouch for a file outside it).
+SHARD_QUESTION_ENCODER = {"model": "../../encoder/model.onnx", "tokenizer": "../../encoder/tokenizer.json"}
+#: The order of a manifest's keys on disk (keys not listed follow, in the order they were given).
+_KEY_ORDER = ("format", "format_version", "created_utc", "artifact", "spec", "precision", "corpus",
+              "question_encoder", "shard", "cpu", "int8_verification", "counts", "shard_size", "shards", "vectors",
+              "store", "hnsw", "build", "versions", "files")
+
+
+def _ordered(manifest: dict[str, Any]) -> dict[str, Any]:
+    known = {key: manifest[key] for key in _KEY_ORDER if key in manifest}
+    return {**known, **{key: value for key, value in manifest.items() if key not in known}}
+
+
+def _counts(count: int, raw: dict[str, Any]) -> dict[str, Any]:
+    # The skip counts are the corpus report's (provenance); ``indexed`` is the typed count.
+    return {"indexed": count, **{key: value for key, value in raw.get("counts", {}).items() if key != "indexed"}}
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,11 @@ class ProbeCheck:
         """The export's int8 thresholds, as :func:`fastdpr.model.verify.verify_int8_questions` takes them."""
         return {"min_cosine": self.min_cosine, "recall_at_10": self.recall_at_10}
 
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``question_encoder.probe_check`` object."""
+        return {"questions": self.questions, "reference": self.reference, "batch_size": self.batch_size,
+                "held_out_from": self.held_out_from, "thresholds": self.thresholds}
+
 
 @dataclass(frozen=True)
 class QuestionEncoderFiles:
@@ -53,6 +77,11 @@ class QuestionEncoderFiles:
     #: The question encoder's precision (indexes written before it was recorded: the index's precision).
     precision: str
 
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``question_encoder`` object."""
+        return {"model": self.model, "tokenizer": self.tokenizer, "precision": self.precision,
+                "probe_check": None if self.probe_check is None else self.probe_check.to_dict()}
+
 
 @dataclass(frozen=True)
 class HnswSettings:
@@ -62,6 +91,11 @@ class HnswSettings:
     m: int
     ef_construction: int
     ef_search: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``hnsw`` object (without ``file`` when there is none)."""
+        return {**({} if self.file is None else {"file": self.file}), **HNSW_SPACE, "m": self.m,
+                "ef_construction": self.ef_construction, "ef_search": self.ef_search}
 
 
 @dataclass(frozen=True)
@@ -81,7 +115,12 @@ class ShardEntry:
 
 @dataclass(frozen=True)
 class IndexManifest:
-    """A checked ``fastdpr-index`` manifest. ``raw`` is the JSON as read (for reports)."""
+    """A checked ``fastdpr-index`` manifest.
+
+    ``raw`` is the JSON as read (for reports). A writer builds the dataclass with ``raw`` holding only the
+    keys no load reads (provenance: ``created_utc``, ``artifact``, ``corpus``, ``cpu``, the corpus report's
+    skip ``counts``, ``build`` timings, ``versions``, a shard's ``number``), and writes :meth:`to_dict`.
+    """
 
     root: Path
     spec: EncoderSpec
@@ -100,11 +139,26 @@ class IndexManifest:
         """The path of a file the manifest lists (refuses anything else)."""
         return self.files.path(rel)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as JSON data: the typed fields over ``raw``'s provenance keys."""
+        typed: dict[str, Any] = {
+            "format": INDEX_FORMAT, "format_version": INDEX_FORMAT_VERSION, "spec": self.spec.to_dict(),
+            "precision": self.precision,
+            "question_encoder": (dict(SHARD_QUESTION_ENCODER) if self.question_encoder is None
+                                 else self.question_encoder.to_dict()),
+            "counts": _counts(self.count, self.raw),
+            "vectors": {"file": self.vectors, "dtype": "float32", "shape": [self.count, self.spec.dim]},
+            "store": self.store, "hnsw": self.hnsw.to_dict(), "files": self.files.to_dict(),
+        }
+        if self.shard_label_offset is not None:
+            typed["shard"] = {**self.raw.get("shard", {}), "label_offset": self.shard_label_offset}
+        return _ordered({**self.raw, **typed})
+
 
 @dataclass(frozen=True)
 class ShardedIndexManifest:
     """A checked ``fastdpr-sharded-index`` manifest (the shards themselves are checked by
-    :func:`fastdpr.index.load.load_sharded_manifest`)."""
+    :func:`fastdpr.index.load.load_sharded_manifest`). ``raw`` as for :class:`IndexManifest`."""
 
     root: Path
     spec: EncoderSpec
@@ -119,6 +173,14 @@ class ShardedIndexManifest:
     def path(self, rel: str) -> Path:
         """The path of a file the manifest lists (refuses anything else)."""
         return self.files.path(rel)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as JSON data: the typed fields over ``raw``'s provenance keys."""
+        return _ordered({**self.raw, "format": SHARDED_INDEX_FORMAT, "format_version": SHARDED_INDEX_FORMAT_VERSION,
+                         "spec": self.spec.to_dict(), "precision": self.precision,
+                         "question_encoder": self.question_encoder.to_dict(), "counts": _counts(self.count, self.raw),
+                         "shards": [entry.to_dict() for entry in self.shards], "hnsw": self.hnsw.to_dict(),
+                         "files": self.files.to_dict()})
 
 
 def _spec(fields: Fields) -> EncoderSpec:
