@@ -115,7 +115,7 @@ def test_search_through_ray_actors_equals_local_search(ray_sharded: Path, local_
     local = results(local_sharded)
     assert_same_results(results(ray_sharded), local)
     with Retriever.load(local_sharded, threads=1, ray_address="", ray_actors=2) as retriever:
-        assert len(retriever.searcher.shards.actors) == 2  # type: ignore[union-attr]
+        assert len(retriever.searcher.actors) == 2  # type: ignore[attr-defined]
         ray_hits = [[(h.id, h.score) for h in hits] for hits in retriever.search_batch(list(QUESTIONS), k=10)]
     assert ray_hits == local  # the same files, merged in the same order: equal, not merely close
     exact = results(local_sharded, exact=True, k=PYDOC_PASSAGES)
@@ -245,7 +245,7 @@ def test_shards_served_across_two_nodes_give_the_local_results(local_ray: Any, l
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="WARNING")
         with Retriever.load(local_sharded, threads=1, ray_address=cluster.address) as retriever:
-            shards = retriever.searcher.shards  # type: ignore[union-attr]
+            shards = retriever.searcher  # type: ignore[attr-defined]
             assert len(shards.actors) == 2 and len(set(shards.node_ids)) == 2  # one actor on each node
             assert [len(run) for run in shards.runs] == [2, 2]
             hits = [[(h.id, h.score) for h in hits] for hits in retriever.search_batch(list(QUESTIONS), k=10)]
