@@ -21,7 +21,7 @@ from doc_blocks import block, shell_commands
 from requires import require_module
 from test_shards import PYDOC_PASSAGES, QUESTIONS, assert_same_results, manifest_of, results, run_cli, stored_rows
 
-from fastdpr.common.errors import MissingDependencyError
+from fastdpr.common.errors import FastDPRError, MissingDependencyError
 from fastdpr.index.build import IndexOptions
 from fastdpr.index.build_sharded import build_sharded_index, staging_dir
 from fastdpr.search.retriever import Retriever
@@ -115,13 +115,33 @@ def test_search_through_ray_actors_equals_local_search(ray_sharded: Path, local_
     local = results(local_sharded)
     assert_same_results(results(ray_sharded), local)
     with Retriever.load(local_sharded, threads=1, ray_address="", ray_actors=2) as retriever:
-        assert len(retriever.searcher.shards.actors) == 2  # type: ignore[union-attr]
+        assert len(retriever.searcher.actors) == 2  # type: ignore[attr-defined]
         ray_hits = [[(h.id, h.score) for h in hits] for hits in retriever.search_batch(list(QUESTIONS), k=10)]
     assert ray_hits == local  # the same files, merged in the same order: equal, not merely close
     exact = results(local_sharded, exact=True, k=PYDOC_PASSAGES)
     with Retriever.load(local_sharded, threads=1, ray_address="", exact=True) as retriever:
         batch = retriever.search_batch(list(QUESTIONS), k=PYDOC_PASSAGES)
         assert [[(h.id, h.score) for h in hits] for hits in batch] == exact
+
+
+def test_a_batch_over_ray_is_one_round_trip_with_the_hits_of_each_question_alone(
+        local_ray: Any, local_sharded: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Retriever.load(local_sharded, threads=1, ray_address="", ray_actors=2) as retriever:
+        vectors = retriever.encode_questions(list(QUESTIONS))
+        one_by_one = [retriever.search_vectors(vectors[i:i + 1], 10)[0] for i in range(len(QUESTIONS))]
+        round_trips: list[int] = []
+        lookups: list[int] = []
+        ray_get, store_get = ray.get, retriever.store.get
+        monkeypatch.setattr(ray, "get", lambda refs, *a, **kw: round_trips.append(len(refs)) or ray_get(refs, *a, **kw))
+        monkeypatch.setattr(retriever.store, "get", lambda labels: lookups.append(len(labels)) or store_get(labels))
+        batch = retriever.search_vectors(vectors, 10)
+        monkeypatch.undo()
+        assert batch == one_by_one
+        assert round_trips == [2]  # one ray.get, over both actors' answers, for the whole batch
+        assert lookups == [10 * len(QUESTIONS)]  # passages read by the driver, once per batch
+        with pytest.raises(FastDPRError) as caught:  # refused in the driver: no remote traceback
+            retriever.search(QUESTIONS[0], k=0)
+        assert str(caught.value) == "k must be at least 1, got 0"
 
 
 def test_the_search_cli_serves_shards_from_ray(ray_sharded: Path, local_sharded: Path) -> None:
@@ -245,7 +265,7 @@ def test_shards_served_across_two_nodes_give_the_local_results(local_ray: Any, l
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="WARNING")
         with Retriever.load(local_sharded, threads=1, ray_address=cluster.address) as retriever:
-            shards = retriever.searcher.shards  # type: ignore[union-attr]
+            shards = retriever.searcher  # type: ignore[attr-defined]
             assert len(shards.actors) == 2 and len(set(shards.node_ids)) == 2  # one actor on each node
             assert [len(run) for run in shards.runs] == [2, 2]
             hits = [[(h.id, h.score) for h in hits] for hits in retriever.search_batch(list(QUESTIONS), k=10)]

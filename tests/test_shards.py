@@ -24,7 +24,7 @@ import pytest
 from conftest import count_pydoc_passages, default_sigint, run_cli
 from doc_blocks import block, shell_commands
 
-from fastdpr.common.errors import IndexLoadError
+from fastdpr.common.errors import FastDPRError, IndexLoadError
 from fastdpr.corpus.builtin import pydoc_topic_passages
 from fastdpr.corpus.reader import Passage, read_corpus, write_corpus
 from fastdpr.index import build_sharded as sharded_build
@@ -175,6 +175,21 @@ def test_hnsw_over_shards_finds_what_exact_search_finds(sharded: Path, unsharded
     # Each shard is searched at ef >= k and contributes its own top k, so at ef = k the merged result
     # finds more than one graph over the whole corpus does (measured 0.746 against 0.515).
     assert recall_at_10(sharded, questions, ef=10) > recall_at_10(unsharded, questions, ef=10)
+
+
+def test_a_batch_over_shards_is_one_store_lookup_and_bad_k_one_line(sharded: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    with Retriever.load(sharded, threads=1) as retriever:
+        vectors = retriever.encode_questions(list(QUESTIONS))
+        one_by_one = [retriever.search_vectors(vectors[i:i + 1], 10)[0] for i in range(len(QUESTIONS))]
+        lookups: list[int] = []
+        get = retriever.store.get
+        monkeypatch.setattr(retriever.store, "get", lambda labels: lookups.append(len(labels)) or get(labels))
+        assert retriever.search_vectors(vectors, 10) == one_by_one
+        assert lookups == [10 * len(QUESTIONS)]
+        with pytest.raises(FastDPRError) as caught:
+            retriever.search(QUESTIONS[0], k=0)
+        assert str(caught.value) == "k must be at least 1, got 0"
 
 
 def test_info_and_search_json_on_a_sharded_index(sharded: Path, unsharded: Path) -> None:
