@@ -396,9 +396,11 @@ def demo_command(workdir: Path | None, questions: tuple[str, ...], k: int, rebui
     home.mkdir(parents=True, exist_ok=True)
     if rebuild or not (artifact_dir / "manifest.json").is_file():
         click.echo("1/3 exporting builtin:all-MiniLM-L6-v2 (ONNX, fused, int8; validated against PyTorch)", err=True)
-        ctx = click.get_current_context()
-        export = ctx.command.get_command(ctx, "export")  # type: ignore[attr-defined]
-        ctx.invoke(export, encoder="builtin:all-MiniLM-L6-v2", out=artifact_dir, force=True, quiet=True)
+        # export is a plugin command loaded by name from the root group (fastdpr_export), not this command.
+        root = click.get_current_context().find_root()
+        export = root.command.get_command(root, "export")  # type: ignore[attr-defined]
+        assert export is not None, "the export command is registered in PLUGIN_COMMANDS"
+        click.get_current_context().invoke(export, encoder="builtin:all-MiniLM-L6-v2", out=artifact_dir, force=True, quiet=True)
     else:
         Artifact.load(artifact_dir)
         click.echo(f"1/3 using the exported artifact in {artifact_dir}", err=True)
