@@ -29,7 +29,8 @@ HEAVY = ("numpy", "hnswlib", "onnxruntime", "tokenizers", "torch", "transformers
 
 def option(command: str, name: str) -> click.Option:
     group: Any = main
-    (found,) = [p for p in group.commands[command].params if p.name == name]
+    # get_command, not group.commands: `export` is loaded by name when asked for (fastdpr.cli.main).
+    (found,) = [p for p in group.get_command(click.Context(group), command).params if p.name == name]
     assert isinstance(found, click.Option)
     return found
 
