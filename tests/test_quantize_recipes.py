@@ -82,7 +82,7 @@ def test_the_searched_alpha_is_the_one_closest_to_fp32_measured_here(tiny_artifa
     """The default recipe searches the smoothing alpha. The test quantizes the artifact's fp32 graph with
     every alpha of the grid itself, measures each int8 model's mean cosine error to fp32 on the export's
     calibration inputs, and checks that the export kept the best one (not the errors the export recorded)."""
-    from fastdpr_export.pipeline import artifact_calibration_batches
+    from fastdpr_export.calibration import artifact_calibration_batches
     from fastdpr_export.quantize import get_recipe, quantize
 
     artifact = Artifact.load(tiny_artifact)
@@ -189,7 +189,7 @@ def test_calibration_corpus_replaces_probe_passages(tiny_dpr_pair: tuple[Path, P
 def test_replaying_an_exports_decisions_reproduces_its_int8_model(tiny_artifact: Path, tmp_path: Path) -> None:
     """``quantize(..., decisions=...)`` (how the benchmarks quantize optimum's unpooled peer) applies the
     artifact's searched smoothing alpha instead of searching again, and gives the same int8 model."""
-    from fastdpr_export.pipeline import artifact_calibration_batches
+    from fastdpr_export.calibration import artifact_calibration_batches
     from fastdpr_export.quantize import get_recipe, quantize
 
     artifact = Artifact.load(tiny_artifact)
