@@ -400,7 +400,7 @@ def demo_command(workdir: Path | None, questions: tuple[str, ...], k: int, rebui
         root = click.get_current_context().find_root()
         export = root.command.get_command(root, "export")  # type: ignore[attr-defined]
         assert export is not None, "the export command is registered in PLUGIN_COMMANDS"
-        click.get_current_context().invoke(export, encoder="builtin:all-MiniLM-L6-v2", out=artifact_dir, force=True, quiet=True)
+        root.invoke(export, encoder="builtin:all-MiniLM-L6-v2", out=artifact_dir, force=True, quiet=True)
     else:
         Artifact.load(artifact_dir)
         click.echo(f"1/3 using the exported artifact in {artifact_dir}", err=True)
