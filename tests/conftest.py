@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,39 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_dpr_pair: tuple
     """The tiny pair exported with the default recipe."""
     q, c = tiny_dpr_pair
     return export(tmp_path_factory.mktemp("art") / "tiny", question_encoder=str(q), context_encoder=str(c))
+
+
+def int8_gate_enforced(recipe: str) -> bool:
+    """Whether tests enforce the int8 gate when they export the tiny pair with ``recipe``: not for 8-bit
+    weights on a CPU whose int16 pair sums saturate (AVX2; docs/benchmarks.md, "INT8 on every CPU class"),
+    where the int8 checks may fail and the gate records the result instead of refusing the export."""
+    from fastdpr.common.cpu import this_cpu
+    from fastdpr_export.quantize import RECIPES
+
+    return not (bool(this_cpu().kernels.pairwise_int16_saturation) and not RECIPES[recipe].reduce_range)
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_dpr_pair: tuple[Path, Path],
+                         tiny_artifact: Path) -> Callable[[str], Path]:
+    """``tiny_recipe_artifact(RECIPE)``: the tiny pair exported with that INT8 recipe (gate enforced as
+    :func:`int8_gate_enforced` says), once per session for tests/test_quantize_recipes.py and
+    tests/test_kernel_emulation.py; the default recipe's is ``tiny_artifact`` itself."""
+    from fastdpr_export.quantize import DEFAULT_RECIPE
+
+    q, c = tiny_dpr_pair
+    root = tmp_path_factory.mktemp("recipes")
+    artifacts: dict[str, Path] = {}
+    if int8_gate_enforced(DEFAULT_RECIPE):  # exported as tiny_artifact is (default options)
+        artifacts[DEFAULT_RECIPE] = tiny_artifact
+
+    def get(recipe: str) -> Path:
+        if recipe not in artifacts:
+            artifacts[recipe] = export(root / recipe, question_encoder=str(q), context_encoder=str(c), quantize=recipe,
+                                       enforce_int8_gate=int8_gate_enforced(recipe))
+        return artifacts[recipe]
+
+    return get
 
 
 @pytest.fixture(scope="session")
