@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,52 @@ def minilm_dpr_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real all-MiniLM-L6-v2 converted into a DPR question/context pair, exported."""
     return export(tmp_path_factory.mktemp("art") / "minilm-dpr", question_encoder="builtin:all-MiniLM-L6-v2-dpr",
                   context_encoder="builtin:all-MiniLM-L6-v2-dpr")
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """One ``fastdpr demo`` as a user runs it first: ``args`` in ``cwd``, with a fresh ``home``."""
+
+    args: tuple[str, ...]
+    home: Path
+    cwd: Path
+    result: Result
+
+    @property
+    def workdir(self) -> Path:
+        """Where the demo keeps its artifact and index (``~/.cache/fastdpr/demo``)."""
+        return self.home / ".cache" / "fastdpr" / "demo"
+
+    @property
+    def artifact(self) -> Path:
+        """The artifact the demo exported: builtin:all-MiniLM-L6-v2 with the default recipe."""
+        return self.workdir / "artifact-minilm"
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """``fastdpr demo``, run once per session in an isolated HOME (offline, no FASTDPR_* settings of the
+    developer's), so it exports the real all-MiniLM-L6-v2 itself. The README test checks what it printed
+    and serves its index; tests/test_export.py checks the artifact it exported (the sentence-transformers
+    path): one real-MiniLM export for both instead of two."""
+    from fastdpr.cli.main import main
+
+    root = tmp_path_factory.mktemp("demo-user")
+    home, cwd = root / "home", root / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    args = ("demo",)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        for name in ("FASTDPR_HOME", "FASTDPR_DETAILS"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.chdir(cwd)
+        result = CliRunner().invoke(main, list(args))
+    run = DemoRun(args, home, cwd, result)
+    if result.exit_code != 0 or not (run.artifact / "manifest.json").is_file():
+        pytest.fail(f"fastdpr demo failed (exit {result.exit_code}, {result.exception!r}):\n{result.output}")
+    return run
 
 
 @pytest.fixture(scope="session")
