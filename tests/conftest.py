@@ -243,6 +243,26 @@ def tiny_index(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, py
     return out
 
 
+#: The sharded build of the pydoc corpus that tests/test_shards.py and tests/test_ray.py compare their
+#: builds with: the tiny int8 artifact, one ONNX Runtime thread, batch size 32, shards of 200 (690 pydoc
+#: passages on 3.11.7, 687 on 3.11.2: shards of 200, 200, 200 and the rest).
+SHARDED_OPTIONS_KW: dict[str, Any] = {"threads": 1, "progress": False}
+SHARD_SIZE = 200
+
+
+@pytest.fixture(scope="session")
+def pydoc_sharded(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, pydoc_corpus: Path) -> Path:
+    """The pydoc corpus as a sharded index (``SHARD_SIZE``), built once per session for tests/test_shards.py
+    and tests/test_ray.py; a test that damages a sharded index copies it first."""
+    from fastdpr.index.build import IndexOptions
+    from fastdpr.index.build_sharded import build_sharded_index
+
+    out = tmp_path_factory.mktemp("sharded") / "idx"
+    build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", IndexOptions(**SHARDED_OPTIONS_KW),
+                        shard_size=SHARD_SIZE)
+    return out
+
+
 def run_cli(args: list[Any], code: int = 0) -> Result:
     """Invoke ``fastdpr ARGS``; check the exit code and that no traceback escaped."""
     from fastdpr.cli.main import main
