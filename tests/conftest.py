@@ -202,14 +202,55 @@ def squad_corpus(tmp_path_factory: pytest.TempPathFactory, squad_path: Path) -> 
     return path
 
 
+#: How ``minilm_squad_index`` is built: as the all-question parity test (benchmarks/parity.py) builds its
+#: int8 index (int8 passages and questions, 2 threads), so that test searches this very index.
+SQUAD_INDEX_OPTIONS_KW: dict[str, Any] = {"precision": "int8", "threads": 2, "progress": False}
+
+
 @pytest.fixture(scope="session")
 def minilm_squad_index(tmp_path_factory: pytest.TempPathFactory, minilm_dpr_artifact: Path, squad_corpus: Path) -> Path:
-    """All 2,067 SQuAD dev paragraphs indexed with MiniLM-as-DPR (int8)."""
+    """All 2,067 SQuAD dev paragraphs indexed with MiniLM-as-DPR (int8), once per session: the search and
+    threads tests search it, and the parity test uses it as its int8 index (``parity_reuses_squad_index``)."""
     from fastdpr.index.build import IndexOptions, build_index
 
     out = tmp_path_factory.mktemp("idx") / "squad-minilm"
-    build_index(minilm_dpr_artifact, squad_corpus, out, "jsonl", IndexOptions(progress=False))
+    build_index(minilm_dpr_artifact, squad_corpus, out, "jsonl", IndexOptions(**SQUAD_INDEX_OPTIONS_KW))
     return out
+
+
+@pytest.fixture
+def parity_reuses_squad_index(monkeypatch: pytest.MonkeyPatch, minilm_dpr_artifact: Path, squad_corpus: Path,
+                              minilm_squad_index: Path) -> list[Path]:
+    """benchmarks/parity.py builds its indexes with ``build_index``; when it asks for exactly the session's
+    ``minilm_squad_index`` (same artifact, same corpus bytes, same options but ``force``), it gets a copy of
+    that index instead of a second identical build. Returns the index directories it copied to."""
+    import dataclasses
+    import shutil
+
+    import benchmarks.parity as parity
+    from fastdpr.index.build import IndexOptions
+
+    real = parity.build_index
+    wanted = IndexOptions(**SQUAD_INDEX_OPTIONS_KW)
+    corpus_bytes = squad_corpus.read_bytes()
+    copied: list[Path] = []
+
+    def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, fmt: str = "auto",
+                    options: IndexOptions | None = None) -> dict[str, Any]:
+        same = (options is not None and dataclasses.replace(options, force=False) == wanted and fmt == "jsonl"
+                and Path(artifact_dir).resolve() == minilm_dpr_artifact.resolve()
+                and Path(corpus).read_bytes() == corpus_bytes)
+        if not same:
+            return real(artifact_dir, corpus, out, fmt, options)
+        if Path(out).exists():  # force=True: replace it, as build_index does
+            shutil.rmtree(out)
+        shutil.copytree(minilm_squad_index, out)
+        copied.append(Path(out))
+        manifest: dict[str, Any] = read_manifest(Path(out))
+        return manifest
+
+    monkeypatch.setattr(parity, "build_index", build_index)
+    return copied
 
 
 def count_pydoc_passages() -> int:
