@@ -3,6 +3,7 @@ data-driven recipes, and the int8 quality gate refuses a damaged int8 model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +22,15 @@ from fastdpr_export.quantize import RECIPES  # noqa: E402
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
-def test_each_recipe_exports_and_passes_validation(recipe: str, tiny_dpr_pair: tuple[Path, Path],
-                                                   tmp_path: Path) -> None:
+def test_each_recipe_exports_and_passes_validation(recipe: str, tiny_recipe_artifact: Callable[[str], Path]) -> None:
     from fastdpr.common.cpu import this_cpu
 
-    q, c = tiny_dpr_pair
     # 8-bit weights saturate AVX2's int16 pair sums (docs/benchmarks.md, "INT8 on every CPU class"): on such a
     # CPU the int8 checks may fail, which the gate records (not enforced here) instead of refusing the export.
     saturating = bool(this_cpu().kernels.pairwise_int16_saturation) and not RECIPES[recipe].reduce_range
-    out = export(tmp_path / recipe, question_encoder=str(q), context_encoder=str(c), quantize=recipe,
-                 enforce_int8_gate=not saturating)
+    # The tiny pair exported with this recipe, gate enforced unless saturating (conftest, once per session:
+    # tests/test_kernel_emulation.py reads the per-channel one; the default recipe's is tiny_artifact).
+    out = tiny_recipe_artifact(recipe)
     manifest = read_manifest(out)
     quantization = manifest["quantization"]
     assert isinstance(quantization, dict)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import SHARD_SIZE, SHARDED_OPTIONS_KW
 from doc_blocks import block, shell_commands
 from requires import require_module
 from test_shards import PYDOC_PASSAGES, QUESTIONS, assert_same_results, manifest_of, results, run_cli, stored_rows
@@ -28,8 +29,8 @@ from fastdpr.search.retriever import Retriever
 
 ray = require_module("ray", "the ray extra: pip install -e '.[ray]'")  # fails under CI=true, skips elsewhere
 
-OPTIONS = IndexOptions(threads=1, progress=False)  # batch size 32, as test_shards
-SHARD_SIZE = 200  # 690 pydoc passages: shards of 200, 200, 200 and 90
+OPTIONS = IndexOptions(**SHARDED_OPTIONS_KW)  # threads=1, batch size 32, as test_shards
+# SHARD_SIZE = 200 (conftest): 690 pydoc passages: shards of 200, 200, 200 and 90
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +41,9 @@ def local_ray() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def local_sharded(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, pydoc_corpus: Path) -> Path:
-    out = tmp_path_factory.mktemp("local") / "idx"
-    build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE)
-    return out
+def local_sharded(pydoc_sharded: Path) -> Path:
+    """The local sharded build: the session's one (conftest), which tests/test_shards.py checks too."""
+    return pydoc_sharded
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import count_pydoc_passages, default_sigint, run_cli
+from conftest import SHARD_SIZE, SHARDED_OPTIONS_KW, count_pydoc_passages, default_sigint, run_cli
 from doc_blocks import block, shell_commands
 
 from fastdpr.common.errors import FastDPRError, IndexLoadError
@@ -32,8 +32,8 @@ from fastdpr.index.build import IndexOptions, build_index
 from fastdpr.index.build_sharded import build_sharded_index
 from fastdpr.search.retriever import Retriever
 
-OPTIONS = IndexOptions(threads=1, progress=False)  # batch size 32
-SHARD_SIZE = 200  # 690 pydoc passages (Python 3.11.7; 687 on 3.11.2): shards of 200, 200, 200 and the rest
+OPTIONS = IndexOptions(**SHARDED_OPTIONS_KW)  # threads=1, batch size 32 (as the session's pydoc_sharded)
+# SHARD_SIZE = 200 (conftest): 690 pydoc passages (Python 3.11.7; 687 on 3.11.2): shards of 200, 200, 200 and the rest
 PYDOC_PASSAGES = count_pydoc_passages()
 assert 600 < PYDOC_PASSAGES <= 800, PYDOC_PASSAGES  # four shards of 200 in every test below
 QUESTIONS = (
@@ -99,10 +99,9 @@ def unsharded(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, pyd
 
 
 @pytest.fixture(scope="module")
-def sharded(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, pydoc_corpus: Path) -> Path:
-    out = tmp_path_factory.mktemp("sharded") / "idx"
-    build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE)
-    return out
+def sharded(pydoc_sharded: Path) -> Path:
+    """The session's sharded build of the pydoc corpus (conftest; tests/test_ray.py compares with it too)."""
+    return pydoc_sharded
 
 
 # ---------------------------------------------------------------------------------------------------
