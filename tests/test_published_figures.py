@@ -131,6 +131,22 @@ def rps_ratio(batched: str, unbatched: str, clients: int) -> Callable[[Any], flo
                          / summary(data)[unbatched][str(clients)]["throughput_rps"])
 
 
+def rows_minus_per_call(k: int) -> Callable[[Any], float]:
+    """With fp32 questions: per-row passage scales (as exported) minus one-per-call per-tensor scales, k-th k."""
+    return lambda rows: rows["q=fp32 p=final"][k] - rows["q=fp32 p=int8-b1"][k]
+
+
+def ray_over_local(phase: str, key: str) -> Callable[[Any], float]:
+    """A scale run's Ray figure over its local one (``systems/{ray,local}/phase/key``)."""
+    return lambda data: data["systems"]["ray"][phase][key] / data["systems"]["local"][phase][key]
+
+
+def ray_p50_over_local(data: Any) -> float:
+    """A scale run's query p50 through Ray actors over its local one."""
+    serve = {system: data["systems"][system]["serve"]["query_ms"]["p50"] for system in ("ray", "local")}
+    return float(serve["ray"] / serve["local"])
+
+
 def op_share(op_type: str) -> Callable[[Any], float]:
     return lambda data: next(op["share"] for op in data["profile"]["op_types"] if op["op_type"] == op_type) * 100
 
@@ -227,7 +243,7 @@ FIGURES: tuple[Figure, ...] = (
            lambda v: f"{v / 10570 * 100:.2f}"),
     # Same input, same vector (x86-avx2 logs)
     Figure("docs/benchmarks.md", "per-row passage scales moved Top-1 by {} and Top-5 by {} points", ROWS_AVX2,
-           tuple((lambda i: lambda d: d["q=fp32 p=final"][i] - d["q=fp32 p=int8-b1"][i])(i) for i in (0, 1)), signed),
+           (rows_minus_per_call(0), rows_minus_per_call(1)), signed),
     Figure("docs/benchmarks.md", "fp32 {} passages/s, int8 `-7bit` in batched calls {}, int8 `-7bit` one passage "
            "per call {}", PREVIOUS_AVX2, ("fp32 passages", "int8-b8 passages", "int8-b1 passages"), "{:.1f}"),
     Figure("docs/benchmarks.md", "`-7bit-rows` one per call {} (`recall-rows-exported.log`)", ROWS_AVX2,
@@ -276,6 +292,32 @@ FIGURES: tuple[Figure, ...] = (
            lambda v: f"{v:.3f}" if v < 1 else f"{v:.1f}"),
     Figure("README.md", "BERT-base: encoding {} hours on one machine like this one, {} on 16", PROJECTION,
            ("rows/0/encode_hours", "rows/2/encode_hours"), "{:.0f}"),
+    # docs/scale.md prose: local Ray against local, one machine
+    Figure("docs/scale.md", "({}x the build time for L-2 H-128, {}x for MiniLM", SCALE_L2,
+           (ray_over_local("build", "wall_seconds"), lambda _: ray_over_local("build", "wall_seconds")(
+               result(SCALE_MINILM))), "{:.2f}"),
+    Figure("docs/scale.md", "({}-{}x the build memory)", SCALE_L2,
+           (ray_over_local("build", "peak_memory_bytes_tree_pss"),
+            lambda _: ray_over_local("build", "peak_memory_bytes_tree_pss")(result(SCALE_MINILM))), "{:.0f}"),
+    Figure("docs/scale.md", "({}-{}x the p50 latency;", SCALE_MINILM,
+           (ray_p50_over_local, lambda _: ray_p50_over_local(result(SCALE_L2))), "{:.1f}"),
+    Figure("docs/scale.md", "each shard's graph took {}x", SCALE_L2, (ray_over_local("build", "hnsw_graph_seconds"),),
+           "{:.1f}"),
+    Figure("docs/scale.md", "still took {}x the local ones ({} s against {} s", SCALE_MINILM,
+           (ray_over_local("build", "hnsw_graph_seconds"), "systems/ray/build/hnsw_graph_seconds",
+            "systems/local/build/hnsw_graph_seconds"), lambda v: f"{v:.2f}" if v < 2 else f"{v:.1f}"),
+    Figure("docs/scale.md", "Encoding ran at {}x (L-2) and {}x (MiniLM) the local rate", SCALE_L2,
+           (ray_over_local("build", "encode_passages_per_s"),
+            lambda _: ray_over_local("build", "encode_passages_per_s")(result(SCALE_MINILM))), "{:.2f}"),
+    Figure("docs/scale.md", "measured with tracemalloc: {} bytes per passage at 1M ids", SCALE_L2,
+           ("seen_id_set/bytes_per_passage",), "{:.0f}"),
+    Figure("docs/scale.md", "{} at 21M ids ({} GB)", PROJECTION,
+           ("rows/0/inputs/seen_id_bytes", lambda d: d["rows"][0]["inputs"]["seen_id_bytes"] * d["rows"][0]["passages"]
+            / 1e9), lambda v: f"{v:.0f}" if v > 50 else f"{v:.1f}"),
+    Figure("docs/scale.md", "they need ef=1,600 for {} of the exact top 100 over 4 shards", SCALE_L2,
+           ("systems/local/serve/recall_by_ef/1600/recall_vs_exact",), "{:.2f}"),
+    Figure("docs/scale.md", "MiniLM's real vectors reach {} over 4 shards and {} in one 200k-node graph", SCALE_MINILM,
+           ("systems/local/serve/recall_vs_exact", "systems/local/serve/unsharded/recall_vs_exact"), "{:.3f}"),
     # docs/serve.md prose
     Figure("docs/serve.md", "answers {}x, {}x and {}x the requests per second of one call per request at 4, 16 and 64",
            SERVE, tuple(rps_ratio("http-batched-2x1-wait0", "http-unbatched-2x1", c) for c in (4, 16, 64))),
@@ -485,6 +527,17 @@ SCALE_ROWS: dict[str, Callable[[Any, str], str]] = {
         f"{d['systems'][s]['serve']['search_ms']['p50']:.1f} / {d['systems'][s]['serve']['search_ms']['p99']:.1f}"),
     "load average (1 min) at build start / end": lambda d, s: (
         f"{d['systems'][s]['build']['loadavg_before'][0]:.1f} / {d['systems'][s]['build']['loadavg_after'][0]:.1f}"),
+    "HNSW graphs, 4 shards (s)": lambda d, s: f"{d['systems'][s]['build']['hnsw_graph_seconds']:.4g}",
+    "build peak memory, process tree PSS (GiB)": lambda d, s: (
+        f"{d['systems'][s]['build']['peak_memory_bytes_tree_pss'] / 2**30:.2f}"),
+    "disk bytes per passage: vectors / HNSW / passages / total": lambda d, s: " / ".join(
+        f"{v:,.0f}" for v in (*(d["systems"]["local"]["build"]["disk"]["by_kind_bytes_per_passage"][kind]
+                                for kind in ("vectors", "hnsw", "passages")),
+                              d["systems"]["local"]["build"]["disk"]["bytes_per_passage"]))
+    if s == "local" else ("the same files" if d["systems"]["ray"]["build"]["disk"]["by_kind_bytes_per_passage"]
+                          == d["systems"]["local"]["build"]["disk"]["by_kind_bytes_per_passage"] else "differs"),
+    "cold start, new process to first answer (s)": lambda d, s: f"{d['systems'][s]['serve']['cold_start_seconds']:.2f}",
+    "serving peak RSS (GiB)": lambda d, s: f"{d['systems'][s]['serve']['peak_rss_bytes'] / 2**30:.2f}",
 }
 
 
@@ -501,6 +554,25 @@ def test_scale_tables_are_the_result_files(source: str, first_cell: str) -> None
                 assert row[column].split(" (")[0] == SCALE_ROWS[row[0]](data, system), (row[0], system)
             checked += 1
     assert checked == len(SCALE_ROWS)
+
+
+def test_scale_recall_by_ef_table_is_the_result_files() -> None:
+    table = next(t for t in tables(raw("docs/scale.md")) if t[0][:2] == ["index", "ef=100"])
+    sources = {"L-2 H-128 random, 1M, 4 shards": (SCALE_L2, ()), "L-2 H-128 random, 1M, one graph": (
+        SCALE_L2, ("unsharded",)), "MiniLM real, 200k, 4 shards": (SCALE_MINILM, ()),
+        "MiniLM real, 200k, one graph": (SCALE_MINILM, ("unsharded",))}
+    assert [row[0] for row in table[1:]] == list(sources)
+    for row in table[1:]:
+        source, path = sources[row[0]]
+        serve = result(source)["systems"]["local"]["serve"]
+        for key in path:
+            serve = serve[key]
+        for cell, ef in zip(row[1:], ("100", "200", "400", "800", "1600"), strict=True):
+            if ef == "400":
+                assert cell == f"{serve['recall_vs_exact']:.3f} (default ef)", (row[0], ef)
+            else:
+                point = serve["recall_by_ef"][ef]
+                assert cell == f"{point['recall_vs_exact']:.3f} ({point['ms_per_question']:.2f} ms)", (row[0], ef)
 
 
 def test_projection_table_is_the_result_file() -> None:

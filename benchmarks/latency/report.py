@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import median, percentiles
+from benchmarks.latency.agreement import summary_line
 from benchmarks.latency.systems import REGISTRY
 from benchmarks.latency.timing import REPORTED_PARTS, Measurements
 
@@ -64,20 +65,6 @@ def ratios(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
             "query_p50": round(sb["query_ms"]["p50"] / sa["query_ms"]["p50"], 2),
             "query_p95": round(sb["query_ms"]["p95"] / sa["query_ms"]["p95"], 2),
         }
-    return out
-
-
-def agreement(embeddings: dict[str, np.ndarray], reference: str) -> dict[str, dict[str, float]]:
-    """Cosine of every system's passage embeddings with the reference system's (a check that all systems
-    run the same model; int8 is expected a little below 1)."""
-    if reference not in embeddings:
-        return {}
-    ref = embeddings[reference]
-    out = {}
-    for name, vectors in embeddings.items():
-        cos = (vectors * ref).sum(1) / np.maximum(np.linalg.norm(vectors, axis=1) * np.linalg.norm(ref, axis=1),
-                                                  1e-12)
-        out[name] = {"min_cosine": round(float(cos.min()), 6), "mean_cosine": round(float(cos.mean()), 6)}
     return out
 
 
@@ -150,9 +137,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
               "| comparison | passages/s | query p50 | query p95 |", "|---|---:|---:|---:|"]
     for name, r in report["ratios"].items():
         lines.append(f"| {name} | {r['passages_per_s']:.2f}x | {r['query_p50']:.2f}x | {r['query_p95']:.2f}x |")
-    if report.get("agreement"):
-        lines += ["", f"Embedding check against {report['agreement_reference']} (passage cosine): " + ", ".join(
-            f"{n} min {a['min_cosine']:.4f}" for n, a in report["agreement"].items())]
+    if report.get("agreement", {}).get("systems"):
+        lines += ["", summary_line(report["agreement"])]
     profile = report.get("profile")
     if profile and "error" not in profile:
         split = profile["split_ms"]

@@ -65,6 +65,11 @@ class System:
         """Answer one question end to end; seconds per part of :data:`PARTS`."""
         raise NotImplementedError
 
+    def question_vectors(self, questions: Sequence[str]) -> np.ndarray:
+        """The embeddings ``query`` computes for ``questions`` (one question per call, as ``query`` runs
+        them; untimed): what the agreement check compares across systems."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release resources."""
 
@@ -104,6 +109,13 @@ class ListSearch(System):
     def embed_question(self, question: str) -> tuple[Any, Callable[[Any], np.ndarray]]:
         """Tokenize one question; return the model inputs and the function that embeds them."""
         raise NotImplementedError
+
+    def question_vectors(self, questions: Sequence[str]) -> np.ndarray:
+        vectors = []
+        for question in questions:
+            feeds, run = self.embed_question(question)
+            vectors.append(np.asarray(run(feeds)[0], dtype=np.float32))
+        return np.stack(vectors)
 
     def query(self, question: str) -> dict[str, float]:
         assert self.vectors is not None, "attach() the passage embeddings first"
