@@ -17,7 +17,7 @@ from requires import require_module
 
 sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ runs from a checkout; it is not installed
 
-from benchmarks.latency.agreement import CONTROL, MIN_CENTERED_COSINE, agreement
+from benchmarks.latency.agreement import CONTROL, MIN_CENTERED_COSINE, MIN_MEAN_CENTERED_COSINE, agreement
 from benchmarks.latency.report import ratio_pairs
 from benchmarks.latency.systems import SYSTEMS, System
 from benchmarks.latency.timing import Measurements, Procedure, measure
@@ -164,8 +164,11 @@ def test_agreement_check_fails_a_wrong_system_that_plain_cosine_passes() -> None
     deviation = {side: (v - v.mean(0)).std() for side, v in reference.items()}
     close = {side: v + 0.05 * deviation[side] * rng.normal(size=v.shape) for side, v in reference.items()}
     wrong_questions = {"passages": reference["passages"], "questions": _near_parallel(16, 32, seed=4)}
-    embeddings = {side: {"reference": reference[side], "int8-like": close[side], "wrong": wrong_questions[side]}
-                  for side in ("passages", "questions")}
+    one_passage_swapped = reference["passages"].copy()
+    one_passage_swapped[[0, 1]] = one_passage_swapped[[1, 0]]
+    one_wrong = {"passages": one_passage_swapped, "questions": reference["questions"]}
+    embeddings = {side: {"reference": reference[side], "int8-like": close[side], "wrong": wrong_questions[side],
+                         "one-wrong": one_wrong[side]} for side in ("passages", "questions")}
 
     result = agreement(embeddings, "reference")
 
@@ -173,8 +176,12 @@ def test_agreement_check_fails_a_wrong_system_that_plain_cosine_passes() -> None
     assert wrong["questions"]["min_cosine"] > 0.95  # what the old check read: it passed
     assert wrong["questions"]["min_centered_cosine"] < MIN_CENTERED_COSINE
     assert wrong["passages"]["min_centered_cosine"] == pytest.approx(1.0)  # only its questions are wrong
-    assert result["failed"] == ["wrong"]
-    assert result["systems"]["int8-like"]["questions"]["min_centered_cosine"] > MIN_CENTERED_COSINE
+    # Two passages of 64 swapped: the mean hardly moves, the least input's cosine does.
+    swapped = result["systems"]["one-wrong"]["passages"]
+    assert swapped["mean_centered_cosine"] > MIN_MEAN_CENTERED_COSINE > swapped["min_centered_cosine"]
+    assert result["failed"] == ["one-wrong", "wrong"]
+    for side in ("passages", "questions"):
+        assert result["systems"]["int8-like"][side]["min_centered_cosine"] > MIN_CENTERED_COSINE
     assert result["control_fails"] is True
     assert result[CONTROL]["passages"]["min_cosine"] > 0.95  # the control passes plain cosine too
 

@@ -14,10 +14,13 @@ from typing import Any
 
 import numpy as np
 
-#: Least centered cosine (every input, both sides) of a system that runs the reference's model. A
-#: correct int8 system sits far above it, a wrong one far below (measured, l2-h128 with spread random
-#: weights and MiniLM: see ``tests/test_benchmark_latency.py``).
-MIN_CENTERED_COSINE = 0.9
+#: Least centered cosine of any input, and least mean over the inputs, of a system that runs the
+#: reference's model (both sides). Measured on l2-h128 with spread random weights (``--initializer-range
+#: 0.2``, 32 SQuAD passages, 10 questions, x86-avx2, 2026-12-04): the int8 systems' least per-input value
+#: was 0.61 (OpenVINO's passages; fastdpr-int8 0.94, optimum 0.89) and least mean 0.89; the control's
+#: largest per-input value was -0.53 and its means -0.03 / -0.17. The limits sit between the two.
+MIN_CENTERED_COSINE = 0.5
+MIN_MEAN_CENTERED_COSINE = 0.8
 #: The name of the control in ``agreement``: the reference's own vectors, each paired with the next input's.
 CONTROL = "control: reference shifted by one input"
 SIDES = ("passages", "questions")
@@ -42,8 +45,13 @@ def side_agreement(vectors: np.ndarray, reference: np.ndarray) -> dict[str, floa
             "mean_centered_cosine": round(float(centered.mean()), 6)}
 
 
+def fails(values: dict[str, float], minimum: float, mean: float) -> bool:
+    """Whether one side's cosines fall below either limit."""
+    return values["min_centered_cosine"] < minimum or values["mean_centered_cosine"] < mean
+
+
 def agreement(embeddings: dict[str, dict[str, np.ndarray]], reference: str,
-              minimum: float = MIN_CENTERED_COSINE) -> dict[str, Any]:
+              minimum: float = MIN_CENTERED_COSINE, mean: float = MIN_MEAN_CENTERED_COSINE) -> dict[str, Any]:
     """``embeddings[side][system]`` (side: passages, questions) against ``reference``'s: per system and side
     the cosines, the control, which systems fail, and whether the check could fail at all on this data."""
     systems: dict[str, dict[str, dict[str, float]]] = {}
@@ -58,16 +66,16 @@ def agreement(embeddings: dict[str, dict[str, np.ndarray]], reference: str,
         if len(ref) > 1:
             control[side] = side_agreement(np.roll(ref, 1, axis=0), ref)
     failed = sorted(name for name, sides in systems.items()
-                    if any(values["min_centered_cosine"] < minimum for values in sides.values()))
+                    if any(fails(values, minimum, mean) for values in sides.values()))
     return {
         "reference": reference,
         "metric": "centered cosine: each embedding minus the reference's mean embedding over the same inputs",
         "min_centered_cosine": minimum,
+        "min_mean_centered_cosine": mean,
         "systems": systems,
         CONTROL: control,
         "failed": failed,
-        "control_fails": bool(control) and any(values["min_centered_cosine"] < minimum
-                                               for values in control.values()),
+        "control_fails": bool(control) and any(fails(values, minimum, mean) for values in control.values()),
     }
 
 
@@ -82,5 +90,6 @@ def summary_line(result: dict[str, Any]) -> str:
     power = "the control fails it, so the check can fail here" if result["control_fails"] else (
         "the control PASSES it: the check has no power on these embeddings")
     return (f"Embedding check against {result['reference']} (least centered cosine, passages / questions; "
-            f"minimum {result['min_centered_cosine']}): " + ", ".join(parts) + f"; control {control}. "
+            f"limits {result['min_centered_cosine']} per input, {result['min_mean_centered_cosine']} on average): "
+            + ", ".join(parts) + f"; control {control}. "
             f"{verdict}; {power}.")
