@@ -1,5 +1,6 @@
 """``python -m benchmarks latency``: the timing procedure (with fake systems and a fake clock, no timing),
-warm-up selection, the system registry, and a slow smoke run of a tiny random-weight shape end to end."""
+warm-up selection, the system registry, the embedding agreement check (and that it fails a wrong system),
+and a slow smoke run of a tiny random-weight shape end to end."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from requires import require_module
 
 sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ runs from a checkout; it is not installed
 
+from benchmarks.latency.agreement import CONTROL, MIN_CENTERED_COSINE, MIN_MEAN_CENTERED_COSINE, agreement
 from benchmarks.latency.report import ratio_pairs
 from benchmarks.latency.systems import SYSTEMS, System
 from benchmarks.latency.timing import Measurements, Procedure, measure
@@ -61,6 +63,10 @@ class FakeSystem(System):
         self.clock.now += self.query_ms / 1000
         return {"tokenize": 0.0005, "encode": 0.001, "search": 0.0003, "fetch": 0.0002}
 
+    def question_vectors(self, questions: Sequence[str]) -> np.ndarray:
+        self.log.append((self.name, "embed", ",".join(questions)))
+        return np.full((len(questions), 4), self.query_ms, dtype=np.float32)
+
 
 def _passages(n: int, prefix: str) -> list[Passage]:
     return [Passage(id=f"{prefix}{i}", title=f"{prefix}{i}", text="text") for i in range(n)]
@@ -81,7 +87,8 @@ def test_every_system_gets_the_same_inputs_in_the_same_sequence() -> None:
         calls = [(kind, arg) for who, kind, arg in log if who == name]
         assert calls == [("encode", "w0"), ("encode", "p0,p1"), ("encode", "p0,p1"),
                          ("query", "w1"), ("query", "w2"),
-                         ("query", "q1"), ("query", "q2"), ("query", "q3"), ("query", "q4")]
+                         ("query", "q1"), ("query", "q2"), ("query", "q3"), ("query", "q4"),
+                         ("embed", "q1,q2,q3,q4")]  # after every timed call, for the agreement check only
         assert systems[name].attached == ["p0", "p1"]
 
 
@@ -109,6 +116,7 @@ def test_each_call_is_timed_once_from_outside_and_warmup_is_kept_apart() -> None
     parts = measured.parts_ms["b"]
     assert parts["encode"] == [1.0] * 4
     assert parts["other"] == pytest.approx([3.0] * 4)  # 5 ms call - 2 ms of reported parts
+    assert measured.question_embeddings["b"].shape == (4, 4)  # the measured questions, every system
     rounds = measured.round_seconds
     assert {name: pytest.approx(seconds) for name, seconds in rounds.items()} == {n: [0.5, 0.5] for n in "abc"}
     # one settle pause before every timed call: 3 warm-up encodes + 6 rounds + 18 queries
@@ -139,6 +147,54 @@ def test_registry_finds_every_adapter_and_ratios_compare_targets_with_baselines(
         ("fastdpr-int8", "fastdpr-fp32")]
 
 
+def _near_parallel(n: int, dim: int, seed: int, spread: float = 0.01) -> np.ndarray:
+    """Embeddings like a random-weight BERT's (0.02 init): one shared direction plus a small per-input part."""
+    rng = np.random.default_rng(seed)
+    common = np.random.default_rng(0).normal(size=dim)
+    return (common + spread * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def test_agreement_check_fails_a_wrong_system_that_plain_cosine_passes() -> None:
+    """Issue #21: on near-parallel embeddings ``min_cosine > 0.95`` passed every system, right or wrong. The
+    centered check passes a system that adds int8-sized noise and fails one that embeds other inputs, on
+    both sides; and the run's own control (reference shifted by one input) fails it, so the check has
+    power on that data."""
+    reference = {"passages": _near_parallel(64, 32, seed=1), "questions": _near_parallel(16, 32, seed=2)}
+    rng = np.random.default_rng(3)
+    deviation = {side: (v - v.mean(0)).std() for side, v in reference.items()}
+    close = {side: v + 0.05 * deviation[side] * rng.normal(size=v.shape) for side, v in reference.items()}
+    wrong_questions = {"passages": reference["passages"], "questions": _near_parallel(16, 32, seed=4)}
+    one_passage_swapped = reference["passages"].copy()
+    one_passage_swapped[[0, 1]] = one_passage_swapped[[1, 0]]
+    one_wrong = {"passages": one_passage_swapped, "questions": reference["questions"]}
+    embeddings = {side: {"reference": reference[side], "int8-like": close[side], "wrong": wrong_questions[side],
+                         "one-wrong": one_wrong[side]} for side in ("passages", "questions")}
+
+    result = agreement(embeddings, "reference")
+
+    wrong = result["systems"]["wrong"]
+    assert wrong["questions"]["min_cosine"] > 0.95  # what the old check read: it passed
+    assert wrong["questions"]["min_centered_cosine"] < MIN_CENTERED_COSINE
+    assert wrong["passages"]["min_centered_cosine"] == pytest.approx(1.0)  # only its questions are wrong
+    # Two passages of 64 swapped: the mean hardly moves, the least input's cosine does.
+    swapped = result["systems"]["one-wrong"]["passages"]
+    assert swapped["mean_centered_cosine"] > MIN_MEAN_CENTERED_COSINE > swapped["min_centered_cosine"]
+    assert result["failed"] == ["one-wrong", "wrong"]
+    for side in ("passages", "questions"):
+        assert result["systems"]["int8-like"][side]["min_centered_cosine"] > MIN_CENTERED_COSINE
+    assert result["control_fails"] is True
+    assert result[CONTROL]["passages"]["min_cosine"] > 0.95  # the control passes plain cosine too
+
+
+def test_agreement_check_fails_embeddings_that_cannot_tell_inputs_apart() -> None:
+    """A model that gives every input the same vector has nothing to agree on: the check fails every system
+    (the reference included) instead of passing them all, as plain cosine did."""
+    same = np.ones((8, 4), dtype=np.float32)
+    result = agreement({"passages": {"ref": same, "other": same.copy()}}, "ref")
+    assert result["systems"]["other"]["passages"]["min_cosine"] == pytest.approx(1.0)
+    assert result["failed"] == ["other", "ref"]
+
+
 @pytest.mark.slow
 def test_latency_command_on_a_tiny_shape(tmp_path: Path) -> None:
     require_export()
@@ -150,7 +206,8 @@ def test_latency_command_on_a_tiny_shape(tmp_path: Path) -> None:
 
     out = tmp_path / "results"
     result = CliRunner().invoke(latency_command, [
-        "--shape", "l2-h128", "--passages", "32", "--queries", "10", "--rounds", "1", "--out", str(out)])
+        "--shape", "l2-h128", "--initializer-range", "0.2", "--passages", "32", "--queries", "10", "--rounds", "1",
+        "--out", str(out)])
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
 
     report = json.loads((out / "latency.json").read_text(encoding="utf-8"))
@@ -175,8 +232,15 @@ def test_latency_command_on_a_tiny_shape(tmp_path: Path) -> None:
                        "fastdpr-int8 vs openvino-int8"):
         assert report["ratios"][comparison]["passages_per_s"] > 0
         assert report["ratios"][comparison]["query_p50"] > 0
-    # Every system ran the same model: int8 may differ a little from PyTorch fp32, nothing more.
-    assert all(a["min_cosine"] > 0.95 for a in report["agreement"].values())
+    # Every system ran the same model, passages and questions: int8 may differ a little from PyTorch fp32,
+    # nothing more. The model's weights are spread (--initializer-range 0.2) so that inputs differ, and the
+    # run's control (the reference shifted by one input) proves the check could fail on these embeddings.
+    check = report["agreement"]
+    assert set(check["systems"]) == set(SYSTEMS)
+    assert all(set(sides) == {"passages", "questions"} for sides in check["systems"].values())
+    assert check["failed"] == [], check["systems"]
+    assert check["control_fails"] is True, check[CONTROL]
+    assert report["model"]["shape"]["initializer_range"] == 0.2
     assert report["profile"]["op_types"] and report["profile"]["kernel_ms"] > 0
 
     markdown = (out / "latency.md").read_text(encoding="utf-8")

@@ -8,7 +8,10 @@ int8 (-1.74); all questions cost ~2 more minutes and make the run deterministic 
 full run gave identical flips twice). So the thresholds are issue #5's goal itself (int8 + HNSW may
 lose at most 1.0 point at Top-1/Top-5 and 0.5 beyond). The default (7-bit weights) computes the same
 integers on every x86 int8 class (issue #10), so this test means the same wherever CI lands; measured
-on x86-amx: -0.61 / -0.46 / -0.43 / -0.34 / -0.33 (docs/benchmarks.md, "INT8 on every CPU class"). fp32 must
+for `-7bit` (the default until issue #19) on x86-amx: -0.61 / -0.46 / -0.43 / -0.34 / -0.33 with HNSW
+(docs/benchmarks.md, "INT8 on every CPU class"), for today's `-7bit-rows` on x86-avx2: +0.08 / -0.58 /
+-0.27 / -0.29 / -0.15 exact ("Same input, same vector"). The speed goal is asserted too, as the ratio
+this run measures side by side, with a margin for noise (docs/benchmarks.md, "Recall parity"). fp32 must
 match PyTorch's answer recall exactly; HNSW may cost fp32 a few questions (measured: 3 of 10,570 at
 Top-100). fp32 is not bit-identical to PyTorch, so its ranked passage lists are counted against
 PyTorch's (issue #14): near-tied passages can swap places deep in the list, but rarely near the top.
@@ -35,6 +38,15 @@ KS = (1, 5, 20, 50, 100)
 #: k is not met yet (measured, x86-avx2: up to -0.61 at Top-5), so it is reported, not asserted. Written
 #: here, not imported from the benchmark, so that loosening the benchmark's goal cannot loosen this test.
 GOAL_MAX_LOSS_POINTS = {1: 1.0, 5: 1.0, 20: 0.5, 50: 0.5, 100: 0.5}
+#: The speed side of the goal, as the parity benchmark states it since issue #19 (``GOAL_MIN_SPEEDUP``: the
+#: previous default's 1.45x on x86-avx2), also written here. It is asserted as a ratio measured side by side
+#: in this very run (int8 and fp32 passage encoding interleaved, median of 3 rounds), never as a time, and
+#: with a margin for a shared machine: two recipes of identical compute measured 2.32x and 2.74x in one
+#: contended run (benchmarks/results/frontier-x86-amx), 15% apart, so the floor is 0.8 x the goal. Measured
+#: for today's default on x86-avx2 at a load of 4.7 on 2 cores: 1.32x (benchmarks/results/speed-default-x86-avx2),
+#: below the goal and 14% above the floor.
+GOAL_MIN_SPEEDUP = 1.45
+SPEEDUP_NOISE_MARGIN = 0.8
 # HNSW against exact search, fp32: the largest loss (fraction of questions) tolerated at any k.
 FP32_HNSW_MAX_LOSS = 10 / QUESTIONS
 #: Questions whose ONNX fp32 top-k id list equals PyTorch fp32's, in order, at least (share of all).
@@ -93,6 +105,9 @@ def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: 
     # The frontier row of the measured recipe: the same deltas in points, and its interleaved speed-up.
     row = report["frontier"]["default"]
     assert row["system"] == "onnx-int8-hnsw" and row["recall_goal_met"] is True
+    assert row["speedup_vs_fp32"] >= GOAL_MIN_SPEEDUP * SPEEDUP_NOISE_MARGIN, (
+        f"int8 passage encoding {row['speedup_vs_fp32']}x fused fp32 in this run (goal {GOAL_MIN_SPEEDUP}x, "
+        f"floor with the noise margin {GOAL_MIN_SPEEDUP * SPEEDUP_NOISE_MARGIN:.2f}x)")
     assert row["delta_points"] == {k: round(v * 100, 2) for k, v in delta["onnx-int8-hnsw"].items()}
     assert row["speedup_vs_fp32"] == report["passage_encoding_interleaved"]["speedup_vs_onnx_fp32"]["onnx-int8"]
     assert [point["system"] for point in row["alternatives"]] == [f"onnx-int8-hnsw@questions-{other}"]

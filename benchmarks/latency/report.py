@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import median, percentiles
+from benchmarks.latency.agreement import summary_line
 from benchmarks.latency.systems import REGISTRY
 from benchmarks.latency.timing import REPORTED_PARTS, Measurements
 
@@ -67,21 +68,8 @@ def ratios(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def agreement(embeddings: dict[str, np.ndarray], reference: str) -> dict[str, dict[str, float]]:
-    """Cosine of every system's passage embeddings with the reference system's (a check that all systems
-    run the same model; int8 is expected a little below 1)."""
-    if reference not in embeddings:
-        return {}
-    ref = embeddings[reference]
-    out = {}
-    for name, vectors in embeddings.items():
-        cos = (vectors * ref).sum(1) / np.maximum(np.linalg.norm(vectors, axis=1) * np.linalg.norm(ref, axis=1),
-                                                  1e-12)
-        out[name] = {"min_cosine": round(float(cos.min()), 6), "mean_cosine": round(float(cos.mean()), 6)}
-    return out
-
-
-def _fmt(value: float | None) -> str:
+def format_figure(value: float | None) -> str:
+    """A latency figure as every table prints it: 1 decimal from 100, 2 from 1, else 3."""
     if value is None:
         return "-"
     return f"{value:,.1f}" if value >= 100 else f"{value:,.2f}" if value >= 1 else f"{value:.3f}"
@@ -132,10 +120,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             lines.append(f"| {name} | error: {data['error'][:120]} | | | | | | | | | |")
             continue
         q, b, w = data["query_ms"], data["breakdown_ms"], data["warmup"]
-        lines.append(f"| {name} | {_fmt(data['passages_per_s'])} | {_fmt(q['p50'])} | {_fmt(q['p95'])} | "
-                     f"{_fmt(q['p99'])} | {_fmt(b['tokenize'])} | {_fmt(b['encode'])} | {_fmt(b['search'])} | "
-                     f"{_fmt(b['fetch'])} | {_fmt(b['other'])} | {_fmt(w['first_ms'])} / {_fmt(w['max_ms'])} / "
-                     f"{_fmt(w['p50_ms'])} |")
+        f = format_figure
+        lines.append(f"| {name} | {f(data['passages_per_s'])} | {f(q['p50'])} | {f(q['p95'])} | {f(q['p99'])} | "
+                     f"{f(b['tokenize'])} | {f(b['encode'])} | {f(b['search'])} | {f(b['fetch'])} | {f(b['other'])} | "
+                     f"{f(w['first_ms'])} / {f(w['max_ms'])} / {f(w['p50_ms'])} |")
     lines += ["", "Query: one end-to-end call per question, timed around the call the same way for every system "
               "(fastdpr: `Retriever.search(q, k=100)`; the others: tokenize -> model -> exact numpy top-100 -> "
               "list). Breakdown columns are per-part p50 ms measured inside that same call; `other` is the rest "
@@ -149,9 +137,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
               "| comparison | passages/s | query p50 | query p95 |", "|---|---:|---:|---:|"]
     for name, r in report["ratios"].items():
         lines.append(f"| {name} | {r['passages_per_s']:.2f}x | {r['query_p50']:.2f}x | {r['query_p95']:.2f}x |")
-    if report.get("agreement"):
-        lines += ["", f"Embedding check against {report['agreement_reference']} (passage cosine): " + ", ".join(
-            f"{n} min {a['min_cosine']:.4f}" for n, a in report["agreement"].items())]
+    if report.get("agreement", {}).get("systems"):
+        lines += ["", summary_line(report["agreement"])]
     profile = report.get("profile")
     if profile and "error" not in profile:
         split = profile["split_ms"]
@@ -187,7 +174,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
         axis.invert_yaxis()
         axis.set_xlabel(label)
         for bar, value in zip(bars, values, strict=True):
-            axis.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {_fmt(value)}", va="center",
+            axis.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {format_figure(value)}", va="center",
                       fontsize=8)
         if min(values) > 0 and max(values) / min(values) > 50:
             axis.set_xscale("log")

@@ -28,8 +28,9 @@ from typing import Any
 import click
 
 from benchmarks.common import export_source, log, machine, versions
+from benchmarks.latency.agreement import agreement
 from benchmarks.latency.profile import profile_passage_encoding
-from benchmarks.latency.report import RANDOM_WEIGHTS_LINE, agreement, ratios, summarize, write_markdown, write_plot
+from benchmarks.latency.report import RANDOM_WEIGHTS_LINE, ratios, summarize, write_markdown, write_plot
 from benchmarks.latency.systems import REGISTRY, SYSTEMS, SetupContext, System
 from benchmarks.latency.systems.base import K
 from benchmarks.latency.timing import Measurements, Procedure, measure
@@ -65,6 +66,8 @@ class LatencyConfig:
     context_encoder: str | None = None
     encoder: str | None = None
     shape: str | None = None
+    #: Weight init std of a ``shape`` (None: BERT's 0.02, whose embeddings all point nearly the same way).
+    initializer_range: float | None = None
     squad: Path | None = None
     threads: int = 2
     passages: int = 512
@@ -83,6 +86,8 @@ class LatencyConfig:
         chosen = [pair, bool(self.encoder), bool(self.shape)]
         if sum(chosen) != 1 or (pair and not (self.question_encoder and self.context_encoder)):
             raise click.UsageError("pass --question-encoder and --context-encoder, or --encoder, or --shape")
+        if self.initializer_range is not None and not self.shape:
+            raise click.UsageError("--initializer-range applies to --shape only")
         unknown = [s for s in self.systems if s not in SYSTEMS]
         if unknown or not self.systems:
             raise click.UsageError(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
@@ -96,7 +101,8 @@ class LatencyConfig:
     def command_line(self) -> str:
         """The command that repeats this run (recorded in latency.json; ``--work`` only keeps files)."""
         args = ["python", "-m", "benchmarks", "latency"]
-        for key in ("question_encoder", "context_encoder", "encoder", "shape", "squad", "threads", "passages",
+        for key in ("question_encoder", "context_encoder", "encoder", "shape", "initializer_range", "squad", "threads",
+                    "passages",
                     "queries", "rounds", "batch_size", "seed", "quantize", "out"):
             value = getattr(self, key)
             if value is not None:
@@ -201,7 +207,7 @@ def _export_models(config: LatencyConfig, workdir: Path) -> Models:
     shape = SHAPES[config.shape] if config.shape else None
     if config.shape:
         log(f"[latency] building random-weight shape {config.shape}")
-        dirs = build_shape(config.shape, workdir / "models", config.seed)
+        dirs = build_shape(config.shape, workdir / "models", config.seed, config.initializer_range)
         question_encoder, context_encoder = str(dirs["question"]), str(dirs["context"])
     artifact_dir = workdir / "artifact"
     log(f"[latency] exporting {'encoder ' + str(encoder) if encoder else f'{question_encoder} / {context_encoder}'}"
@@ -274,7 +280,8 @@ def _model_report(config: LatencyConfig, models: Models) -> dict[str, Any]:
         "label": models.label,
         "random_weights": random_weights,
         "note": RANDOM_WEIGHTS_LINE if random_weights else "trained weights",
-        "shape": models.shape.to_dict() if models.shape else None,
+        "shape": ({**models.shape.to_dict(), "initializer_range": config.initializer_range or 0.02}
+                  if models.shape else None),
         "sources": dict(models.sources),
         "architecture": {k: models.resolved["context"].config.get(k) for k in
                          ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")},
@@ -301,8 +308,8 @@ def _workload_report(config: LatencyConfig, spec: EncoderSpec, inputs: Inputs) -
 
 def _systems_report(names: Sequence[str], built: dict[str, System], measured: Measurements, count: int,
                     errors: dict[str, str]) -> dict[str, Any]:
-    """latency.json's ``system_notes``, ``systems``, ``ratios``, ``agreement_reference`` and ``agreement``:
-    every system asked for, measured or with the reason it was not."""
+    """latency.json's ``system_notes``, ``systems``, ``ratios`` and ``agreement`` (passage and question
+    embeddings against the reference's): every system asked for, measured or with the reason it was not."""
     summary = summarize(measured, count)
     systems: dict[str, dict[str, Any]] = {
         name: summary[name] if name in summary else {"description": REGISTRY[name].description,
@@ -315,8 +322,8 @@ def _systems_report(names: Sequence[str], built: dict[str, System], measured: Me
         "system_notes": {name: system.settings() for name, system in built.items() if hasattr(system, "settings")},
         "systems": systems,
         "ratios": ratios(systems),
-        "agreement_reference": reference,
-        "agreement": agreement(measured.embeddings, reference),
+        "agreement": agreement({"passages": measured.embeddings, "questions": measured.question_embeddings},
+                               reference),
     }
 
 
@@ -372,6 +379,8 @@ def _systems_option(_ctx: click.Context, _param: click.Parameter, value: str) ->
 @click.option("--encoder", help="One source serving both sides.")
 @click.option("--shape", type=click.Choice(sorted(SHAPES)),
               help="A random-weight DPR pair of this shape (speed only; labelled RANDOM WEIGHTS).")
+@click.option("--initializer-range", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Weight init std of --shape (default: BERT's 0.02; 0.2 spreads the embeddings apart).")
 @click.option("--squad", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="SQuAD v1.1 JSON: real passages and questions (otherwise synthetic, for --shape).")
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True,
@@ -395,15 +404,16 @@ def _systems_option(_ctx: click.Context, _param: click.Parameter, value: str) ->
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Results directory (latency.json, latency.md, latency.png).")
 def latency_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None,
-                    shape: str | None, squad: Path | None, threads: int, passages: int, queries: int, rounds: int,
-                    batch_size: int, seed: int, quantize: str | None, systems: tuple[str, ...], profile: bool,
-                    work: Path | None, out: Path) -> None:
+                    shape: str | None, initializer_range: float | None, squad: Path | None, threads: int,
+                    passages: int, queries: int, rounds: int, batch_size: int, seed: int, quantize: str | None,
+                    systems: tuple[str, ...], profile: bool, work: Path | None, out: Path) -> None:
     """Passages/s and single-question latency of fastdpr against PyTorch, optimum and OpenVINO, interleaved in
     one run."""
     run_latency(LatencyConfig(out=out, question_encoder=question_encoder, context_encoder=context_encoder,
-                              encoder=encoder, shape=shape, squad=squad, threads=threads, passages=passages,
-                              queries=queries, rounds=rounds, batch_size=batch_size, seed=seed, quantize=quantize,
-                              systems=systems, profile=profile, work=work))
+                              encoder=encoder, shape=shape, initializer_range=initializer_range, squad=squad,
+                              threads=threads, passages=passages, queries=queries, rounds=rounds,
+                              batch_size=batch_size, seed=seed, quantize=quantize, systems=systems,
+                              profile=profile, work=work))
 
 
 if __name__ == "__main__":

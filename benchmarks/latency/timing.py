@@ -46,6 +46,8 @@ class Measurements:
 
     round_seconds: dict[str, list[float]] = field(default_factory=dict)
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Each system's embeddings of the measured questions (after the timed calls; untimed).
+    question_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     warmup_passages_seconds: dict[str, float] = field(default_factory=dict)
     warmup_ms: dict[str, list[float]] = field(default_factory=dict)
     totals_ms: dict[str, list[float]] = field(default_factory=dict)
@@ -107,6 +109,9 @@ def measure(systems: Mapping[str, System], passages: list[Passage], warmup_passa
                 record[part].append(parts[part])
             record["other"].append(max(total - sum(parts[p] for p in PARTS), 0.0))
         result.schedule.append(("question", i, order))
+    # For the agreement check only, after every timed call: the vectors each system's query path computes.
+    for name, system in systems.items():
+        result.question_embeddings[name] = system.question_vectors(list(questions))
     return result
 
 

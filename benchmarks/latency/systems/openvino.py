@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.latency.systems.base import ListSearch, SetupContext, SystemSpec, hf_feeds, served_sides
+from benchmarks.latency.systems.base import (
+    ListSearch,
+    SetupContext,
+    SystemSpec,
+    encode_length_sorted,
+    hf_feeds,
+    served_sides,
+)
 from fastdpr.model.spec import SIDES, EncoderSpec, Side
 
 
@@ -69,16 +76,7 @@ class OpenVinoEncoder:
 
     def encode(self, inputs: Sequence[Any], batch_size: int) -> np.ndarray:
         """Embed all inputs in length-sorted batches, results in input order."""
-        lengths = [len(ids) for ids in self.tokenizer(
-            list(inputs) if self.side == "question" else [t for t, _ in inputs],
-            None if self.side == "question" else [x for _, x in inputs],
-            truncation=True, max_length=self.spec.max_length(self.side))["input_ids"]]
-        order = np.argsort(lengths, kind="stable")
-        out = np.zeros((len(inputs), self.spec.dim), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            out[rows] = self.run(self.feeds([inputs[i] for i in rows]))
-        return out
+        return encode_length_sorted(self.tokenizer, self.spec, self.side, inputs, batch_size, self.run)
 
     def inference_precision(self) -> str:
         """The precision OpenVINO chose for the parts of the graph that are not int8."""

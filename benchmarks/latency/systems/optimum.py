@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.latency.systems.base import ListSearch, SetupContext, SystemSpec, hf_feeds, served_sides
+from benchmarks.latency.systems.base import (
+    ListSearch,
+    SetupContext,
+    SystemSpec,
+    encode_length_sorted,
+    hf_feeds,
+    served_sides,
+)
 from fastdpr.model.artifact import Artifact
 from fastdpr.model.spec import SIDES, Side
 
@@ -93,8 +100,8 @@ class UnpooledBackbone:
 
 
 class OptimumSystem(ListSearch):
-    """optimum's ``ORTModelForFeatureExtraction`` as its user runs it: HF tokenizer, batches in input order
-    padded to their longest, pooling (and DPR's projection, if any) in numpy."""
+    """optimum's ``ORTModelForFeatureExtraction``: HF tokenizer, length-sorted batches padded to their
+    longest (the batching every system gets), pooling (and DPR's projection, if any) in numpy."""
 
     def __init__(self, context: SetupContext) -> None:
         import onnxruntime as ort
@@ -135,10 +142,8 @@ class OptimumSystem(ListSearch):
         return np.asarray(pooled, dtype=np.float32)
 
     def encode_passages(self, passages: Sequence[tuple[str, str]]) -> np.ndarray:
-        tokenizer = self.tokenizers["context"]
-        chunks = [self._run("context", hf_feeds(tokenizer, self.spec, "context", passages[s:s + self.batch_size]))
-                  for s in range(0, len(passages), self.batch_size)]
-        return np.concatenate(chunks)
+        return encode_length_sorted(self.tokenizers["context"], self.spec, "context", passages, self.batch_size,
+                                    lambda feeds: self._run("context", feeds))
 
     def embed_question(self, question: str) -> tuple[Any, Callable[[Any], np.ndarray]]:
         feeds = hf_feeds(self.tokenizers["question"], self.spec, "question", [question])
@@ -147,6 +152,7 @@ class OptimumSystem(ListSearch):
 
 ADAPTERS = (
     SystemSpec("optimum-ort-int8", "peer",
-               "optimum ORTModelForFeatureExtraction, unpooled graph fused + int8 (same recipe), input order "
-               "padded to longest, numpy pooling; exact numpy top-100, list lookup", OptimumSystem, order=10),
+               "optimum ORTModelForFeatureExtraction, unpooled graph fused + int8 (same recipe), length-sorted "
+               "batches padded to their longest, numpy pooling; exact numpy top-100, list lookup", OptimumSystem,
+               order=10),
 )

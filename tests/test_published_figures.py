@@ -1,0 +1,673 @@
+"""Issue #21: every benchmark figure README.md and docs/ publish is checked against the result file it came
+from (benchmarks/results/). A figure is a phrase of a page with ``{}`` where the numbers stand, the result
+file, the value's path inside it (``/``-separated keys, or a function of the file for derived figures such
+as a sum of parts or a ratio) and the format the page prints it with. When a page's number and its file
+disagree, the phrase is not found and the test names the page, the phrase it expected and the file.
+
+Tables are checked cell by cell against their files the same way (``TABLES``). A figure that no committed
+result file holds is not listed here: the pages either drop it or say in words that it has no result file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import pytest
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ runs from a checkout; it is not installed
+
+from benchmarks.latency.report import format_figure
+
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+KS = ("1", "5", "20", "50", "100")
+
+#: A value: a ``/``-separated path of keys into the result file, or a function of the whole file.
+Value = str | Callable[[Any], float]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading pages and result files
+
+
+def normalize(text: str) -> str:
+    """Page text as the checks read it: bold marks dropped, every run of whitespace one space (so a
+    phrase may wrap anywhere in the Markdown source)."""
+    return re.sub(r"\s+", " ", text.replace("**", "")).strip()
+
+
+@cache
+def page(name: str) -> str:
+    return normalize((REPO_ROOT / name).read_text(encoding="utf-8"))
+
+
+@cache
+def result(source: str) -> Any:
+    """A result file: JSON, or a ``.log`` of the invariance scripts parsed into ``{"q=X p=Y": [deltas]}``
+    and ``{"X passages": passages/s}``."""
+    text = (RESULTS / source).read_text(encoding="utf-8")
+    if source.endswith(".json"):
+        return json.loads(text)
+    if source.endswith(".md"):
+        return text
+    rows = {}
+    for line in text.splitlines():
+        match = re.match(r"^(q=\S+)\s+(p=\S+)\s+((?:[+-]\d+\.\d+\s*){5})$", line.strip())
+        if match:
+            rows[f"{match[1]} {match[2]}"] = [float(x) for x in match[3].split()]
+        speed = re.match(r"^(\S+ passages) (\d+\.\d+) p/s$", line.strip())
+        if speed:
+            rows[speed[1]] = float(speed[2])
+    return rows
+
+
+def lookup(data: Any, value: Value) -> Any:
+    if callable(value):
+        return value(data)
+    for key in value.split("/"):
+        data = data[int(key)] if isinstance(data, list) else data[key]
+    return data
+
+
+@dataclass(frozen=True)
+class Figure:
+    """``phrase`` on ``page`` with ``{}`` for each of ``values`` (read from ``source``, printed with ``fmt``)."""
+
+    page: str
+    phrase: str
+    source: str
+    values: tuple[Value, ...]
+    fmt: str | Callable[[float], str] = "{:.2f}"
+
+    def expected(self) -> str:
+        data = result(self.source)
+        render = self.fmt if callable(self.fmt) else self.fmt.format
+        return normalize(self.phrase.format(*(render(lookup(data, v)) for v in self.values)))
+
+    def problem(self, text: str | None = None) -> str | None:
+        """None when the page says what the file says; otherwise what is wrong, in one line."""
+        expected = self.expected()
+        if expected in (page(self.page) if text is None else normalize(text)):
+            return None
+        return f"{self.page} should say {expected!r} (from benchmarks/results/{self.source})"
+
+
+def points(value: float) -> str:
+    """A recall delta (a fraction) as the pages print it: signed points, two decimals."""
+    return f"{value * 100:+.2f}"
+
+
+def percent(value: float) -> str:
+    return f"{value * 100:.2f}"
+
+
+def signed(value: float) -> str:
+    return f"{value:+.2f}"
+
+
+def thousands(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def net_hnsw_loss(exact: str, hnsw: str) -> Callable[[Any], float]:
+    """Questions that HNSW lost against exact search over the same vectors, net, at the worst k."""
+    def worst(data: Any) -> float:
+        n, recall = data["dataset"]["questions"], data["answer_recall"]
+        return max(round((recall[exact][k] - recall[hnsw][k]) * n) for k in KS)
+    return worst
+
+
+def part_sum(system: str, parts: Sequence[str]) -> Callable[[Any], float]:
+    return lambda data: sum(data["systems"][system]["breakdown_ms"][p] for p in parts)
+
+
+def rps_ratio(batched: str, unbatched: str, clients: int) -> Callable[[Any], float]:
+    summary = lambda data: data["levels"]["summary"]  # noqa: E731
+    return lambda data: (summary(data)[batched][str(clients)]["throughput_rps"]
+                         / summary(data)[unbatched][str(clients)]["throughput_rps"])
+
+
+def rows_minus_per_call(k: int) -> Callable[[Any], float]:
+    """With fp32 questions: per-row passage scales (as exported) minus one-per-call per-tensor scales, k-th k."""
+    return lambda rows: rows["q=fp32 p=final"][k] - rows["q=fp32 p=int8-b1"][k]
+
+
+def ray_over_local(phase: str, key: str) -> Callable[[Any], float]:
+    """A scale run's Ray figure over its local one (``systems/{ray,local}/phase/key``)."""
+    return lambda data: data["systems"]["ray"][phase][key] / data["systems"]["local"][phase][key]
+
+
+def ray_p50_over_local(data: Any) -> float:
+    """A scale run's query p50 through Ray actors over its local one."""
+    serve = {system: data["systems"][system]["serve"]["query_ms"]["p50"] for system in ("ray", "local")}
+    return float(serve["ray"] / serve["local"])
+
+
+def raw_result(source: str) -> str:
+    return (RESULTS / source).read_text(encoding="utf-8")
+
+
+def embedding_cost(k: str) -> Callable[[Any], float]:
+    """Points of answer recall that quantizing the embedding tables cost at Top-k (per-channel with fp32
+    tables minus per-channel with int8 ones, HNSW)."""
+    return lambda d: (d["frontier"]["dynamic-per-channel-fp32-embeddings"]["delta_points"][k]
+                      - d["frontier"]["dynamic-per-channel"]["delta_points"][k])
+
+
+def op_share(op_type: str) -> Callable[[Any], float]:
+    return lambda data: next(op["share"] for op in data["profile"]["op_types"] if op["op_type"] == op_type) * 100
+
+
+LATENCY = "latency-minilm/latency.json"
+PARITY_VNNI = "parity/parity.json"  # 2026-11-23, x86-avx512-vnni, recipe dynamic-per-channel-smooth-auto (8-bit)
+PARITY_AMX = "parity-x86-amx/parity.json"  # 2026-11-30, x86-amx, recipe -7bit
+OPENVINO = "parity-openvino-x86-amx/parity.json"
+RANKED = "parity-ranked-ids-x86-amx/parity.json"
+SERVE = "serve-x86-amx-quiet/serve.json"
+SCALE_L2 = "scale-x86-amx/l2-h128-1m.json"
+SCALE_MINILM = "scale-x86-amx/minilm-200k.json"
+PROJECTION = "scale-x86-amx/projection-21m.json"
+DEFAULT_AVX2 = "invariance-x86-avx2/recall-default.log"
+PREVIOUS_AVX2 = "invariance-x86-avx2/frontier-previous-default.log"
+ROWS_AVX2 = "invariance-x86-avx2/recall-rows-exported.log"
+SPEED_AVX2 = "speed-default-x86-avx2/speed.json"  # 2026-12-04, x86-avx2, today's default, loaded
+FASTDPR_PARTS = ("search", "fetch", "other")
+PEER_PARTS = ("search", "fetch", "other")
+
+# ---------------------------------------------------------------------------------------------------------
+# The figures in prose (the issue's list first)
+
+FIGURES: tuple[Figure, ...] = (
+    # "the profile split" (issue #21): the MiniLM run's ORT profile, not the replaced loaded run's
+    Figure("docs/benchmarks.md", "on MiniLM QAttention {}%, SkipLayerNormalization {}%, DynamicQuantizeMatMul {}%, "
+           "BiasGelu {}%, the smoothing `Mul` {}%", LATENCY,
+           tuple(op_share(op) for op in ("QAttention", "SkipLayerNormalization", "DynamicQuantizeMatMul",
+                                         "BiasGelu", "Mul")), "{:.1f}"),
+    Figure("docs/benchmarks.md", "tokenization is {}% of passage encoding", LATENCY,
+           ("profile/split_ms/tokenize_share",), lambda v: f"{v * 100:.1f}"),
+    Figure("docs/benchmarks.md", "which the profile shows are {}% of the kernel time on MiniLM", LATENCY,
+           (lambda d: sum(op_share(op)(d) for op in ("SkipLayerNormalization", "BiasGelu", "Mul")),), "{:.0f}"),
+    Figure("docs/benchmarks.md", "SkipLayerNormalization is {}% of MiniLM's int8 kernel time", LATENCY,
+           (op_share("SkipLayerNormalization"),), "{:.0f}"),
+    # "~1.7 ms against ~0.35 ms" (issue #21): per-part p50s of the same run
+    Figure("docs/benchmarks.md", "cost {} ms against {} ms (per-part p50s)", LATENCY,
+           (part_sum("fastdpr-int8", FASTDPR_PARTS), part_sum("optimum-ort-int8", PEER_PARTS))),
+    Figure("docs/benchmarks.md", "(encode {} vs {} ms on MiniLM)", LATENCY,
+           ("systems/fastdpr-int8/breakdown_ms/encode", "systems/optimum-ort-int8/breakdown_ms/encode")),
+    # "1.2-2.2x optimum" (issue #21): only MiniLM's run is a speed result
+    Figure("docs/benchmarks.md", "{}x optimum's passages/s", LATENCY,
+           ("ratios/fastdpr-int8 vs optimum-ort-int8/passages_per_s",)),
+    Figure("docs/benchmarks.md", "fastdpr-int8 is {}x the best PyTorch setup on MiniLM", LATENCY,
+           ("ratios/fastdpr-int8 vs pytorch-fp32-sorted/passages_per_s",), "{:.1f}"),
+    Figure("docs/benchmarks.md", "fastdpr-int8 answers in {} ms p50, {}x faster than the best PyTorch setup "
+           "(sorted) and {}x faster than padded PyTorch", LATENCY,
+           ("systems/fastdpr-int8/query_ms/p50", "ratios/fastdpr-int8 vs pytorch-fp32-sorted/query_p50",
+            "ratios/fastdpr-int8 vs pytorch-fp32-padded/query_p50"), "{:.1f}"),
+    Figure("docs/benchmarks.md", "(fastdpr-int8 vs optimum-ort-int8: {}x on MiniLM)", LATENCY,
+           ("ratios/fastdpr-int8 vs optimum-ort-int8/query_p50",)),
+    # "16-20 ms even on the tiny l2-h128" (issue #21): replaced by MiniLM's quiet-run model time
+    Figure("docs/benchmarks.md", "MiniLM {} passages/s against fastdpr-int8's {}", LATENCY,
+           ("systems/openvino-int8/passages_per_s", "systems/fastdpr-int8/passages_per_s"), "{:.1f}"),
+    Figure("docs/benchmarks.md", "(fastdpr-int8 vs openvino-int8: {}x)", LATENCY,
+           ("ratios/fastdpr-int8 vs openvino-int8/passages_per_s",)),
+    Figure("docs/benchmarks.md", "fastdpr is faster per question ({}x on MiniLM)", LATENCY,
+           ("ratios/fastdpr-int8 vs openvino-int8/query_p50",)),
+    Figure("docs/benchmarks.md", "OpenVINO's single-question call cost {} ms of model time on MiniLM (fastdpr {} ms)",
+           LATENCY, ("systems/openvino-int8/breakdown_ms/encode", "systems/fastdpr-int8/breakdown_ms/encode"),
+           "{:.1f}"),
+    Figure("docs/benchmarks.md", "load average {} / {}; warm-up 32 passages + 42 questions per system", LATENCY,
+           ("load_average/start/0", "load_average/end/0")),
+    # The contended runs: their load, so that nobody reads them as speed
+    Figure("docs/benchmarks.md", "l2-h128 at a 1-minute load average of {} / {} (start / end)",
+           "latency-l2-h128/latency.json", ("load_average/start/0", "load_average/end/0"), "{}"),
+    Figure("docs/benchmarks.md", "l12-h128 at {} / {}", "latency-l12-h128/latency.json",
+           ("load_average/start/0", "load_average/end/0"), "{}"),
+    # "HNSW costs at most 3 of 10,570" (issue #21): true for fp32 in one run only
+    Figure("docs/benchmarks.md", "fp32 lost at most {} of 10,570 questions at any k in this run", PARITY_VNNI,
+           (net_hnsw_loss("onnx-fp32-exact", "onnx-fp32-hnsw"),), "{:.0f}"),
+    Figure("docs/benchmarks.md", "and int8 at most {}", PARITY_VNNI,
+           (net_hnsw_loss("onnx-int8-exact", "onnx-int8-hnsw"),), "{:.0f}"),
+    Figure("docs/benchmarks.md", "the x86-amx run of the 7-bit recipe: fp32 {}, int8 {}", PARITY_AMX,
+           (net_hnsw_loss("onnx-fp32-exact", "onnx-fp32-hnsw"), net_hnsw_loss("onnx-int8-exact", "onnx-int8-hnsw")),
+           "{:.0f}"),
+    Figure("README.md", "fp32 loses at most {} of 10,570 questions at any k, int8 at most {}", PARITY_VNNI,
+           (net_hnsw_loss("onnx-fp32-exact", "onnx-fp32-hnsw"), net_hnsw_loss("onnx-int8-exact", "onnx-int8-hnsw")),
+           "{:.0f}"),
+    # Recall parity prose
+    Figure("docs/benchmarks.md", "INT8 moves ~300 questions at Top-1 in each direction ({} hit->miss, {} miss->hit)",
+           PARITY_VNNI, ("flips/onnx-int8-hnsw/1/hit_to_miss", "flips/onnx-int8-hnsw/1/miss_to_hit"), "{:.0f}"),
+    Figure("docs/benchmarks.md", "nets {} points", PARITY_VNNI, ("delta_vs_pytorch/onnx-int8-hnsw/1",), points),
+    Figure("docs/benchmarks.md", "(Top-20 {} -> {})", PARITY_VNNI,
+           ("gold_recall/pytorch-fp32-exact/20", "gold_recall/onnx-int8-hnsw/20"), percent),
+    Figure("docs/benchmarks.md", "ranked top-1 / top-5 / top-20 / top-100 id list for {} / {} / {} / {}% of the "
+           "questions", RANKED,
+           tuple(f"ranked_id_agreement/systems/onnx-fp32-exact/{k}/identical_ranked" for k in ("1", "5", "20", "100")),
+           lambda v: f"{v / 10570 * 100:.2f}"),
+    Figure("docs/benchmarks.md", "({} / {} / {} / {}; the same top-100 set for {})", RANKED,
+           (*(f"ranked_id_agreement/systems/onnx-fp32-exact/{k}/identical_ranked" for k in ("1", "5", "20", "100")),
+            "ranked_id_agreement/systems/onnx-fp32-exact/100/same_set"), thousands),
+    Figure("docs/benchmarks.md", "with HNSW for {} / {} / {} / {}%", RANKED,
+           tuple(f"ranked_id_agreement/systems/onnx-fp32-hnsw/{k}/identical_ranked" for k in ("1", "5", "20", "100")),
+           lambda v: f"{v / 10570 * 100:.2f}"),
+    # Same input, same vector (x86-avx2 logs)
+    Figure("docs/benchmarks.md", "per-row passage scales moved Top-1 by {} and Top-5 by {} points", ROWS_AVX2,
+           (rows_minus_per_call(0), rows_minus_per_call(1)), signed),
+    Figure("docs/benchmarks.md", "fp32 {} passages/s, int8 `-7bit` in batched calls {}, int8 `-7bit` one passage "
+           "per call {}", PREVIOUS_AVX2, ("fp32 passages", "int8-b8 passages", "int8-b1 passages"), "{:.1f}"),
+    Figure("docs/benchmarks.md", "`-7bit-rows` one per call {} (`recall-rows-exported.log`)", ROWS_AVX2,
+           ("final passages",), "{:.1f}"),
+    Figure("docs/benchmarks.md", "max abs difference {} over all 10,570 SQuAD questions", PREVIOUS_AVX2,
+           (lambda _: float(re.search(r"fp32 b1 vs b32 max abs diff (\S+)", raw_result(PREVIOUS_AVX2))[1]),), "{}"),
+    Figure("docs/benchmarks.md", "(150x384x1536, 1 thread, x86-avx2: {} ms vs {} ms", "invariance-x86-avx2/README.md",
+           (lambda text: float(re.search(r"s8s8 (\d+\.\d+) ms", text)[1]),
+            lambda text: float(re.search(r"u8s8 (\d+\.\d+) ms", text)[1]))),
+    Figure("docs/benchmarks.md", "at a load average of {} / {} on 2 cores, so a ratio and not a speed result",
+           SPEED_AVX2, ("load_average/start/0", "load_average/end/0"), "{}"),
+    Figure("docs/benchmarks.md", "today's default encodes passages at {}x fused fp32 with one passage per call and "
+           "{}x with 8 per call", SPEED_AVX2,
+           ("speedup_vs_onnx_fp32/onnx-int8", "speedup_vs_onnx_fp32/onnx-int8@batched-calls")),
+    Figure("README.md", "passage encoding {}x fused fp32 (interleaved, at load {} on 2 cores", SPEED_AVX2,
+           ("speedup_vs_onnx_fp32/onnx-int8", "load_average/start/0"), lambda v: f"{v:.2f}" if v < 2 else f"{v}"),
+    # The frontier's prose (2026-11-23, x86-avx512-vnni)
+    Figure("docs/benchmarks.md", "brings Top-1 from {} (per-channel) to {} and Top-20 from {} to {}, for {}% of the "
+           "speed", "frontier/parity.json",
+           ("frontier/dynamic-per-channel/delta_points/1", "frontier/dynamic-per-channel-smooth-auto/delta_points/1",
+            "frontier/dynamic-per-channel/delta_points/20", "frontier/dynamic-per-channel-smooth-auto/delta_points/20",
+            lambda d: (1 - d["frontier"]["dynamic-per-channel-smooth-auto"]["speedup_vs_fp32"]
+                       / d["frontier"]["dynamic-per-channel"]["speedup_vs_fp32"]) * 100),
+           lambda v: f"{v:.2f}" if v < 0 else f"{v:.0f}"),
+    Figure("docs/benchmarks.md", "cost {} points at Top-1 and between {} and {} beyond", "frontier/parity.json",
+           (embedding_cost("1"), lambda d: min(embedding_cost(k)(d) for k in KS[1:]),
+            lambda d: max(embedding_cost(k)(d) for k in KS[1:])), lambda v: f"{v:+.2f}" if v < 0.5 else f"{v:.2f}"),
+    # The x86-amx default (7-bit) parity run
+    Figure("docs/benchmarks.md", "The default meets the recall goal on `x86-amx` with {}x", PARITY_AMX,
+           ("passage_encoding_interleaved/speedup_vs_onnx_fp32/onnx-int8",)),
+    # OpenVINO's parity run
+    Figure("docs/benchmarks.md", "openvino-int8 (exact search) {} / {} / {} / {} / {}", OPENVINO,
+           tuple(f"delta_vs_pytorch/openvino-int8-exact/{k}" for k in KS), lambda v: f"{v * 100:.2f}"),
+    Figure("docs/benchmarks.md", "{} / {} / {} / {} / {} exact, which misses the Top-20 goal", OPENVINO,
+           tuple(f"delta_vs_pytorch/onnx-int8-exact/{k}" for k in KS), lambda v: f"{v * 100:.2f}"),
+    Figure("docs/benchmarks.md", "x86-amx, quiet machine, load {}, 2026-11-30 04:54 UTC", OPENVINO,
+           ("load_average/start/0",), "{}"),
+    Figure("docs/benchmarks.md", "OpenVINO encoded {} passages/s and fastdpr-int8 {}", OPENVINO,
+           ("passages_per_s/openvino-int8-exact", "passages_per_s/onnx-int8-exact"), "{:.1f}"),
+    # README's headline table
+    Figure("README.md", "the same at Top-1/5/20/50/100: {} / {} / {} / {} / {}", PARITY_VNNI,
+           tuple(f"answer_recall/onnx-fp32-exact/{k}" for k in KS), percent),
+    Figure("README.md", "the same at Top-1/5/20/50/100: {} / {} / {} / {} / {}", PARITY_AMX,
+           tuple(f"answer_recall/onnx-fp32-exact/{k}" for k in KS), percent),
+    Figure("README.md", "{} / {} / {} / {} / {} at Top-1/5/20/50/100 (issue #19's 0.25 target not met)",
+           DEFAULT_AVX2, tuple(f"q=deployed p=final/{i}" for i in range(5)), signed),
+    Figure("README.md", "{} / {} / {} / {} / {} at Top-1/5/20/50/100; passage encoding {}x fused fp32", PARITY_AMX,
+           (*(f"delta_vs_pytorch/onnx-int8-hnsw/{k}" for k in KS),
+            "passage_encoding_interleaved/speedup_vs_onnx_fp32/onnx-int8"),
+           lambda v: points(v) if abs(v) < 1 else f"{v:.2f}"),
+    Figure("README.md", "{} ms p50: {}x faster than the best PyTorch setup (sorted), {}x faster than padded PyTorch",
+           LATENCY, ("systems/fastdpr-int8/query_ms/p50", "ratios/fastdpr-int8 vs pytorch-fp32-sorted/query_p50",
+                     "ratios/fastdpr-int8 vs pytorch-fp32-padded/query_p50"), "{:.1f}"),
+    Figure("README.md", "| {}x the best PyTorch setup; {}x optimum", LATENCY,
+           ("ratios/fastdpr-int8 vs pytorch-fp32-sorted/passages_per_s",
+            "ratios/fastdpr-int8 vs optimum-ort-int8/passages_per_s")),
+    Figure("README.md", "(fastdpr-int8 vs optimum-ort-int8: {}x on MiniLM)", LATENCY,
+           ("ratios/fastdpr-int8 vs optimum-ort-int8/query_p50",)),
+    Figure("README.md", "(fastdpr-int8 vs openvino-int8: {}x on MiniLM)", LATENCY,
+           ("ratios/fastdpr-int8 vs openvino-int8/passages_per_s",)),
+    Figure("README.md", "a lone request {} ms p50; {} req/s at 64 clients", SERVE,
+           ("levels/summary/http-batched-2x1-wait0/1/p50", "levels/summary/http-batched-2x1-wait0/64/throughput_rps"),
+           lambda v: f"{v:.2f}" if v < 100 else f"{v:.1f}"),
+    Figure("README.md", "answers {}x, {}x and {}x the requests per second of one call per request at 4, 16 and 64",
+           SERVE, tuple(rps_ratio("http-batched-2x1-wait0", "http-unbatched-2x1", c) for c in (4, 16, 64))),
+    Figure("README.md", "built in {} s; {} bytes per passage on disk; query p50 {} ms (k=100)", SCALE_L2,
+           ("systems/local/build/wall_seconds", "systems/local/build/disk/bytes_per_passage",
+            "systems/local/serve/query_ms/p50"), lambda v: f"{v:,.0f}" if v > 100 else f"{v:.1f}"),
+    Figure("README.md", "recall@100 vs exact {} at the default ef=400; query p50 {} ms (k=100)", SCALE_MINILM,
+           ("systems/local/serve/recall_vs_exact", "systems/local/serve/query_ms/p50"),
+           lambda v: f"{v:.3f}" if v < 1 else f"{v:.1f}"),
+    Figure("README.md", "BERT-base: encoding {} hours on one machine like this one, {} on 16", PROJECTION,
+           ("rows/0/encode_hours", "rows/2/encode_hours"), "{:.0f}"),
+    Figure("docs/serve.md", "A 2 ms wait costs every lone request {} ms p50", SERVE,
+           (lambda d: d["levels"]["summary"]["http-batched-2x1"]["1"]["p50"]
+            - d["levels"]["summary"]["http-batched-2x1-wait0"]["1"]["p50"],), "{:.1f}"),
+    Figure("docs/serve.md", "10 minutes at 16 clients, {} requests, {} errors, the server's RSS {} MiB at the start, "
+           "{} MiB at the end (max {}, slope {} MiB/min)", "serve-x86-amx/serve.json",
+           ("soak/requests", "soak/errors", "soak/rss_start_mib", "soak/rss_end_mib", "soak/rss_max_mib",
+            "soak/rss_slope_mib_per_min"), lambda v: f"{v:,}" if isinstance(v, int) else f"{v:.2f}".rstrip("0")),
+    # docs/scale.md prose: local Ray against local, one machine
+    Figure("docs/scale.md", "({}x the build time for L-2 H-128, {}x for MiniLM", SCALE_L2,
+           (ray_over_local("build", "wall_seconds"), lambda _: ray_over_local("build", "wall_seconds")(
+               result(SCALE_MINILM))), "{:.2f}"),
+    Figure("docs/scale.md", "({}-{}x the build memory)", SCALE_L2,
+           (ray_over_local("build", "peak_memory_bytes_tree_pss"),
+            lambda _: ray_over_local("build", "peak_memory_bytes_tree_pss")(result(SCALE_MINILM))), "{:.0f}"),
+    Figure("docs/scale.md", "({}-{}x the p50 latency;", SCALE_MINILM,
+           (ray_p50_over_local, lambda _: ray_p50_over_local(result(SCALE_L2))), "{:.1f}"),
+    Figure("docs/scale.md", "each shard's graph took {}x", SCALE_L2, (ray_over_local("build", "hnsw_graph_seconds"),),
+           "{:.1f}"),
+    Figure("docs/scale.md", "still took {}x the local ones ({} s against {} s", SCALE_MINILM,
+           (ray_over_local("build", "hnsw_graph_seconds"), "systems/ray/build/hnsw_graph_seconds",
+            "systems/local/build/hnsw_graph_seconds"), lambda v: f"{v:.2f}" if v < 2 else f"{v:.1f}"),
+    Figure("docs/scale.md", "Encoding ran at {}x (L-2) and {}x (MiniLM) the local rate", SCALE_L2,
+           (ray_over_local("build", "encode_passages_per_s"),
+            lambda _: ray_over_local("build", "encode_passages_per_s")(result(SCALE_MINILM))), "{:.2f}"),
+    Figure("docs/scale.md", "measured with tracemalloc: {} bytes per passage at 1M ids", SCALE_L2,
+           ("seen_id_set/bytes_per_passage",), "{:.0f}"),
+    Figure("docs/scale.md", "{} at 21M ids ({} GB)", PROJECTION,
+           ("rows/0/inputs/seen_id_bytes", lambda d: d["rows"][0]["inputs"]["seen_id_bytes"] * d["rows"][0]["passages"]
+            / 1e9), lambda v: f"{v:.0f}" if v > 50 else f"{v:.1f}"),
+    Figure("docs/scale.md", "they need ef=1,600 for {} of the exact top 100 over 4 shards", SCALE_L2,
+           ("systems/local/serve/recall_by_ef/1600/recall_vs_exact",), "{:.2f}"),
+    Figure("docs/scale.md", "MiniLM's real vectors reach {} over 4 shards and {} in one 200k-node graph", SCALE_MINILM,
+           ("systems/local/serve/recall_vs_exact", "systems/local/serve/unsharded/recall_vs_exact"), "{:.3f}"),
+    # docs/serve.md prose
+    Figure("docs/serve.md", "answers {}x, {}x and {}x the requests per second of one call per request at 4, 16 and 64",
+           SERVE, tuple(rps_ratio("http-batched-2x1-wait0", "http-unbatched-2x1", c) for c in (4, 16, 64))),
+    Figure("docs/serve.md", "({} vs {} ms p50)", SERVE,
+           ("levels/summary/http-batched-2x1-wait0/1/p50", "levels/summary/http-unbatched-2x1/1/p50")),
+    Figure("docs/serve.md", "is {} ms p50 at 1 client", SERVE,
+           ("levels/summary/http-batched-2x1-wait0/1/http_overhead_p50_ms",), "{:.1f}"),
+    Figure("docs/serve.md", "({} vs {} ms p50)", SERVE,
+           ("levels/summary/http-unbatched/1/p50", "levels/summary/http-batched-2x1-wait0/1/p50"), "{:.1f}"),
+    Figure("docs/serve.md", "({} ms vs {} ms end to end at 1 client)", SERVE,
+           ("levels/summary/in-process/1/p50", "levels/summary/http-batched-2x1-wait0/1/p50"), "{:.1f}"),
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tables: every cell of a published table against its file
+
+
+def section(text: str, heading: str) -> str:
+    """The raw Markdown under ``heading`` (a heading line's text, without #), up to the next heading."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("#") and line.lstrip("#").strip() == heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")), len(lines))
+    return "\n".join(lines[start + 1:end])
+
+
+def tables(markdown: str) -> list[list[list[str]]]:
+    """Every table of a Markdown text as rows of cells (bold marks dropped; the separator row skipped)."""
+    found: list[list[list[str]]] = []
+    current: list[list[str]] = []
+    for line in [*markdown.splitlines(), ""]:
+        if line.startswith("|"):
+            cells = [cell.strip().replace("**", "") for cell in line.strip().strip("|").split("|")]
+            if not all(re.fullmatch(r":?-+:?", cell) for cell in cells):
+                current.append(cells)
+        elif current:
+            found.append(current)
+            current = []
+    return found
+
+
+def raw(name: str) -> str:
+    return (REPO_ROOT / name).read_text(encoding="utf-8")
+
+
+def table_under(name: str, heading: str, header_start: str, count: int = 1, nth: int = 0) -> list[list[str]]:
+    """The ``nth`` of the ``count`` tables under ``heading`` of page ``name`` whose first header cell is
+    ``header_start``."""
+    candidates = [t for t in tables(section(raw(name), heading)) if t[0][0] == header_start]
+    assert len(candidates) == count, f"{name} / {heading}: {len(candidates)} tables start with {header_start!r}"
+    return candidates[nth]
+
+
+LATENCY_HEADING = "MiniLM-L6 as DPR pair (real weights)"
+RECALL_HEADING = "Recall parity (SQuAD v1.1 dev, all 2,067 paragraphs and all 10,570 questions)"
+
+
+def test_latency_table_is_the_result_file() -> None:
+    data = result(LATENCY)
+    rows = table_under("docs/benchmarks.md", LATENCY_HEADING, "system")
+    assert rows[0][:4] == ["system", "passages/s", "query p50 ms", "p95 ms"]
+    assert [row[0] for row in rows[1:]] == list(data["systems"])
+    for row in rows[1:]:
+        system = data["systems"][row[0]]
+        b = system["breakdown_ms"]
+        expected = [row[0], *map(format_figure, (system["passages_per_s"], system["query_ms"]["p50"],
+                                                 system["query_ms"]["p95"], b["tokenize"], b["encode"], b["search"],
+                                                 b["fetch"], b["other"], system["warmup"]["first_ms"]))]
+        assert row == expected, row[0]
+
+
+def test_latency_ratio_table_is_the_result_file() -> None:
+    data = result(LATENCY)
+    rows = table_under("docs/benchmarks.md", LATENCY_HEADING, "comparison")
+    assert [row[0] for row in rows[1:]] == list(data["ratios"])
+    for row in rows[1:]:
+        r = data["ratios"][row[0]]
+        assert row[1:] == [f"{r['passages_per_s']:.2f}x", f"{r['query_p50']:.2f}x", f"{r['query_p95']:.2f}x"], row[0]
+
+
+def test_recall_parity_tables_are_the_result_file() -> None:
+    data = result(PARITY_VNNI)
+    recall, delta, flips = data["answer_recall"], data["delta_vs_pytorch"], data["flips"]
+    absolute = table_under("docs/benchmarks.md", RECALL_HEADING, "System", count=2)
+    assert len(absolute) == 1 + len(recall)
+    for row in absolute[1:]:
+        system = row[0].split(" (")[0]
+        assert row[1:] == [percent(recall[system][k]) for k in KS], system
+    differences = table_under("docs/benchmarks.md", RECALL_HEADING, "System", count=2, nth=1)
+    for row in differences[1:]:
+        system = row[0].split(" (")[0]
+        assert row[1:] == [f"{points(delta[system][k])} ({flips[system][k]['hit_to_miss']}/"
+                           f"{flips[system][k]['miss_to_hit']})" for k in KS], system
+    # The deployed recipe is not the one this table measured: the row must say which recipe it was.
+    assert data["recipes"]["onnx-int8-hnsw"] == "dynamic-per-channel-smooth-auto"
+    assert any("dynamic-per-channel-smooth-auto, 8-bit" in row[0] for row in absolute), "label the recipe"
+    assert not any("as deployed" in row[0] for row in absolute)
+
+
+def test_frontier_table_is_the_result_file() -> None:
+    data = result("frontier/parity.json")
+    rows = table_under("docs/benchmarks.md", "INT8 recipes: the frontier", "Recipe")
+    speedups = data["passage_encoding_interleaved"]["speedup_vs_onnx_fp32"]
+    for row in rows[1:]:
+        recipe = row[0].split(" (")[0]
+        key = "dynamic-per-channel-smooth-auto@squad-calibrated" if recipe.startswith("same, calibrated") else recipe
+        deltas = data["delta_vs_pytorch"][f"onnx-int8[{key}]-hnsw"]
+        assert row[2:7] == [f"{deltas[k] * 100:.2f}" for k in KS], recipe
+        assert row[7] == f"{speedups[f'onnx-int8[{key}]']:.2f}x", recipe
+
+
+def test_cpu_class_table_rows_from_result_files() -> None:
+    rows = {(row[0], row[2]): row for row in table_under("docs/benchmarks.md", "INT8 on every CPU class", "recipe",
+                                                         count=2)[1:]}
+    frontier_amx = result("frontier-x86-amx/parity.json")["delta_vs_pytorch"]
+    checks = {
+        ("smooth-auto (old default)", "x86-avx512-vnni"): (result("frontier/parity.json")["delta_vs_pytorch"]
+                                                          ["onnx-int8[dynamic-per-channel-smooth-auto]-hnsw"]),
+        ("smooth-auto (old default)", "x86-amx"): frontier_amx["onnx-int8[dynamic-per-channel-smooth-auto]-hnsw"],
+        ("smooth-auto-7bit (the default until issue #19)", "x86-amx"): result(PARITY_AMX)["delta_vs_pytorch"][
+            "onnx-int8-hnsw"],
+    }
+    for key, deltas in checks.items():
+        assert key in rows, key
+        assert rows[key][4:9] == [f"{deltas[k] * 100:.2f}" for k in KS], key
+    speedups = {("smooth-auto (old default)", "x86-avx512-vnni"): result("frontier/parity.json")[
+        "passage_encoding_interleaved"]["speedup_vs_onnx_fp32"]["onnx-int8[dynamic-per-channel-smooth-auto]"],
+                ("smooth-auto-7bit (the default until issue #19)", "x86-amx"): result(PARITY_AMX)[
+        "passage_encoding_interleaved"]["speedup_vs_onnx_fp32"]["onnx-int8"]}
+    for key, speedup in speedups.items():
+        assert rows[key][9].split(" (")[0] == f"{speedup:.2f}x", key
+    assert rows[("smooth-auto (old default)", "x86-amx")][9] == "(contended run)"
+    # Rows without a result file here say so in the row itself.
+    for key, row in rows.items():
+        if key not in checks:
+            assert "no result file" in row[3], key
+
+
+def test_avx2_emulation_table_is_the_result_file() -> None:
+    data = result("frontier-x86-amx/avx2-emulated.json")
+    rows = table_under("docs/benchmarks.md", "INT8 on every CPU class", "recipe", count=2, nth=1)
+    recipes = {"smooth-auto (8-bit)": "dynamic-per-channel-smooth-auto", "per-channel (8-bit)": "dynamic-per-channel",
+               "smooth-auto-7bit": "dynamic-per-channel-smooth-auto-7bit"}
+    assert [row[0] for row in rows[1:]] == list(recipes)
+
+    def pair(values: list[float], digits: int) -> str:
+        """One figure when both sides agree at the printed precision, else "question / context"."""
+        shown = [f"{v:.{digits}f}%" if v else "0" for v in values]
+        return shown[0] if shown[0] == shown[1] else " / ".join(shown)
+
+    for row in rows[1:]:
+        sides = [data[recipes[row[0]]][side] for side in ("question", "context")]
+        held_out = [side["held_out"] for side in sides]
+        assert [row[1], row[2], row[3].removesuffix(" of the node's range")] == [
+            pair([side["fraction"] * 100 for side in sides], 2 if sides[0]["fraction"] < 0.01 else 1),
+            pair([h["outputs_changed_fraction"] * 100 for h in held_out], 2),
+            pair([h["max_relative_output_change"] * 100 for h in held_out], 0)], row[0]
+
+
+def test_invariance_table_recall_columns_are_the_logs() -> None:
+    rows = table_under("docs/benchmarks.md", "Same input, same vector", "passage encoder")
+    logs = {"previous": result(PREVIOUS_AVX2), "rows": result(ROWS_AVX2), "default": result(DEFAULT_AVX2)}
+    sources = {  # (passage encoder, question encoder) as the table names them -> (log, its line)
+        ("int8 `-7bit`, batched calls (the previous default)", "int8 `-7bit`, batches of 32"): ("previous",
+                                                                                               "q=int8-b32 p=int8-b8"),
+        ("int8 `-7bit`, one per call", "int8 `-7bit`, one per call"): ("previous", "q=int8-b1 p=int8-b1"),
+        ("int8 `-7bit`, one per call", "fp32"): ("previous", "q=fp32 p=int8-b1"),
+        ("int8 `-7bit-rows` as exported now (alpha 0.6 searched per input)", "fp32"): ("rows", "q=fp32 p=final"),
+        ("int8 `-7bit-rows` as exported now", "int8 `-7bit`, searched per input (alpha 0.75): the default"): (
+            "default", "q=deployed p=final"),
+        ("int8 `-7bit-rows` as exported now", "int8 rows (alpha 0.6)"): ("rows", "q=final p=final"),
+    }
+    assert {(row[0], row[1]) for row in rows[1:]} == set(sources)
+    for row in rows[1:]:
+        log, line = sources[(row[0], row[1])]
+        assert row[2:7] == [signed(v) for v in logs[log][line]], (row[0], row[1])
+
+
+SERVE_ROWS = {"batched, wait 0, 2 workers x 1 thread (default)": "http-batched-2x1-wait0",
+              "batched, wait 0, 2 x 1 (default)": "http-batched-2x1-wait0",
+              "unbatched (`--max-batch 1`), 2 x 1": "http-unbatched-2x1", "unbatched, 2 x 1": "http-unbatched-2x1",
+              "batched, wait 2 ms, 2 x 1": "http-batched-2x1", "in-process `Retriever.search`": "in-process",
+              "in-process `search_batch` of 16": "in-process", "in-process `search_batch` of 64": "in-process"}
+
+
+def test_serve_table_is_the_result_file() -> None:
+    summary = result(SERVE)["levels"]["summary"]
+    rows = next(t for t in tables(raw("docs/serve.md")) if t[0][0] == "clients")
+    assert len(rows) == 1 + 15  # 4 client counts x 3 servers, and 3 in-process rows
+    for row in rows[1:]:
+        cell = summary[SERVE_ROWS[row[1]]][row[0]]
+        mean_batch = f"{cell['mean_batch']:.2f}".rstrip("0").rstrip(".") if "mean_batch" in cell else ""
+        if mean_batch and "." not in mean_batch:
+            mean_batch += ".0"
+        assert row[2:] == [f"{cell['throughput_rps']:.1f}", f"{cell['p50']:.2f}", f"{cell['p99']:.2f}",
+                           f"{cell['server_cpu_ms_per_request']:.2f}", mean_batch], row[:2]
+
+
+SCALE_ROWS: dict[str, Callable[[Any, str], str]] = {
+    "build wall time (s)": lambda d, s: f"{d['systems'][s]['build']['wall_seconds']:,.0f}",
+    "encode passages/s (all but graphs)": lambda d, s: f"{d['systems'][s]['build']['encode_passages_per_s']:.1f}",
+    "recall@100 vs exact, 4 shards, ef=400": lambda d, s: f"{d['systems'][s]['serve']['recall_vs_exact']:.3f}",
+    "query p50 / p99 ms, k=100, one at a time (encode + search + fetch)": lambda d, s: (
+        f"{d['systems'][s]['serve']['query_ms']['p50']:.1f} / {d['systems'][s]['serve']['query_ms']['p99']:.1f}"),
+    "search alone p50 / p99 ms": lambda d, s: (
+        f"{d['systems'][s]['serve']['search_ms']['p50']:.1f} / {d['systems'][s]['serve']['search_ms']['p99']:.1f}"),
+    "load average (1 min) at build start / end": lambda d, s: (
+        f"{d['systems'][s]['build']['loadavg_before'][0]:.1f} / {d['systems'][s]['build']['loadavg_after'][0]:.1f}"),
+    "HNSW graphs, 4 shards (s)": lambda d, s: f"{d['systems'][s]['build']['hnsw_graph_seconds']:.4g}",
+    "build peak memory, process tree PSS (GiB)": lambda d, s: (
+        f"{d['systems'][s]['build']['peak_memory_bytes_tree_pss'] / 2**30:.2f}"),
+    "disk bytes per passage: vectors / HNSW / passages / total": lambda d, s: " / ".join(
+        f"{v:,.0f}" for v in (*(d["systems"]["local"]["build"]["disk"]["by_kind_bytes_per_passage"][kind]
+                                for kind in ("vectors", "hnsw", "passages")),
+                              d["systems"]["local"]["build"]["disk"]["bytes_per_passage"]))
+    if s == "local" else ("the same files" if d["systems"]["ray"]["build"]["disk"]["by_kind_bytes_per_passage"]
+                          == d["systems"]["local"]["build"]["disk"]["by_kind_bytes_per_passage"] else "differs"),
+    "cold start, new process to first answer (s)": lambda d, s: f"{d['systems'][s]['serve']['cold_start_seconds']:.2f}",
+    "serving peak RSS (GiB)": lambda d, s: f"{d['systems'][s]['serve']['peak_rss_bytes'] / 2**30:.2f}",
+    "recall@100 vs exact, one unsharded graph (same vectors), ef=400": lambda d, s: "-" if s == "ray" else (
+        lambda u: f"{u['recall_vs_exact']:.3f}")(d["systems"]["local"]["serve"]["unsharded"]),
+}
+
+
+@pytest.mark.parametrize(("source", "first_cell"), [
+    (SCALE_L2, "L-2 H-128 (nlpconnect seed's shape, RANDOM WEIGHTS, int8), 1,000,000 passages, shards of 250,000"),
+    (SCALE_MINILM, "all-MiniLM-L6-v2 as DPR (REAL weights, int8), 200,000 passages, shards of 50,000")])
+def test_scale_tables_are_the_result_files(source: str, first_cell: str) -> None:
+    data = result(source)
+    table = next(t for t in tables(raw("docs/scale.md")) if t[0][0] == first_cell)
+    checked = 0
+    for row in table[1:]:
+        if row[0] in SCALE_ROWS:
+            for column, system in ((1, "local"), (2, "ray")):
+                assert row[column].split(" (")[0] == SCALE_ROWS[row[0]](data, system), (row[0], system)
+            checked += 1
+    unsharded = data["systems"]["local"]["serve"]["unsharded"]
+    assert (f"(graph {unsharded['graph_seconds']:.0f} s, search {unsharded['search_ms']['p50']:.2f} / "
+            f"{unsharded['search_ms']['p99']:.2f} ms)") in normalize(raw("docs/scale.md"))
+    assert checked == len(SCALE_ROWS)
+
+
+def test_scale_recall_by_ef_table_is_the_result_files() -> None:
+    table = next(t for t in tables(raw("docs/scale.md")) if t[0][:2] == ["index", "ef=100"])
+    sources = {"L-2 H-128 random, 1M, 4 shards": (SCALE_L2, ()), "L-2 H-128 random, 1M, one graph": (
+        SCALE_L2, ("unsharded",)), "MiniLM real, 200k, 4 shards": (SCALE_MINILM, ()),
+        "MiniLM real, 200k, one graph": (SCALE_MINILM, ("unsharded",))}
+    assert [row[0] for row in table[1:]] == list(sources)
+    for row in table[1:]:
+        source, path = sources[row[0]]
+        serve = result(source)["systems"]["local"]["serve"]
+        for key in path:
+            serve = serve[key]
+        for cell, ef in zip(row[1:], ("100", "200", "400", "800", "1600"), strict=True):
+            if ef == "400":
+                assert cell == f"{serve['recall_vs_exact']:.3f} (default ef)", (row[0], ef)
+            else:
+                point = serve["recall_by_ef"][ef]
+                assert cell == f"{point['recall_vs_exact']:.3f} ({point['ms_per_question']:.2f} ms)", (row[0], ef)
+
+
+def test_projection_table_is_the_result_file() -> None:
+    rows = result(PROJECTION)["rows"]
+    table = next(t for t in tables(raw("docs/scale.md")) if t[0][:2] == ["model", "machines"])
+    assert len(table) == 1 + len(rows)
+    for cells, row in zip(table[1:], rows, strict=True):
+        assert cells == [row["model"], str(row["machines"]), f"{row['encode_hours']:.1f}", f"{row['graph_hours']:.1f}",
+                         f"{row['total_hours']:.1f}", f"{row['shard_size']:,}", str(row["shards"]),
+                         f"{row['driver_memory_gib']:.1f}", f"{row['disk_gib']:.1f}"], row["model"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The prose figures, and proof that the check can fail
+
+
+@pytest.mark.parametrize("figure", FIGURES, ids=lambda f: f"{f.page}: {f.phrase[:50]}")
+def test_published_figure_matches_its_result_file(figure: Figure) -> None:
+    assert figure.problem() is None, figure.problem()
+
+
+def test_a_figure_that_disagrees_with_its_file_fails() -> None:
+    """The check is not vacuous: the same phrase with the issue's stale figures is reported."""
+    profile = FIGURES[0]
+    stale = "on MiniLM QAttention 37%, DynamicQuantizeMatMul 26%, SkipLayerNormalization 18%, BiasGelu 12%"
+    assert profile.problem(stale) is not None
+    assert profile.problem(profile.expected()) is None
+    overhead = next(f for f in FIGURES if f.phrase.startswith("cost {} ms against"))
+    assert overhead.problem("cost ~1.7 ms against ~0.35 ms (per-part p50s)") is not None
+    assert overhead.expected() == "cost 1.03 ms against 0.23 ms (per-part p50s)"
+
+
+def test_the_issue_21_stale_figures_are_gone() -> None:
+    """Issue #21's list of figures that did not match their result files: none of them is published."""
+    stale = ["QAttention 37%", "~1.7 ms against ~0.35 ms", "16-20 ms even on the tiny l2-h128", "1.2-2.2x optimum",
+             "costs at most 3 of 10,570", "onnx-int8-hnsw (fastdpr as deployed)"]
+    for name in ("README.md", *(f"docs/{p.name}" for p in sorted((REPO_ROOT / "docs").glob("*.md")))):
+        for phrase in stale:
+            assert phrase not in page(name), f"{name}: {phrase!r}"
+
+
+def test_every_result_file_a_figure_names_exists_and_names_its_cpu_class() -> None:
+    """Every figure names its CPU class: the result files it comes from record it (the 2026-11-23 runs
+    predate the class field and record the CPU's flags, which the pages name as x86-avx512-vnni)."""
+    for source in sorted({f.source for f in FIGURES if f.source.endswith(".json")} - {PROJECTION}):
+        data = result(source)  # the projection is computed from the scale runs, which record it
+        machine = data.get("machine") or {"int8_class": data.get("cpu")}
+        assert machine.get("int8_class") or machine.get("avx512_vnni"), source
