@@ -159,3 +159,216 @@ def test_sighup_after_a_republish_swaps_the_index(tmp_path: Path, variants: dict
         assert metric(metrics, "fastdpr_index_reloads_total", outcome="unchanged") == 1
         assert metric(metrics, "fastdpr_index_generation") == 2
     assert "reloaded" in server.output and "is unchanged" in server.output and "Traceback" not in server.output
+
+
+def test_concurrent_clients_see_no_failure_and_consistent_answers_across_reloads(
+        tmp_path: Path, variants: dict[str, Path]) -> None:
+    """Clients search and embed without pause while the index is republished and reloaded again and again:
+    no request fails, and every answer is the answer of the version its X-Index-Version names (its hits'
+    id prefix, its question embedding made by that version's question encoder)."""
+    import httpx
+
+    require_serve()
+    versions = {version_of(index): name for name, index in variants.items()}
+    references = {name: reference(index, QUESTIONS) for name, index in variants.items()}
+    assert not np.allclose(references["a"][1], references["b"][1], atol=1e-3)  # the encoders differ
+    live = live_copy(tmp_path, variants["a"])
+    reloads = 6
+    stop = threading.Event()
+    answers: list[tuple[str, str, int, str]] = []  # (kind, version, question, ok or what was wrong)
+    failures: list[str] = []
+
+    def client(number: int, url: str) -> None:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            i = number
+            while not stop.is_set():
+                q = i % len(QUESTIONS)
+                i += 1
+                try:
+                    if i % 3:
+                        response = http.post("/search", json={"question": QUESTIONS[q], "k": 5})
+                    else:
+                        response = http.post("/embed", json={"questions": [QUESTIONS[q]]})
+                except httpx.HTTPError as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code}: {response.text}")
+                    continue
+                version = response.headers["X-Index-Version"]
+                name = versions.get(version, "?")
+                if name == "?":
+                    answers.append(("unknown", version, q, "unknown version"))
+                elif "hits" in response.json():
+                    ids = [hit["id"] for hit in response.json()["hits"]]
+                    answers.append(("search", version, q, "ok" if ids == references[name][0][q] else f"ids {ids}"))
+                else:
+                    vector = np.asarray(response.json()["embeddings"][0], dtype=np.float32)
+                    same = np.allclose(vector, references[name][1][q], atol=1e-5)
+                    answers.append(("embed", version, q, "ok" if same else "another encoder's vector"))
+
+    with ServerProcess(live, "--threads", THREADS, "--workers", 2, "--max-wait-ms", 2) as server:
+        threads = [threading.Thread(target=client, args=(n, server.url)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        try:
+            for number in range(reloads):
+                name = "b" if number % 2 == 0 else "a"
+                publish_copy(variants[name], live)
+                hangup(server)
+                wait_for(server, lambda i, n=number: i["index_version"]["generation"] == n + 2, f"reload {number + 1}")
+                time.sleep(0.2)  # let the clients ask the new version (a pause of the test, not a synchronisation)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(120)
+        info = httpx.get(server.url + "/info").json()
+    assert failures == []
+    assert info["reload"]["reloads"] == reloads and info["reload"]["failures"] == 0
+    wrong = [answer for answer in answers if answer[3] != "ok"]
+    assert wrong == [], wrong[:5]
+    seen = {versions[answer[1]] for answer in answers}
+    assert seen == {"a", "b"} and {answer[0] for answer in answers} == {"search", "embed"}
+    assert len(answers) >= 50
+
+
+def break_index(index: Path, how: str) -> None:
+    """Damage an index directory the way a bad publish would."""
+    if how == "corrupt":  # the HNSW graph's first bytes changed: the manifest's fingerprint no longer matches
+        graph = index / "hnsw.bin"
+        data = bytearray(graph.read_bytes())
+        data[1024:1088] = bytes(64)
+        graph.write_bytes(bytes(data))
+    elif how == "no-manifest":
+        (index / "manifest.json").unlink()
+    else:
+        raise ValueError(how)
+
+
+def test_a_broken_republish_keeps_the_old_index_answering(tmp_path: Path, variants: dict[str, Path]) -> None:
+    """A corrupt republish, then a missing index: each reload fails with one log line, the old version
+    keeps answering, /info and /ready say the last reload failed; the next good publish is loaded."""
+    import httpx
+
+    require_serve()
+    live = live_copy(tmp_path, variants["a"])
+    broken = tmp_path / "broken"
+    shutil.copytree(variants["b"], broken)
+    break_index(broken, "corrupt")
+    old = version_of(variants["a"])
+    with ServerProcess(live, "--threads", THREADS) as server:
+        publish_copy(broken, live)
+        hangup(server)
+        info = wait_for(server, lambda i: i["reload"]["failures"] == 1, "the failed reload")
+        assert info["index_version"]["version"] == old and info["reload"]["last_reload_failed"] is True
+        assert "hnsw.bin" in info["reload"]["last_failure"]["error"]
+        assert info["reload"]["last_failure"]["manifest_sha256"] == hashlib.sha256(
+            (live / "manifest.json").read_bytes()).hexdigest()
+        ready = httpx.get(server.url + "/ready").json()
+        assert ready["ready"] is True and ready["last_reload_failed"] is True and ready["index_version"] == old
+        assert search(server, QUESTIONS[0])[0] == old
+
+        shutil.rmtree(live)
+        hangup(server)
+        wait_for(server, lambda i: i["reload"]["failures"] == 2, "the reload of a missing index")
+        assert search(server, QUESTIONS[1])[0] == old
+
+        publish_copy(variants["b"], live)
+        hangup(server)
+        info = wait_for(server, lambda i: i["index_version"]["generation"] == 2, "the good publish")
+        assert info["reload"]["last_reload_failed"] is False and search(server, QUESTIONS[0])[0] == version_of(
+            variants["b"])
+    failed = [line for line in server.output.splitlines() if "reload of" in line and "failed" in line]
+    assert len(failed) == 2, server.output
+    assert "still answering with version " + old in failed[0] and "hnsw.bin" in failed[0]
+    assert "manifest.json" in failed[1]
+    assert "Traceback" not in server.output
+
+
+def test_watch_index_picks_up_a_publish_and_tries_a_broken_one_once(tmp_path: Path,
+                                                                     variants: dict[str, Path]) -> None:
+    """FASTDPR_WATCH_INDEX (--watch-index): a publish is picked up without a signal; a broken publish is
+    tried once (one log line however many polls see it), and the next good one is picked up."""
+    require_serve()
+    live = live_copy(tmp_path, variants["a"])
+    broken = tmp_path / "broken"
+    shutil.copytree(variants["a"], broken)
+    break_index(broken, "corrupt")
+    with ServerProcess(live, "--threads", THREADS, env={"FASTDPR_WATCH_INDEX": "0.1"}) as server:
+        assert "checked every 0.1 s" in server.output
+        publish_copy(variants["b"], live)
+        info = wait_for(server, lambda i: i["index_version"]["generation"] == 2, "the watcher's reload")
+        assert info["index_version"]["version"] == version_of(variants["b"]) and info["reload"]["watch_seconds"] == 0.1
+        assert search(server, QUESTIONS[0])[0] == version_of(variants["b"])
+
+        publish_copy(broken, live)
+        wait_for(server, lambda i: i["reload"]["failures"] == 1, "the failed reload")
+        polls_later = time.monotonic() + 1.5  # 15 more polls see the same broken manifest
+        while time.monotonic() < polls_later:
+            assert search(server, QUESTIONS[1])[0] == version_of(variants["b"])
+        publish_copy(variants["a"], live)
+        info = wait_for(server, lambda i: i["index_version"]["generation"] == 3, "the next good publish")
+        assert info["reload"]["failures"] == 1 and info["index_version"]["version"] == version_of(variants["a"])
+    assert sum("reload of" in line and "failed" in line for line in server.output.splitlines()) == 1
+
+
+def test_a_reload_keeps_the_embedding_size(tmp_path: Path, variants: dict[str, Path]) -> None:
+    """A republished index of another embedding size is refused (clients' vector stores hold the old
+    size); the old generation stays open and usable."""
+    from types import SimpleNamespace
+
+    from fastdpr.common.errors import IndexLoadError
+    from fastdpr.serve.generation import Generation, IndexVersion
+    from fastdpr.serve.loading import IndexSource
+
+    source = IndexSource(variants["a"], THREADS, None, lambda line: None)
+    first = source.open()
+    try:
+        wider = Generation(SimpleNamespace(dim=first.retriever.dim * 2, artifact_identity=None),  # type: ignore[arg-type]
+                           None, IndexVersion("0" * 64, None, 1, "now"), {})
+        with pytest.raises(IndexLoadError, match=rf"{first.retriever.dim}-dimensional embeddings and the server "
+                                                 rf"answers with {first.retriever.dim * 2}"):
+            source.open(wider)
+        assert first.retriever.search(QUESTIONS[0], 3)
+    finally:
+        first.retire()
+
+
+class CountingRetriever:
+    """Stands in for a Retriever where only closing matters."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_the_old_generation_closes_after_its_last_use_only() -> None:
+    """A swap retires the old generation: uses that started before it keep it open, the last one to end
+    closes it (once), and new uses get the new generation."""
+    from fastdpr.serve.generation import Generation, Generations, IndexVersion
+
+    def generation(number: int) -> Generation:
+        return Generation(CountingRetriever(), None, IndexVersion(f"{number:064x}", None, number, "now"),  # type: ignore[arg-type]
+                          {})
+
+    old, new = generation(1), generation(2)
+    holder = Generations(old)
+    with holder.use() as first, holder.use() as second:
+        assert first is old and second is old
+        holder.swap(new)
+        with holder.use() as third:
+            assert third is new
+        assert old.retriever.closed == 0 and not old.closed  # type: ignore[attr-defined]
+    assert old.retriever.closed == 1 and old.closed and old.users == 0  # type: ignore[attr-defined]
+    assert new.retriever.closed == 0 and not new.closed  # type: ignore[attr-defined]
+    holder.close()
+    assert new.retriever.closed == 1  # type: ignore[attr-defined]
+
+
+def test_serve_help_documents_reloading() -> None:
+    result = run_cli(["serve", "--help"])
+    text = " ".join(result.output.split())
+    assert "SIGHUP reloads INDEX" in text and "--watch-index SECONDS" in text and "FASTDPR_WATCH_INDEX" in text
+    assert json.dumps("X-Index-Version")[1:-1] in text

@@ -9,25 +9,31 @@ says so in one line, and /info reports the failure. Requests that arrive during 
 one more reload after it (the index may have changed again meanwhile).
 
 The watcher hashes the manifest every ``watch_seconds`` and asks for a reload when it differs from the
-served version and from the version that last failed to load (a broken publish is tried, and logged,
-once; the next publish is tried again).
+served version and is not the very file that last failed to load (a broken publish is tried, and
+logged, once; the next publish is tried again, even one of the same content: a publish writes a new
+manifest file).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from fastdpr.common.errors import FastDPRError, IndexLoadError
+from fastdpr.common.integrity import MANIFEST_NAME
 from fastdpr.serve.generation import Generation, Generations, manifest_sha256, utc_now
 from fastdpr.serve.loading import IndexSource
 from fastdpr.serve.metrics import ServeMetrics
 
 #: What the watcher compares when the manifest cannot be read (missing index, or mid-publish elsewhere than Linux).
 UNREADABLE = "unreadable"
+
+#: A published manifest: its file (device, inode, mtime) and its sha256, or :data:`UNREADABLE`.
+Published = tuple[tuple[int, int, int], str] | str
 
 
 def one_line(exc: BaseException) -> str:
@@ -54,7 +60,7 @@ class Reloader:
         self.last_failure: dict[str, Any] | None = None
         #: The outcome of the last attempt: "reloaded", "unchanged" or "failed" (None: none yet).
         self.last_outcome: str | None = None
-        self._failed_sha: str | None = None
+        self._failed_publish: Published | None = None
         self._wanted = asyncio.Event()
         self._reason = ""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastdpr-reload")
@@ -126,19 +132,17 @@ class Reloader:
 
     def _load(self, current: Generation) -> Generation | None:
         """In the reload thread: the new generation, or None when the published index is the served one."""
-        try:
-            sha = manifest_sha256(self.source.index)
-        except IndexLoadError:
-            self._failed_sha = UNREADABLE
-            raise
-        if sha == current.version.manifest_sha256:
+        self._failed_publish = published = self._peek()  # what failed, should this load fail
+        if isinstance(published, str):
+            manifest_sha256(self.source.index)  # raises, saying why (or it was published meanwhile: load it)
+        elif published[1] == current.version.manifest_sha256:
             return None
-        self._failed_sha = sha
         return self.source.open(current, warm_batch=self.warm_batch)
 
     def _failed(self, current: Generation, exc: Exception) -> str:
         self.failures += 1
-        self.last_failure = {"utc": utc_now(), "error": one_line(exc), "manifest_sha256": self._failed_sha}
+        sha = self._failed_publish[1] if isinstance(self._failed_publish, tuple) else None
+        self.last_failure = {"utc": utc_now(), "error": one_line(exc), "manifest_sha256": sha}
         self._outcome("failed")
         self.log(f"fastdpr serve: reload of {self.source.index} failed, still answering with version "
                  f"{current.version.tag}: {one_line(exc)}")
@@ -148,12 +152,15 @@ class Reloader:
         self.last_outcome = outcome
         self.metrics.reloads.labels(outcome).inc()
         if outcome != "failed":
-            self._failed_sha = None
+            self._failed_publish = None
 
-    def _peek(self) -> str:
+    def _peek(self) -> Published:
+        """The published manifest (its file's identity first: a publish that changes it while it is
+        hashed is seen again at the next look)."""
         try:
-            return manifest_sha256(self.source.index)
-        except IndexLoadError:
+            stat = os.stat(self.source.index / MANIFEST_NAME)
+            return (stat.st_dev, stat.st_ino, stat.st_mtime_ns), manifest_sha256(self.source.index)
+        except (OSError, IndexLoadError):
             return UNREADABLE
 
     async def _watch(self) -> None:
@@ -161,9 +168,9 @@ class Reloader:
         while True:
             await asyncio.sleep(self.watch_seconds)  # the poll interval, not a synchronisation
             published = await loop.run_in_executor(None, self._peek)
-            if self.in_progress or self._wanted.is_set():
+            if self.in_progress or self._wanted.is_set() or published == self._failed_publish:
                 continue
-            if published not in (self.generations.current.version.manifest_sha256, self._failed_sha):
+            if isinstance(published, str) or published[1] != self.generations.current.version.manifest_sha256:
                 self.request("manifest changed")
 
 
