@@ -372,3 +372,40 @@ def test_serve_help_documents_reloading() -> None:
     text = " ".join(result.output.split())
     assert "SIGHUP reloads INDEX" in text and "--watch-index SECONDS" in text and "FASTDPR_WATCH_INDEX" in text
     assert json.dumps("X-Index-Version")[1:-1] in text
+
+
+def test_the_docs_block_works(tmp_path: Path, tiny_index: Path, tiny_artifact: Path) -> None:
+    """docs/serve.md's reload block, as a bash script, with the tiny index and artifact where the demo's
+    would be (a copy of the index: the block copies it, and cp -r keeps a symlink a symlink), on a free
+    port instead of its fixed 8733: the version changes, and the republished passages answer."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from doc_blocks import block
+
+    require_serve()
+    script = block("docs/serve.md: Reloading a republished index #1").text
+    assert "8733" in script
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = tmp_path / "fastdpr-home" / "demo"
+    demo.mkdir(parents=True)
+    shutil.copytree(tiny_index, demo / "index-pydoc-topics")
+    (demo / "artifact-minilm").symlink_to(tiny_artifact, target_is_directory=True)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FASTDPR_")}
+    env.update({"FASTDPR_HOME": str(demo.parent), "HOME": str(tmp_path),
+                "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"})
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script.replace("8733", str(port))], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    assert json.loads(lines[0])["ready"] is True
+    before, after = (line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("x-index-version"))
+    assert before == version_of(tiny_index) and after == version_of(tmp_path / "live-index") != before
+    answer = json.loads(next(line for line in lines if line.startswith("{") and '"hits"' in line))
+    assert [hit["id"] for hit in answer["hits"]] in (["new-1"], ["new-2"])
+    assert "reloaded" in done.stderr
