@@ -96,61 +96,66 @@ def serve(index: Path, *, host: str, port: int, threads: int | None, workers: in
     if watch_index < 0:
         raise FastDPRError(f"--watch-index must be 0 (off) or a number of seconds, got {watch_index:g}")
     source = IndexSource(index, budget, artifact, log)
-    first = source.open()
-    retriever, passage_encoder = first.retriever, first.passage_encoder
-    app = create_app(first, options, access=access, source=source, watch_seconds=watch_index)
-    sock = bind_socket(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-
-    class DrainingServer(uvicorn.Server):
-        """Marks the app as draining (so /ready turns 503) as soon as the signal arrives, and exits with
-        status 0 once drained: uvicorn would re-raise the signal after its graceful shutdown (killing the
-        process by SIGTERM, or a KeyboardInterrupt traceback for Ctrl-C), although nothing was lost."""
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            state = app.state.fastdpr
-            state.draining = True
-            if state.batcher is not None and state.loop is not None:  # queued questions stop waiting for more
-                state.loop.call_soon_threadsafe(state.batcher.expedite)
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-
-        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-            """Serve with SIGHUP asking for a reload (installed before the app starts: SIGHUP's default
-            action would end the process)."""
-            loop = asyncio.get_running_loop()
-            reloader = app.state.fastdpr.reloader
-
-            def on_sighup(sig: int, frame: Any) -> None:
-                loop.call_soon_threadsafe(reloader.request, "SIGHUP")
-
-            previous = signal.signal(signal.SIGHUP, on_sighup)
-            try:
-                await super().serve(sockets)
-            finally:
-                signal.signal(signal.SIGHUP, previous)
-
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS,
-                            lifespan="on", server_header=False)
-    server = DrainingServer(config)
-    log(f"fastdpr serve: {retriever.count} passages of {index} (passages {retriever.typed_manifest.precision}, "
-        f"questions {retriever.question_precision}), "
-        f"{workers} worker(s) x {budget} thread(s), batches of <= {options.max_batch} questions "
-        f"(wait <= {options.max_wait_ms:g} ms)")
-    log(f"OpenAI-compatible models (POST /v1/embeddings): {options.model_name}-query"
-        + (f", {options.model_name}-passage" if passage_encoder is not None else ""))
-    if access.api_key is not None:
-        log("every route but /health requires the API key (Authorization: Bearer ...)")
-    if access.cors_allow_origins:
-        log(f"browsers may call it from: {', '.join(access.cors_allow_origins)}")
-    log(f"index version {first.version.tag}; SIGHUP reloads it when republished"
-        + (f", and so does a change of its manifest (checked every {watch_index:g} s)" if watch_index else ""))
-    log(f"listening on http://{shown}:{bound_port}  (page: /, API schema: /openapi.json)")
+    # SIGHUP's default action ends the process: from here on it is remembered (while the index loads)
+    # and, once the server runs, asks for a reload.
+    early_hangups: list[int] = []
+    default_sighup = signal.signal(signal.SIGHUP, lambda sig, frame: early_hangups.append(sig))
     try:
-        server.run(sockets=[sock])
+        first = source.open()
+        retriever, passage_encoder = first.retriever, first.passage_encoder
+        app = create_app(first, options, access=access, source=source, watch_seconds=watch_index)
+        sock = bind_socket(host, port)
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+
+        class DrainingServer(uvicorn.Server):
+            """Marks the app as draining (so /ready turns 503) as soon as the signal arrives, and exits with
+            status 0 once drained: uvicorn would re-raise the signal after its graceful shutdown (killing the
+            process by SIGTERM, or a KeyboardInterrupt traceback for Ctrl-C), although nothing was lost."""
+
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                state = app.state.fastdpr
+                state.draining = True
+                if state.batcher is not None and state.loop is not None:  # queued questions stop waiting for more
+                    state.loop.call_soon_threadsafe(state.batcher.expedite)
+                super().handle_exit(sig, frame)
+                self._captured_signals.clear()
+
+            async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+                """Serve with SIGHUP asking for a reload (one that came while the index loaded included)."""
+                loop = asyncio.get_running_loop()
+                reloader = app.state.fastdpr.reloader
+
+                def on_sighup(sig: int, frame: Any) -> None:
+                    loop.call_soon_threadsafe(reloader.request, "SIGHUP")
+
+                signal.signal(signal.SIGHUP, on_sighup)
+                if early_hangups:
+                    reloader.request("SIGHUP")
+                await super().serve(sockets)
+
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS,
+                                lifespan="on", server_header=False)
+        server = DrainingServer(config)
+        log(f"fastdpr serve: {retriever.count} passages of {index} (passages {retriever.typed_manifest.precision}, "
+            f"questions {retriever.question_precision}), "
+            f"{workers} worker(s) x {budget} thread(s), batches of <= {options.max_batch} questions "
+            f"(wait <= {options.max_wait_ms:g} ms)")
+        log(f"OpenAI-compatible models (POST /v1/embeddings): {options.model_name}-query"
+            + (f", {options.model_name}-passage" if passage_encoder is not None else ""))
+        if access.api_key is not None:
+            log("every route but /health requires the API key (Authorization: Bearer ...)")
+        if access.cors_allow_origins:
+            log(f"browsers may call it from: {', '.join(access.cors_allow_origins)}")
+        log(f"index version {first.version.tag}; SIGHUP reloads it when republished"
+            + (f", and so does a change of its manifest (checked every {watch_index:g} s)" if watch_index else ""))
+        log(f"listening on http://{shown}:{bound_port}  (page: /, API schema: /openapi.json)")
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+            app.state.fastdpr.generations.close()
     finally:
-        sock.close()
-        app.state.fastdpr.generations.close()
+        signal.signal(signal.SIGHUP, default_sighup)
     if not server.started:
         raise FastDPRError("the server did not start (see the log above)")
