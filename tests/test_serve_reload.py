@@ -409,3 +409,21 @@ def test_the_docs_block_works(tmp_path: Path, tiny_index: Path, tiny_artifact: P
     answer = json.loads(next(line for line in lines if line.startswith("{") and '"hits"' in line))
     assert [hit["id"] for hit in answer["hits"]] in (["new-1"], ["new-2"])
     assert "reloaded" in done.stderr
+
+
+def test_the_benchmark_reload_phase_counts_failures_and_checks_versions(variants: dict[str, Path]) -> None:
+    """``python -m benchmarks serve --phases reload`` on a tiny index, shortened: its variants are told
+    apart in every answer, and it reports no failed request and no inconsistent answer."""
+    from benchmarks.serve import SYSTEMS, benchmark_questions
+    from benchmarks.serve_reload import reload_phase, render_reload
+
+    require_serve()
+    report = reload_phase(variants["a"], SYSTEMS["http-batched-2x1-wait0"], THREADS, benchmark_questions(),
+                          clients=4, cycles=2, steady_seconds=1, gap_seconds=0.3, k=3)
+    assert report["failed_requests"] == 0 and report["inconsistent_answers"] == 0
+    assert set(report["reload_phase"]["answers_per_version"]) == {"a:", "b:"}
+    assert report["steady"]["requests"] > 0 and len(report["reloads"]) == 2
+    assert report["during_reload"]["requests"] + report["between_reloads"]["requests"] == \
+        report["reload_phase"]["requests"]
+    assert report["exit_code_after_sigterm"] == 0
+    assert "**Failed requests: 0**" in "\n".join(render_reload(report, "fastdpr serve INDEX"))
