@@ -109,6 +109,7 @@ def reload_phase(index: Path, server_args: list[str], threads: int, questions: l
     ``gap_seconds`` apart; failed requests, inconsistent answers and latencies of both."""
     from benchmarks.serve import Server
 
+    load_start = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="fastdpr-reload-bench-"))
     try:
         versions = {name: variant(index, root / name, name) for name in ("a", "b")}
@@ -122,6 +123,7 @@ def reload_phase(index: Path, server_args: list[str], threads: int, questions: l
             click.echo(f"  reload phase: steady, {clients} clients, {steady_seconds:g} s", err=True)
             steady = run_load(server.url, questions, k=k, concurrency=clients, max_requests=10**9,
                               max_seconds=steady_seconds, check=check)
+            rss_before_mib = server.rss_mib()
             stop = threading.Event()
             box: dict[str, LoadResult] = {}
             loader = threading.Thread(target=lambda: box.setdefault("result", run_load(
@@ -170,8 +172,9 @@ def reload_phase(index: Path, server_args: list[str], threads: int, questions: l
                          "answers_per_version": {prefixes.get(v, v): n for v, n in during_reload.versions.items()}},
         "during_reload": cell(during), "between_reloads": cell(between),
         "reloads": reloads, "sighup_to_swap_s_median": sorted(swap_times)[len(swap_times) // 2],
-        "sighup_to_swap_s_max": max(swap_times), "rss_after_mib": rss_mib, "exit_code_after_sigterm": exit_code,
-        "loadavg_1m_end": round(os.getloadavg()[0], 2),
+        "sighup_to_swap_s_max": max(swap_times), "rss_before_reloads_mib": rss_before_mib,
+        "rss_after_mib": rss_mib, "exit_code_after_sigterm": exit_code,
+        "loadavg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -183,7 +186,10 @@ def render_reload(report: dict[str, Any], server: str) -> list[str]:
              f"name: {r['inconsistent_answers']}. SIGHUP to swap: median {r['sighup_to_swap_s_median']} s, "
              f"max {r['sighup_to_swap_s_max']} s (load, checks and warm-up of the new index while the old one "
              "answers). Answers per version during the reloads: "
-             + ", ".join(f"{v} {n}" for v, n in r["reload_phase"]["answers_per_version"].items()) + ".", "",
+             + ", ".join(f"{v} {n}" for v, n in r["reload_phase"]["answers_per_version"].items())
+             + f". Load average (1 min) {r['loadavg_1m'][0]} → {r['loadavg_1m'][1]}. Server RSS "
+             f"{r['rss_before_reloads_mib']} MiB before the reloads, {r['rss_after_mib']} MiB after them; exit "
+             f"status after SIGTERM {r['exit_code_after_sigterm']}.", "",
              "| phase | requests | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
     for name, key in (("steady (no reload)", "steady"), ("reload phase, all", "reload_phase"),
                       ("overlapping a reload (publish to swap)", "during_reload"),

@@ -427,3 +427,26 @@ def test_the_benchmark_reload_phase_counts_failures_and_checks_versions(variants
         report["reload_phase"]["requests"]
     assert report["exit_code_after_sigterm"] == 0
     assert "**Failed requests: 0**" in "\n".join(render_reload(report, "fastdpr serve INDEX"))
+
+
+def test_a_swapped_out_index_is_freed(variants: dict[str, Path]) -> None:
+    """After a swap and its last use, nothing keeps the old index alive: repeated reloads do not pile up
+    indexes in memory."""
+    import gc
+    import weakref
+
+    from fastdpr.serve.generation import Generations
+    from fastdpr.serve.loading import IndexSource
+
+    source = IndexSource(variants["a"], THREADS, None, lambda line: None)
+    holder = Generations(source.open())
+    olds = []
+    for _ in range(3):
+        with holder.use() as using:
+            olds.append(weakref.ref(using.retriever))
+            holder.swap(source.open(using, warm_batch=4))
+            assert using.retriever.search(QUESTIONS[0], 2)  # still answers until its last use ends
+        del using
+    gc.collect()
+    assert [ref() for ref in olds] == [None, None, None]
+    holder.close()
