@@ -1,5 +1,6 @@
 """``python -m benchmarks serve``: ``fastdpr serve`` under load, with and without cross-request batching,
-against the in-process ``Retriever.search`` as the ceiling, and a memory soak.
+against the in-process ``Retriever.search`` as the ceiling, a memory soak, and reloads of a republished
+index under load (:mod:`benchmarks.serve_reload`).
 
 Everything runs on loopback, side by side on the same cores (server processes, this load generator,
 the in-process reference): the systems are measured interleaved, round by round, so a busy shared
@@ -27,6 +28,7 @@ import numpy as np
 
 from benchmarks.common import machine, percentiles, versions
 from benchmarks.serve_client import LoadResult, run_load
+from benchmarks.serve_reload import reload_phase, render_reload
 
 #: Server settings per system: cross-request batching on (the default) and off.
 SYSTEMS = {
@@ -42,6 +44,9 @@ SYSTEMS = {
     "http-batched-2x1-wait0": ["--max-batch", "32", "--max-wait-ms", "0", "--workers", "2", "--threads", "1"],
 }
 RUN_FASTDPR = "import sys; from fastdpr.cli.main import main; sys.exit(main())"
+#: The server of the reload phase: fastdpr serve's defaults, spelled out.
+RELOAD_SYSTEM = "http-batched-2x1-wait0"
+PHASES = ("levels", "soak", "reload")
 
 
 def benchmark_questions() -> list[str]:
@@ -247,14 +252,25 @@ def soak(index: Path, threads: int, seconds: float, concurrency: int, k: int) ->
 
 
 def render(report: dict[str, Any]) -> str:
-    """The Markdown table of a report."""
+    """The Markdown tables of a report (the phases it ran)."""
     cpu = report["machine"]["int8_class"]
     lines = [f"# fastdpr serve under load ({report['date']})", "",
              f"Index: {report['index']['passages']} passages ({report['index']['precision']}, "
-             f"{report['index']['model']}); k={report['levels']['k']}; servers `--threads {report['threads']}` "
-             "(the *-2x1 systems: `--workers 2 --threads 1`), "
-             f"server and load generator side by side on {report['machine']['cores']} cores "
-             f"({report['machine']['cpu']}, int8 class {cpu.get('int8_class', cpu)}), loopback. "
+             f"{report['index']['model']}); k={report['k']}; server and load generator side by side on "
+             f"{report['machine']['cores']} cores ({report['machine']['cpu']}, int8 class "
+             f"{cpu.get('int8_class', cpu)}), loopback."]
+    if "levels" in report:
+        lines += render_levels(report)
+    if report.get("soak"):
+        lines += render_soak(report["soak"])
+    if report.get("reload"):
+        lines += ["", *render_reload(report["reload"], report["reload"]["server"])]
+    return "\n".join(lines) + "\n"
+
+
+def render_levels(report: dict[str, Any]) -> list[str]:
+    """The load levels' table."""
+    lines = ["", f"Servers `--threads {report['threads']}` (the *-2x1 systems: `--workers 2 --threads 1`); "
              f"{report['levels']['rounds']} interleaved rounds per cell (the median round is shown), each at most "
              f"{report['levels']['max_requests_per_cell']} requests or {report['levels']['max_seconds_per_cell']} s.",
              "", *[f"- {name}: `fastdpr serve INDEX "
@@ -285,16 +301,18 @@ def render(report: dict[str, Any]) -> str:
               "server's queue + inference time. CPU ms / request: CPU time (all threads) of the server process "
               "(in-process: of the calling process) per answered request: what a request costs, whatever the "
               "scheduler of a shared machine does to wall-clock numbers."]
-    if report.get("soak"):
-        s = report["soak"]
-        lines += ["", f"## Soak: {s['seconds'] / 60:.0f} minutes, {s['concurrency']} clients, "
-                      f"`{s.get('server', 'http-batched')}`", "",
-                  f"{s['requests']} requests, {s['errors']} errors, {s['throughput_rps']} req/s, p50 {s['p50']} ms, "
-                  f"p99 {s['p99']} ms. Server RSS: start {s['rss_start_mib']} MiB, end {s['rss_end_mib']} MiB, "
-                  f"max {s['rss_max_mib']} MiB (slope {s['rss_slope_mib_per_min']} MiB/min). "
-                  f"Exit status after SIGTERM: {s['exit_code_after_sigterm']}. Load average during the soak: "
-                  f"{min(x['loadavg_1m'] for x in s['samples'])} to {max(x['loadavg_1m'] for x in s['samples'])}."]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def render_soak(s: dict[str, Any]) -> list[str]:
+    """The soak's paragraph."""
+    return ["", f"## Soak: {s['seconds'] / 60:.0f} minutes, {s['concurrency']} clients, "
+                f"`{s.get('server', 'http-batched')}`", "",
+            f"{s['requests']} requests, {s['errors']} errors, {s['throughput_rps']} req/s, p50 {s['p50']} ms, "
+            f"p99 {s['p99']} ms. Server RSS: start {s['rss_start_mib']} MiB, end {s['rss_end_mib']} MiB, "
+            f"max {s['rss_max_mib']} MiB (slope {s['rss_slope_mib_per_min']} MiB/min). "
+            f"Exit status after SIGTERM: {s['exit_code_after_sigterm']}. Load average during the soak: "
+            f"{min(x['loadavg_1m'] for x in s['samples'])} to {max(x['loadavg_1m'] for x in s['samples'])}."]
 
 
 @click.command("serve")
@@ -312,35 +330,58 @@ def render(report: dict[str, Any]) -> str:
 @click.option("--soak-clients", type=click.IntRange(1, 1024), default=16, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Server ORT threads (default: all cores).")
 @click.option("-k", "k", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--phases", default=",".join(PHASES), show_default=True,
+              help="Which phases to run, comma-separated: levels, soak (if --soak-seconds > 0), reload.")
+@click.option("--reload-clients", type=click.IntRange(1, 1024), default=16, show_default=True,
+              help="Concurrent clients of the reload phase.")
+@click.option("--reload-cycles", type=click.IntRange(1, 1000), default=6, show_default=True,
+              help="Republish + SIGHUP reloads in the reload phase.")
+@click.option("--reload-steady-seconds", type=click.FloatRange(1, 3600), default=15, show_default=True,
+              help="Seconds of the same load without reloads (the reference latencies).")
+@click.option("--reload-gap-seconds", type=click.FloatRange(0, 600), default=2, show_default=True,
+              help="Seconds of load between two reloads.")
 def serve_command(index: Path, out: Path, levels: str, rounds: int, max_requests: int, max_seconds: float,
-                  soak_seconds: float, soak_clients: int, threads: int | None, k: int) -> None:
+                  soak_seconds: float, soak_clients: int, threads: int | None, k: int, phases: str,
+                  reload_clients: int, reload_cycles: int, reload_steady_seconds: float,
+                  reload_gap_seconds: float) -> None:
     """Throughput and p50/p95/p99 of `fastdpr serve` at several concurrency levels, batched vs unbatched vs
-    in-process, and RSS over a soak."""
+    in-process, RSS over a soak, and failed requests and latency while the index is republished and reloaded."""
     from fastdpr.index.manifest import load_index_manifest
     from fastdpr.model.session import default_threads
 
     threads = threads or default_threads()
+    chosen = {phase.strip() for phase in phases.split(",") if phase.strip()}
+    if not chosen or not chosen <= set(PHASES):
+        raise click.BadParameter(f"choose among {', '.join(PHASES)}", param_hint="--phases")
     manifest = load_index_manifest(index, integrity="sizes").raw
     concurrency = [int(level) for level in levels.split(",")]
     report: dict[str, Any] = {
         "benchmark": "serve", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "versions": versions(), "threads": threads,
+        "machine": machine(), "versions": versions(), "threads": threads, "k": k, "phases": sorted(chosen),
         "index": {"path": str(index), "passages": manifest["counts"]["indexed"], "precision": manifest["precision"],
                   "model": manifest["artifact"]["sources"].get("question", "?")},
     }
-    click.echo(f"load levels {concurrency}, {rounds} rounds", err=True)
-    report["levels"] = {"levels": concurrency, **run_levels(index, threads, concurrency, rounds, max_requests,
-                                                              max_seconds, k)}
-    one = report["levels"]["summary"]
-    report["http_overhead_ms"] = {
-        "p50_http_batched_ms": one["http-batched"]["1"]["p50"],
-        "p50_http_unbatched_ms": one["http-unbatched"]["1"]["p50"],
-        "p50_in_process_ms": one["in-process"]["1"]["p50"],
-        # Same requests, same process: client latency minus the server's queue + encode/search time.
-        "p50_http_only_batched_ms": one["http-batched"]["1"]["http_overhead_p50_ms"],
-        "p50_http_only_unbatched_ms": one["http-unbatched"]["1"]["http_overhead_p50_ms"],
-    }
-    if soak_seconds:
+    if "levels" in chosen:
+        click.echo(f"load levels {concurrency}, {rounds} rounds", err=True)
+        report["levels"] = {"levels": concurrency, **run_levels(index, threads, concurrency, rounds, max_requests,
+                                                                  max_seconds, k)}
+        one = report["levels"]["summary"]
+        report["http_overhead_ms"] = {
+            "p50_http_batched_ms": one["http-batched"]["1"]["p50"],
+            "p50_http_unbatched_ms": one["http-unbatched"]["1"]["p50"],
+            "p50_in_process_ms": one["in-process"]["1"]["p50"],
+            # Same requests, same process: client latency minus the server's queue + encode/search time.
+            "p50_http_only_batched_ms": one["http-batched"]["1"]["http_overhead_p50_ms"],
+            "p50_http_only_unbatched_ms": one["http-unbatched"]["1"]["http_overhead_p50_ms"],
+        }
+    if "reload" in chosen:
+        server_args = SYSTEMS[RELOAD_SYSTEM]
+        click.echo(f"reload: {reload_clients} clients, {reload_cycles} reloads", err=True)
+        report["reload"] = {"server": f"fastdpr serve INDEX {' '.join(server_args)}",
+                            **reload_phase(index, server_args, threads, benchmark_questions(), clients=reload_clients,
+                                           cycles=reload_cycles, steady_seconds=reload_steady_seconds,
+                                           gap_seconds=reload_gap_seconds, k=k)}
+    if soak_seconds and "soak" in chosen:
         click.echo(f"soak: {soak_seconds:.0f} s at {soak_clients} clients", err=True)
         report["soak"] = soak(index, threads, soak_seconds, soak_clients, k)
     out.mkdir(parents=True, exist_ok=True)

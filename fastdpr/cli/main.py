@@ -321,17 +321,22 @@ def _search_file(retriever: Any, queries: Path, fmt: str, out: Path, k: int, mat
 @click.option("--cors-allow-origin", "cors_allow_origins", multiple=True, metavar="ORIGIN",
               help="Let browser pages of ORIGIN (e.g. https://app.example.com, or *) call the server; repeatable "
                    "(in FASTDPR_CORS_ALLOW_ORIGIN: separated by spaces).")
+@click.option("--watch-index", type=click.FloatRange(0, 86400), default=0.0, show_default=True, metavar="SECONDS",
+              help="Also reload INDEX when its manifest changes, checked every SECONDS (0: only on SIGHUP).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning",
               show_default=True, help="uvicorn's log level.")
 @user_errors
 def serve_command(index: Path, host: str, port: int, threads: int | None, workers: int | None, max_batch: int,
                   max_wait_ms: float, max_queue: int, max_k: int, max_body_bytes: int, artifact: Path | None,
                   model_name: str | None, api_key: str | None, cors_allow_origins: tuple[str, ...],
-                  log_level: str) -> None:
+                  watch_index: float, log_level: str) -> None:
     """Serve INDEX over HTTP: POST/GET /search, POST /embed, an OpenAI-compatible POST /v1/embeddings,
     /health, /ready, /info, /metrics, a search page at /, and the OpenAPI schema at /openapi.json.
     Concurrent requests are batched into one ONNX Runtime call. SIGTERM (or Ctrl-C) stops accepting
-    connections, answers the accepted requests and exits. Needs the serve extra: pip install 'fastdpr[serve]'
+    connections, answers the accepted requests and exits. SIGHUP reloads INDEX once it was republished
+    (e.g. by `fastdpr index ... --force`): the new index is loaded and warmed beside the old one, which
+    answers meanwhile and finishes its requests; no request fails, and /info and the X-Index-Version
+    header say which version answered. Needs the serve extra: pip install 'fastdpr[serve]'
 
     Every option can also be set by an environment variable, FASTDPR_ and the option's name in capitals
     (FASTDPR_API_KEY, FASTDPR_PORT, FASTDPR_MAX_WAIT_MS, ...; INDEX: FASTDPR_INDEX); an option on the
@@ -342,7 +347,8 @@ def serve_command(index: Path, host: str, port: int, threads: int | None, worker
     serve(index, host=host, port=port, threads=threads, workers=workers, artifact=artifact, log_level=log_level,
           options_kwargs={"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
                           "max_k": max_k, "max_body_bytes": max_body_bytes, "model_name": model_name},
-          api_key=api_key, cors_allow_origins=cors_allow_origins, log=lambda line: click.echo(line, err=True))
+          api_key=api_key, cors_allow_origins=cors_allow_origins, watch_index=watch_index,
+          log=lambda line: click.echo(line, err=True))
 
 
 def settable_by_environment(command: click.Command, prefix: str = "FASTDPR_") -> None:

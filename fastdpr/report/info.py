@@ -102,6 +102,17 @@ def describe(path: Path, verify: bool = False, threads: int | None = None) -> di
     raise FastDPRError(f"{path}: unknown manifest format {kind!r}")
 
 
+def describe_index(typed: IndexManifest | ShardedIndexManifest) -> dict[str, Any]:
+    """What :func:`describe` says about an index whose manifest was already loaded and checked (by size and
+    fingerprint, as ``Retriever.load`` does): a server describes the very index it answers with, not
+    whatever the directory holds by the time it is asked."""
+    from fastdpr.common.cpu import this_cpu
+    from fastdpr.index.manifest import ShardedIndexManifest
+
+    kind = "sharded index" if isinstance(typed, ShardedIndexManifest) else "index"
+    return _index_report(typed.root, kind, typed, this_cpu(), False, None)
+
+
 def _index_report(path: Path, kind: str, typed: IndexManifest | ShardedIndexManifest, here: CpuInfo, verify: bool,
                   threads: int | None) -> dict[str, Any]:
     """An index's (or sharded index's) description: where it was built and checked, and, with

@@ -3,7 +3,8 @@
 Every error a client can cause is a 4xx JSON body: ``{"error": "<one line>"}`` on fastdpr's own routes
 (:mod:`fastdpr.serve.routes`), OpenAI's error shape under ``/v1/`` (:mod:`fastdpr.serve.openai_api`); a
 full queue is a 503 with ``Retry-After``. Inference and HNSW search run in a fixed thread pool (see
-:mod:`fastdpr.serve.batcher`), never on the event loop.
+:mod:`fastdpr.serve.batcher`), never on the event loop. The index is a swappable generation
+(:mod:`fastdpr.serve.generation`) that :mod:`fastdpr.serve.reload` replaces when it is republished.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,31 +23,30 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from fastdpr import __version__
-from fastdpr.model.encoder import OnnxEncoder
-from fastdpr.search.retriever import Retriever
 from fastdpr.serve import openai_api, routes
 from fastdpr.serve.batcher import QuestionBatcher, QueueFull, ShuttingDown, run_batch
 from fastdpr.serve.errors import OPENAI_PREFIX, ClientError, error_response
+from fastdpr.serve.generation import Generation, Generations
+from fastdpr.serve.loading import READY_PROBE, IndexSource
 from fastdpr.serve.middleware import BodyLimit, Metered, RequireApiKey
+from fastdpr.serve.reload import Reloader
 from fastdpr.serve.state import Access, ServeOptions, ServerState, server_state
 
 log = logging.getLogger("fastdpr.serve.server")
 
 #: Seconds a client is asked to wait before retrying when the queue is full.
 RETRY_AFTER_SECONDS = 1
-#: The question the server answers before it calls itself ready.
-READY_PROBE = "is the index loaded?"
 #: Response headers a browser page of another origin may read (CORS).
-EXPOSED_HEADERS = ["Server-Timing", "X-Batch-Size", "Retry-After"]
+EXPOSED_HEADERS = ["Server-Timing", "X-Batch-Size", "X-Index-Version", "Retry-After"]
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Start the batcher and answer a probe question (then /ready says 200); on shutdown, answer every
-    queued question, then stop the workers."""
+    """Start the batcher, answer a probe question (then /ready says 200), then start the reloader; on
+    shutdown, stop reloading, answer every queued question, then stop the workers."""
     state: ServerState = app.state.fastdpr
     options = state.options
-    state.batcher = QuestionBatcher(state.retriever, state.executor, max_batch=options.max_batch,
+    state.batcher = QuestionBatcher(state.generations, state.executor, max_batch=options.max_batch,
                                     max_wait_s=options.max_wait_ms / 1000, max_queue=options.max_queue,
                                     workers=options.workers, observer=state.metrics.observe_batch)
     state.batcher.start()
@@ -55,15 +55,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     started = time.perf_counter()
     # Straight to the pool, not through the batcher: a first batch waits up to --max-wait-ms for
     # company, and readiness must not wait for that (measured: 30 s late at --max-wait-ms 30000).
-    await state.loop.run_in_executor(state.executor, run_batch, state.retriever, [READY_PROBE], [1],
-                                     options.max_batch)
+    with state.generations.use() as generation:
+        await state.loop.run_in_executor(state.executor, run_batch, generation.retriever, [READY_PROBE], [1],
+                                         options.max_batch)
     state.probe_ms = round((time.perf_counter() - started) * 1000, 2)
     state.ready = True
+    if state.reloader is not None:
+        state.reloader.start()
     try:
         yield
     finally:
         state.ready = False
         state.draining = True
+        if state.reloader is not None:
+            await state.reloader.stop()
         await state.batcher.close()
         state.executor.shutdown(wait=True)
 
@@ -125,19 +130,16 @@ async def on_bug(request: Request, exc: Exception) -> JSONResponse:
     return respond(request, 500, f"internal error: {type(exc).__name__}")
 
 
-def create_app(retriever: Retriever, options: ServeOptions, *, access: Access | None = None,
-               passage_encoder: OnnxEncoder | None = None,
-               describe: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
-    """The application for an opened ``retriever``. ``access``: API key and CORS origins (default: open).
-    ``describe`` produces /info (default: ``fastdpr info INDEX --json``'s report)."""
-    if describe is None:
-        from fastdpr.report.info import describe as describe_path
-
-        def describe() -> dict[str, Any]:
-            return describe_path(retriever.index_dir, threads=options.threads)
-
+def create_app(first: Generation, options: ServeOptions, *, access: Access | None = None,
+               source: IndexSource | None = None, watch_seconds: float = 0.0) -> FastAPI:
+    """The application answering with the index generation ``first`` (``IndexSource.open()``).
+    ``access``: API key and CORS origins (default: open). ``source``: where reloads load the index from
+    (None: the app never reloads); ``watch_seconds`` > 0 also reloads when its manifest changes."""
     access = access or Access()
-    state = ServerState(retriever, options, access, passage_encoder, describe)
+    state = ServerState(Generations(first), options, access)
+    if source is not None:
+        state.reloader = Reloader(source, state.generations, state.metrics, warm_batch=options.max_batch,
+                                  watch_seconds=watch_seconds)
     app = FastAPI(title="fastdpr", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Dense passage retrieval on the CPU: search an index, embed questions and passages "
                               "(also through an OpenAI-compatible /v1/embeddings).")

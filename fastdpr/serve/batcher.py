@@ -8,6 +8,10 @@ requests queue up and form the next batch without any wait (the batch grows with
 
 A full queue refuses new work (:class:`QueueFull`, answered 503 with Retry-After) instead of growing
 memory without bound.
+
+A batch is answered by one index generation (:mod:`fastdpr.serve.generation`), taken when the batch
+runs: a reload between two batches changes the index of the next batch, never the index of part of a
+batch, and every result carries the generation that answered it (the version its response reports).
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fastdpr.common.errors import FastDPRError
 from fastdpr.search.retriever import Hit, Retriever
+
+if TYPE_CHECKING:
+    from fastdpr.serve.generation import Generation, Generations
 
 
 class QueueFull(FastDPRError):
@@ -46,6 +53,8 @@ class QuestionResult:
     queue_s: float = 0.0
     infer_s: float = 0.0
     batch: int = 0
+    #: The index generation that answered (set by the batcher; None from :func:`run_batch` itself).
+    generation: Generation | None = None
 
 
 @dataclass
@@ -80,11 +89,11 @@ def run_batch(retriever: Retriever, questions: Sequence[str], ks: Sequence[int |
 class QuestionBatcher:
     """Groups the questions of concurrent requests into batches for :func:`run_batch`."""
 
-    def __init__(self, retriever: Retriever, executor: ThreadPoolExecutor, *, max_batch: int, max_wait_s: float,
-                 max_queue: int, workers: int, observer: BatchObserver | None = None) -> None:
+    def __init__(self, generations: Generations, executor: ThreadPoolExecutor, *, max_batch: int,
+                 max_wait_s: float, max_queue: int, workers: int, observer: BatchObserver | None = None) -> None:
         if max_batch < 1 or max_queue < 1 or workers < 1 or max_wait_s < 0:
             raise FastDPRError("max_batch, max_queue and workers must be at least 1, max_wait_s at least 0")
-        self.retriever = retriever
+        self.generations = generations
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
@@ -179,8 +188,7 @@ class QuestionBatcher:
         waited = time.perf_counter() - batch[0].enqueued
         started = time.perf_counter()
         try:
-            results = await loop.run_in_executor(self._executor, run_batch, self.retriever, questions, ks,
-                                                 self.max_batch)
+            generation, results = await loop.run_in_executor(self._executor, self._answer, questions, ks)
         except Exception as exc:  # delivered to every caller of the batch; the worker keeps serving
             for job in batch:
                 if not job.future.done():
@@ -191,11 +199,18 @@ class QuestionBatcher:
             self._observer(len(questions), infer, waited)
         start = 0
         for job in batch:
-            part = [replace(result, queue_s=started - job.enqueued, infer_s=infer, batch=len(questions))
+            part = [replace(result, queue_s=started - job.enqueued, infer_s=infer, batch=len(questions),
+                            generation=generation)
                     for result in results[start:start + len(job.questions)]]
             start += len(job.questions)
             if not job.future.done():  # a caller that went away cancelled its future
                 job.future.set_result(part)
+
+
+    def _answer(self, questions: list[str], ks: list[int | None]) -> tuple[Generation, list[QuestionResult]]:
+        """One batch, answered entirely by the current generation (kept open until it is done)."""
+        with self.generations.use() as generation:
+            return generation, run_batch(generation.retriever, questions, ks, self.max_batch)
 
 
 def describe_batching(batcher: QuestionBatcher) -> dict[str, Any]:

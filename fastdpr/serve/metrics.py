@@ -13,7 +13,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class ServeMetrics:
-    """Request counts and latency by endpoint and status, batch sizes, queue depth, in-flight requests."""
+    """Request counts and latency by endpoint and status, batch sizes, queue depth, in-flight requests,
+    index reloads."""
 
     def __init__(self, queue_depth: Callable[[], float]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -36,6 +37,11 @@ class ServeMetrics:
                                  registry=self.registry)
         self.rejected = Counter("fastdpr_rejected", "Requests refused with 503 because the queue was full.",
                                 registry=self.registry)
+        self.reloads = Counter("fastdpr_index_reloads", "Reload attempts of the index (SIGHUP or --watch-index), "
+                               "by outcome: reloaded, unchanged, failed.", ["outcome"], registry=self.registry)
+        self.generation = Gauge("fastdpr_index_generation", "The generation of the index that answers (1 at start, "
+                                "+1 per reload).", registry=self.registry)
+        self.generation.set(1)
 
     def observe_batch(self, questions: int, seconds: float, waited: float) -> None:
         """Record one batch (the batcher's observer)."""

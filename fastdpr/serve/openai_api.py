@@ -7,6 +7,8 @@ title), where ``<name>`` is ``--model-name`` (default: the index directory's nam
 ``/embed``'s, bit for bit, as JSON floats or (``encoding_format="base64"``, the ``openai`` client's
 default) little-endian float32 bytes in base64. ``usage.prompt_tokens`` counts the tokens the encoder
 saw (special tokens included, after truncation to the model's maximum). Errors have OpenAI's shape.
+The model names are fixed when the server starts: a reloaded index (possibly with another question
+encoder) answers under the same names, and the ``X-Index-Version`` header says which index answered.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fastdpr.model.spec import Side
 from fastdpr.serve.errors import ClientError, check_count, check_text
+from fastdpr.serve.routes import version_header
 from fastdpr.serve.state import Embedded, ServerState, State
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
@@ -151,7 +154,7 @@ async def create_embeddings(body: EmbeddingsRequest, state: State) -> JSONRespon
                  for i, vector in enumerate(embedded.vectors)],
         "model": body.model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })
+    }, headers=version_header(embedded.version))
 
 
 @router.get("/models", summary="The models /v1/embeddings offers (OpenAI-compatible)")

@@ -18,9 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fastdpr.serve.batcher import QuestionResult
 from fastdpr.serve.errors import ClientError, check_count, check_text
+from fastdpr.serve.generation import IndexVersion
 from fastdpr.serve.state import ServerState, State
 
 router = APIRouter()
+
+#: The response header naming the index version that answered (``index_version.version`` in /info).
+INDEX_VERSION_HEADER = "X-Index-Version"
 
 
 # --- request and response bodies (they also make the published OpenAPI schema) ---
@@ -114,13 +118,20 @@ def check_k(state: ServerState, k: int) -> int:
     return k
 
 
+def version_header(version: IndexVersion) -> dict[str, str]:
+    """``X-Index-Version``: the version of the index that answered (a request is answered by one)."""
+    return {INDEX_VERSION_HEADER: version.tag}
+
+
 def timing(results: list[QuestionResult]) -> dict[str, str]:
-    """``Server-Timing`` (ms in the queue, ms to encode and search the batch) and the batch's size: what a
-    client needs to tell the time spent on HTTP from the time spent on retrieval."""
+    """``Server-Timing`` (ms in the queue, ms to encode and search the batch), the batch's size (what a
+    client needs to tell the time spent on HTTP from the time spent on retrieval), and the index version."""
     queue_ms = max(r.queue_s for r in results) * 1000
     infer_ms = max(r.infer_s for r in results) * 1000
+    generation = results[0].generation
+    assert generation is not None  # the batcher sets it
     return {"Server-Timing": f"queue;dur={queue_ms:.3f}, infer;dur={infer_ms:.3f}",
-            "X-Batch-Size": str(max(r.batch for r in results))}
+            "X-Batch-Size": str(max(r.batch for r in results)), **version_header(generation.version)}
 
 
 def hits_json(question: str, k: int, result: QuestionResult) -> dict[str, Any]:
@@ -185,17 +196,18 @@ async def embed(body: EmbedRequest, state: State) -> JSONResponse:
     if body.questions is not None:
         check_count(len(body.questions), state.options.max_queue, "questions")
         embedded = await state.embed_questions([check_text(q) for q in body.questions])
-        side, precision = "question", state.retriever.question_precision
+        side, precision = "question", embedded.generation.retriever.question_precision
     else:
         passages = body.passages or []
         state.require_passage_encoder()
         check_count(len(passages), state.options.max_passages, "passages")
         embedded = await state.embed_passages([(check_text(p.title, "passage title", blank_ok=True),
                                                 check_text(p.text, "passage text")) for p in passages])
-        side, precision = "context", state.retriever.typed_manifest.precision
-    return JSONResponse({"side": side, "precision": precision, "dim": state.retriever.dim,
+        side, precision = "context", embedded.generation.retriever.typed_manifest.precision
+    return JSONResponse({"side": side, "precision": precision, "dim": embedded.generation.retriever.dim,
                          "embeddings": [vector.tolist() for vector in embedded.vectors],
-                         "tokens": embedded.tokens, "truncated": embedded.truncated})
+                         "tokens": embedded.tokens, "truncated": embedded.truncated},
+                        headers=version_header(embedded.version))
 
 
 @router.get("/health", summary="The process is alive")
@@ -206,16 +218,22 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", summary="The index is loaded and answered a probe question (503 otherwise)")
 async def ready(state: State) -> JSONResponse:
-    """200 once the probe question was answered; 503 before, and while draining."""
+    """200 once the probe question was answered; 503 before, and while draining. Says which index version
+    answers, and whether the last reload failed (the previous version then still answers)."""
     if state.ready and not state.draining:
-        return JSONResponse({"ready": True, "passages": state.retriever.count, "probe_ms": state.probe_ms})
+        generation = state.generations.current
+        return JSONResponse({"ready": True, "passages": generation.retriever.count, "probe_ms": state.probe_ms,
+                             "index_version": generation.version.tag,
+                             "last_reload_failed": state.reloader is not None
+                             and state.reloader.last_outcome == "failed"})
     return JSONResponse({"ready": False, "reason": "draining" if state.draining else "starting"}, 503)
 
 
-@router.get("/info", summary="What `fastdpr info INDEX --json` says, and the server's settings")
+@router.get("/info", summary="What `fastdpr info INDEX --json` says, the index version, reloads, the server's settings")
 async def info(state: State) -> JSONResponse:
-    """The index's description, the server's settings (never its API key) and batching."""
-    return JSONResponse(await state.info())
+    """The description of the index that answers and its version, reloads, the server's settings (never
+    its API key) and batching."""
+    return JSONResponse(state.info())
 
 
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)")

@@ -3,20 +3,21 @@
 The thread budget is fixed up front: ``workers`` batches run at once, each with ``threads`` ONNX
 Runtime (and hnswlib) threads, and ``threads x workers`` may not exceed the cores this process may
 use (oversubscribed cores make every request slower). On SIGTERM the server stops accepting
-connections, answers every request it accepted, then exits with status 0.
+connections, answers every request it accepted, then exits with status 0. On SIGHUP it reloads the
+index if it was republished (:mod:`fastdpr.serve.reload`), without failing a request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from fastdpr.common.errors import FastDPRError, MissingDependencyError
-from fastdpr.model.encoder import OnnxEncoder
 from fastdpr.model.session import default_threads
-from fastdpr.search.retriever import Retriever
 
 #: Seconds uvicorn waits for in-flight requests after SIGTERM before closing their connections.
 DRAIN_SECONDS = 30
@@ -51,31 +52,6 @@ def thread_budget(threads: int | None, workers: int | None, cores: int | None = 
     return workers, chosen
 
 
-def open_passage_encoder(retriever: Retriever, artifact_dir: Path | None, threads: int,
-                         warn: Callable[[str], None]) -> OnnxEncoder | None:
-    """The context encoder of the artifact the index was built from (for POST /embed of passages):
-    ``artifact_dir``, or the path the index manifest recorded when it still holds that artifact."""
-    from fastdpr.model.artifact import Artifact
-
-    path = artifact_dir or retriever.artifact_path
-    if path is None:
-        return None
-    try:
-        artifact = Artifact.load(path)
-    except FastDPRError as exc:
-        if artifact_dir is not None:
-            raise
-        warn(f"passage embeddings are off: the index's artifact cannot be opened ({exc}); give --artifact")
-        return None
-    if retriever.artifact_identity and artifact.identity != retriever.artifact_identity:
-        message = f"{path} is not the artifact the index was built from (its manifest differs)"
-        if artifact_dir is not None:
-            raise FastDPRError(message)
-        warn(f"passage embeddings are off: {message}; give --artifact")
-        return None
-    return artifact.encoder("context", retriever.typed_manifest.precision, threads=threads)
-
-
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket (port 0: a free port, read back from the socket)."""
     try:
@@ -97,8 +73,10 @@ def check_api_key(api_key: str | None) -> str | None:
 def serve(index: Path, *, host: str, port: int, threads: int | None, workers: int | None,
           options_kwargs: dict[str, Any], artifact: Path | None, log: Callable[[str], None],
           log_level: str = "warning", api_key: str | None = None,
-          cors_allow_origins: Sequence[str] = ()) -> None:
-    """Load ``index`` and serve it until SIGTERM or SIGINT (which drain in-flight requests).
+          cors_allow_origins: Sequence[str] = (), watch_index: float = 0.0) -> None:
+    """Load ``index`` and serve it until SIGTERM or SIGINT (which drain in-flight requests); SIGHUP
+    reloads it when it was republished, and so does a change of its manifest every ``watch_index``
+    seconds (0: only SIGHUP).
 
     ``api_key``: every route but /health requires ``Authorization: Bearer <api_key>`` (never logged).
     ``cors_allow_origins``: origins a browser page may call the server from. ``options_kwargs``:
@@ -108,50 +86,76 @@ def serve(index: Path, *, host: str, port: int, threads: int | None, workers: in
     import uvicorn
 
     from fastdpr.serve.app import create_app
+    from fastdpr.serve.loading import IndexSource
     from fastdpr.serve.state import Access, ServeOptions
 
     access = Access(api_key=check_api_key(api_key), cors_allow_origins=tuple(cors_allow_origins))
     workers, budget = thread_budget(threads, workers)
     options_kwargs = {**options_kwargs, "model_name": options_kwargs.get("model_name") or index.resolve().name}
     options = ServeOptions(workers=workers, threads=budget, **options_kwargs)
-    retriever = Retriever.load(index, threads=budget)
-    passage_encoder = open_passage_encoder(retriever, artifact, budget, log)
-    app = create_app(retriever, options, access=access, passage_encoder=passage_encoder)
-    sock = bind_socket(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-
-    class DrainingServer(uvicorn.Server):
-        """Marks the app as draining (so /ready turns 503) as soon as the signal arrives, and exits with
-        status 0 once drained: uvicorn would re-raise the signal after its graceful shutdown (killing the
-        process by SIGTERM, or a KeyboardInterrupt traceback for Ctrl-C), although nothing was lost."""
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            state = app.state.fastdpr
-            state.draining = True
-            if state.batcher is not None and state.loop is not None:  # queued questions stop waiting for more
-                state.loop.call_soon_threadsafe(state.batcher.expedite)
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS,
-                            lifespan="on", server_header=False)
-    server = DrainingServer(config)
-    log(f"fastdpr serve: {retriever.count} passages of {index} (passages {retriever.typed_manifest.precision}, "
-        f"questions {retriever.question_precision}), "
-        f"{workers} worker(s) x {budget} thread(s), batches of <= {options.max_batch} questions "
-        f"(wait <= {options.max_wait_ms:g} ms)")
-    log(f"OpenAI-compatible models (POST /v1/embeddings): {options.model_name}-query"
-        + (f", {options.model_name}-passage" if passage_encoder is not None else ""))
-    if access.api_key is not None:
-        log("every route but /health requires the API key (Authorization: Bearer ...)")
-    if access.cors_allow_origins:
-        log(f"browsers may call it from: {', '.join(access.cors_allow_origins)}")
-    log(f"listening on http://{shown}:{bound_port}  (page: /, API schema: /openapi.json)")
+    if watch_index < 0:
+        raise FastDPRError(f"--watch-index must be 0 (off) or a number of seconds, got {watch_index:g}")
+    source = IndexSource(index, budget, artifact, log)
+    # SIGHUP's default action ends the process: from here on it is remembered (while the index loads)
+    # and, once the server runs, asks for a reload.
+    early_hangups: list[int] = []
+    default_sighup = signal.signal(signal.SIGHUP, lambda sig, frame: early_hangups.append(sig))
     try:
-        server.run(sockets=[sock])
+        first = source.open()
+        retriever, passage_encoder = first.retriever, first.passage_encoder
+        app = create_app(first, options, access=access, source=source, watch_seconds=watch_index)
+        sock = bind_socket(host, port)
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+
+        class DrainingServer(uvicorn.Server):
+            """Marks the app as draining (so /ready turns 503) as soon as the signal arrives, and exits with
+            status 0 once drained: uvicorn would re-raise the signal after its graceful shutdown (killing the
+            process by SIGTERM, or a KeyboardInterrupt traceback for Ctrl-C), although nothing was lost."""
+
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                state = app.state.fastdpr
+                state.draining = True
+                if state.batcher is not None and state.loop is not None:  # queued questions stop waiting for more
+                    state.loop.call_soon_threadsafe(state.batcher.expedite)
+                super().handle_exit(sig, frame)
+                self._captured_signals.clear()
+
+            async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+                """Serve with SIGHUP asking for a reload (one that came while the index loaded included)."""
+                loop = asyncio.get_running_loop()
+                reloader = app.state.fastdpr.reloader
+
+                def on_sighup(sig: int, frame: Any) -> None:
+                    loop.call_soon_threadsafe(reloader.request, "SIGHUP")
+
+                signal.signal(signal.SIGHUP, on_sighup)
+                if early_hangups:
+                    reloader.request("SIGHUP")
+                await super().serve(sockets)
+
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS,
+                                lifespan="on", server_header=False)
+        server = DrainingServer(config)
+        log(f"fastdpr serve: {retriever.count} passages of {index} (passages {retriever.typed_manifest.precision}, "
+            f"questions {retriever.question_precision}), "
+            f"{workers} worker(s) x {budget} thread(s), batches of <= {options.max_batch} questions "
+            f"(wait <= {options.max_wait_ms:g} ms)")
+        log(f"OpenAI-compatible models (POST /v1/embeddings): {options.model_name}-query"
+            + (f", {options.model_name}-passage" if passage_encoder is not None else ""))
+        if access.api_key is not None:
+            log("every route but /health requires the API key (Authorization: Bearer ...)")
+        if access.cors_allow_origins:
+            log(f"browsers may call it from: {', '.join(access.cors_allow_origins)}")
+        log(f"index version {first.version.tag}; SIGHUP reloads it when republished"
+            + (f", and so does a change of its manifest (checked every {watch_index:g} s)" if watch_index else ""))
+        log(f"listening on http://{shown}:{bound_port}  (page: /, API schema: /openapi.json)")
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+            app.state.fastdpr.generations.close()
     finally:
-        sock.close()
-        retriever.close()
+        signal.signal(signal.SIGHUP, default_sighup)
     if not server.started:
         raise FastDPRError("the server did not start (see the log above)")

@@ -1,12 +1,11 @@
 """What the routes of ``fastdpr serve`` share: its settings, who may call it, and :class:`ServerState`
-(the retriever, the question batcher, the passage encoder, readiness, metrics), reached from a route
-through the :data:`State` dependency.
+(the index generations and their reloader, the question batcher, readiness, metrics), reached from a
+route through the :data:`State` dependency.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
@@ -20,7 +19,9 @@ from fastdpr.model.encoder import OnnxEncoder
 from fastdpr.search.retriever import Retriever
 from fastdpr.serve.batcher import QuestionBatcher, QuestionResult, ShuttingDown, describe_batching
 from fastdpr.serve.errors import ClientError
+from fastdpr.serve.generation import Generation, Generations, IndexVersion
 from fastdpr.serve.metrics import ServeMetrics
+from fastdpr.serve.reload import Reloader
 
 
 @dataclass(frozen=True)
@@ -56,33 +57,49 @@ class Access:
 
 @dataclass(frozen=True)
 class Embedded:
-    """Embeddings of a request's inputs, with the tokens the encoder saw for each."""
+    """Embeddings of a request's inputs, with the tokens the encoder saw for each, and the index
+    generation whose encoder made them."""
 
     vectors: list[np.ndarray]
     tokens: list[int]
     truncated: list[bool]
+    generation: Generation
+
+    @property
+    def version(self) -> IndexVersion:
+        """The version of the index that answered."""
+        return self.generation.version
 
 
 class ServerState:
-    """What the endpoints share: the retriever, the batcher, readiness, the cached /info."""
+    """What the endpoints share: the index generations and their reloader, the batcher, readiness.
 
-    def __init__(self, retriever: Retriever, options: ServeOptions, access: Access,
-                 passage_encoder: OnnxEncoder | None, describe: Callable[[], dict[str, Any]]) -> None:
-        self.retriever = retriever
+    ``reloader`` (a :class:`~fastdpr.serve.reload.Reloader`, None when the app cannot reload) is attached
+    by :func:`fastdpr.serve.app.create_app`, since it reports to :attr:`metrics`."""
+
+    def __init__(self, generations: Generations, options: ServeOptions, access: Access) -> None:
+        self.generations = generations
         self.options = options
         self.access = access
-        self.passage_encoder = passage_encoder
-        self.describe = describe
         self.executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="fastdpr-infer")
         self.batcher: QuestionBatcher | None = None
+        self.reloader: Reloader | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.metrics = ServeMetrics(lambda: float(self.batcher.queued_questions if self.batcher else 0))
         self.ready = False
         self.draining = False
         self.probe_ms: float | None = None
         self.started_utc = 0
-        self._info: dict[str, Any] | None = None
-        self._info_lock = asyncio.Lock()
+
+    @property
+    def retriever(self) -> Retriever:
+        """The current generation's retriever (for descriptions: answers go through the generation they use)."""
+        return self.generations.current.retriever
+
+    @property
+    def passage_encoder(self) -> OnnxEncoder | None:
+        """The current generation's passage encoder (None: no passage embeddings)."""
+        return self.generations.current.passage_encoder
 
     def require_batcher(self) -> QuestionBatcher:
         """The running batcher (:class:`ShuttingDown` before it starts and after it stopped)."""
@@ -92,19 +109,18 @@ class ServerState:
             raise ShuttingDown("the server is not accepting work")
         return self.batcher
 
-    async def info(self) -> dict[str, Any]:
-        """What /info answers: the index's description (made once, off the event loop), the server's
-        settings and access (never the API key), and the batching."""
-        async with self._info_lock:
-            if self._info is None:
-                report = await asyncio.get_running_loop().run_in_executor(self.executor, self.describe)
-                report["serve"] = {"version": __version__, **asdict(self.options),
-                                   "passage_embeddings": self.passage_encoder is not None,
-                                   **self.access.describe()}
-                self._info = report
-        if self.batcher is None:
-            return self._info
-        return {**self._info, "batching": describe_batching(self.batcher)}
+    def info(self) -> dict[str, Any]:
+        """What /info answers: the description of the index that answers (made when it was loaded), its
+        version, reloads, the server's settings and access (never the API key), and the batching."""
+        generation = self.generations.current
+        report = {**generation.info, "index_version": generation.version.to_dict(),
+                  "serve": {"version": __version__, **asdict(self.options),
+                            "passage_embeddings": generation.passage_encoder is not None, **self.access.describe()}}
+        if self.reloader is not None:
+            report["reload"] = self.reloader.describe()
+        if self.batcher is not None:
+            report["batching"] = describe_batching(self.batcher)
+        return report
 
     async def search(self, questions: list[str], k: int) -> list[QuestionResult]:
         """The hits of each question (batched with other requests' questions)."""
@@ -117,23 +133,30 @@ class ServerState:
     async def embed_questions(self, questions: list[str]) -> Embedded:
         """Question embeddings, from the index's question encoder (through the batcher)."""
         results = await self.require_batcher().submit(questions, None)
-        return Embedded([r.embedding for r in results], [r.tokens for r in results], [r.truncated for r in results])
+        generation = results[0].generation
+        assert generation is not None  # the batcher sets it
+        return Embedded([r.embedding for r in results], [r.tokens for r in results], [r.truncated for r in results],
+                        generation)
 
-    def require_passage_encoder(self) -> OnnxEncoder:
-        """The artifact's context encoder (a 400 when the server has none)."""
-        if self.passage_encoder is None:
+    def require_passage_encoder(self, generation: Generation | None = None) -> OnnxEncoder:
+        """The context encoder of ``generation``'s artifact (default: the current one's); a 400 without one."""
+        encoder = (generation or self.generations.current).passage_encoder
+        if encoder is None:
             raise ClientError(400, "this server has no passage encoder: start it with --artifact ARTIFACT "
                                    "(the artifact the index was built from)")
-        return self.passage_encoder
+        return encoder
 
     async def embed_passages(self, passages: list[tuple[str, str]]) -> Embedded:
         """(title, text) passage embeddings from the artifact's context encoder, each tokenized once."""
-        encoder = self.require_passage_encoder()
+        self.require_passage_encoder()
 
         def run() -> Embedded:
-            encodings = encoder.tokenize(passages)
-            vectors = encoder.encode_tokenized(encodings, DEFAULT_PASSAGE_BATCH_SIZE)
-            return Embedded(list(vectors), [len(e.ids) for e in encodings], [bool(e.overflowing) for e in encodings])
+            with self.generations.use() as generation:  # the encoder of the index that answers, until done
+                encoder = self.require_passage_encoder(generation)
+                encodings = encoder.tokenize(passages)
+                vectors = encoder.encode_tokenized(encodings, DEFAULT_PASSAGE_BATCH_SIZE)
+            return Embedded(list(vectors), [len(e.ids) for e in encodings], [bool(e.overflowing) for e in encodings],
+                            generation)
 
         return await asyncio.get_running_loop().run_in_executor(self.executor, run)
 
