@@ -36,6 +36,7 @@ from fastdpr.common.publish import atomic_directory
 from fastdpr.corpus.reader import CorpusReport, Passage, read_corpus
 from fastdpr.index.ann import build_hnsw, save_hnsw
 from fastdpr.index.defaults import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+from fastdpr.index.lexical_side import write_lexical_side
 from fastdpr.index.manifest import INDEX_FORMAT, INDEX_FORMAT_VERSION, load_index_manifest
 from fastdpr.index.store import PassageStoreWriter
 from fastdpr.model.artifact import Artifact
@@ -64,6 +65,8 @@ class IndexOptions:
     # check fails (the failure is still recorded in the manifest).
     allow_unverified_int8: bool = False
     progress: bool | None = None  # None: a bar on a terminal, quiet when piped
+    #: The lexical side to build beside the vectors (issue #23): None, or "bm25" (``--lexical bm25``).
+    lexical: str | None = None
 
 
 def _chunks(passages: Iterable[Passage], size: int) -> Iterator[list[Passage]]:
@@ -157,6 +160,7 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
         del graph, vectors_map
         graph_seconds = time.perf_counter() - t0
         question_encoder = question_encoder_files(artifact, question_precision, staging / "encoder")
+        lexical = write_lexical_side(staging, options.lexical)  # issue #23: BM25 from the stored passages
         manifest: dict[str, Any] = {
             "format": INDEX_FORMAT,
             "format_version": INDEX_FORMAT_VERSION,
@@ -177,6 +181,7 @@ def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, f
                        "skipped_examples": report.examples, "no_title": report.no_title},
             "vectors": {"file": "vectors.npy", "dtype": "float32", "shape": [count, dim]},
             "store": "passages.sqlite",
+            "lexical": lexical,  # issue #23 (None: dense only)
             "hnsw": {"file": "hnsw.bin", "space": "ip", "score": "dot product (1 - hnswlib distance)",
                      "m": options.hnsw_m, "ef_construction": options.ef_construction,
                      "ef_search": options.ef_search},

@@ -46,6 +46,7 @@ from fastdpr.index.build import (
     side_precisions,
     write_npy_from_raw,
 )
+from fastdpr.index.lexical_side import lexical_entry, write_lexical_side
 from fastdpr.index.load import load_sharded_manifest
 from fastdpr.index.manifest import (
     INDEX_FORMAT,
@@ -101,7 +102,7 @@ def _build_state(artifact: Artifact, precision: str, reader: CorpusReader, shard
         "corpus": {"path": str(reader.path.resolve()), "format": reader.format, **corpus_fingerprint(reader.path)},
         "settings": {"shard_size": shard_size, "batch_size": options.batch_size, "strict": options.strict,
                      "hnsw_m": options.hnsw_m, "ef_construction": options.ef_construction,
-                     "ef_search": options.ef_search},
+                     "ef_search": options.ef_search, "lexical": options.lexical},
     }
 
 
@@ -257,6 +258,7 @@ def _build_shard(staging: Path, number: int, offset: int, pieces: Iterator[tuple
     vectors_map = np.load(work / "vectors.npy", mmap_mode="r", allow_pickle=False)
     backend.build_graph(vectors_map, work / "hnsw.bin")
     del vectors_map
+    lexical = write_lexical_side(work, options.lexical)  # issue #23: this shard's BM25, from its passages
     bar.set_postfix_str("", refresh=False)
     manifest: dict[str, Any] = {
         "format": INDEX_FORMAT,
@@ -269,6 +271,7 @@ def _build_shard(staging: Path, number: int, offset: int, pieces: Iterator[tuple
         "counts": {"indexed": count},
         "vectors": {"file": "vectors.npy", "dtype": "float32", "shape": [count, backend.dim]},
         "store": "passages.sqlite",
+        "lexical": lexical,  # issue #23 (None: dense only)
         "hnsw": _hnsw_settings(options),
         "build": {"encode_seconds": round(encode_seconds, 2),
                   "graph_seconds": round(time.perf_counter() - t0, 2)},
@@ -396,6 +399,7 @@ def _build(artifact: Artifact, precisions: tuple[str, str], reader: CorpusReader
                    "skipped_examples": report.examples, "no_title": report.no_title},
         "shard_size": shard_size,
         "shards": [entry.to_dict() for entry in shards],
+        "lexical": lexical_entry(options.lexical),  # issue #23: per shard (None: dense only)
         "hnsw": {key: value for key, value in _hnsw_settings(options).items() if key != "file"},
         "build": {"seconds": round(seconds, 2), "resumed_from": resumed_from,
                   "passages_per_s": round((count - resumed_from) / max(seconds, 1e-9), 1),

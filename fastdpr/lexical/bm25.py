@@ -1,0 +1,184 @@
+"""BM25 with ``bm25s``: building it from passages, saving it into an index directory, searching it.
+
+What the manifest records (``lexical`` in an index's ``manifest.json``, see :func:`build_bm25`) is what
+a search needs to tokenize questions exactly as the passages were tokenized: lower-casing, bm25s's token
+pattern (Unicode word runs of two or more characters), the English stop words of bm25s, and PyStemmer's
+English Snowball stemmer, plus the BM25 variant and its ``k1`` and ``b``.
+
+Defined behaviour (tests/test_hybrid.py):
+
+* text in any script is tokenized into Unicode word runs (``\\w\\w+``): Cyrillic, Greek, accented Latin
+  match word for word (no accent folding; the English stemmer leaves non-English words as they are);
+  scripts written without spaces (Chinese, Japanese) become one token per run, so only the same run
+  matches; one-character words are not indexed (bm25s's pattern);
+* a question whose words are all stop words (or unknown to the corpus) has no lexical hits: an empty list;
+* an empty or blank question is refused (:class:`~fastdpr.common.errors.FastDPRError`, one line).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastdpr.common.errors import FastDPRError, IndexLoadError, MissingDependencyError
+
+__all__ = ["LEXICAL_DIR", "LEXICAL_METHODS", "BM25Index", "BM25Settings", "build_bm25", "check_question"]
+
+#: The lexical methods ``fastdpr index --lexical`` knows.
+LEXICAL_METHODS = ("bm25",)
+#: Where the lexical side lives inside an index (or shard) directory.
+LEXICAL_DIR = "lexical"
+#: The token pattern of bm25s (its default), recorded in the manifest.
+TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+
+
+@dataclass(frozen=True)
+class BM25Settings:
+    """How passages and questions are tokenized and scored. Defaults: Anserini's / pyserini's BM25
+    (``k1=0.9``, ``b=0.4``, Lucene's variant), which the DPR paper's and pyserini's hybrid figures use;
+    chosen before any measurement, not tuned on the evaluation questions."""
+
+    method: str = "lucene"
+    k1: float = 0.9
+    b: float = 0.4
+    lower: bool = True
+    token_pattern: str = TOKEN_PATTERN
+    stopwords: str = "en"
+    stemmer: str | None = "english"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's form: ``bm25`` (variant, k1, b) and ``tokenizer``."""
+        return {"bm25": {"method": self.method, "k1": self.k1, "b": self.b},
+                "tokenizer": {"library": "bm25s.tokenize", "lower": self.lower, "token_pattern": self.token_pattern,
+                              "stopwords": self.stopwords,
+                              "stemmer": None if self.stemmer is None else f"PyStemmer {self.stemmer}"}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: Path) -> BM25Settings:
+        """Read :meth:`to_dict`'s form back (an :class:`IndexLoadError` names what is wrong)."""
+        try:
+            bm25, tok = data["bm25"], data["tokenizer"]
+            stemmer = tok["stemmer"]
+            if stemmer is not None:
+                if not (isinstance(stemmer, str) and stemmer.startswith("PyStemmer ")):
+                    raise ValueError(f"unknown stemmer {stemmer!r}")
+                stemmer = stemmer.removeprefix("PyStemmer ")
+            settings = cls(method=str(bm25["method"]), k1=float(bm25["k1"]), b=float(bm25["b"]),
+                           lower=bool(tok["lower"]), token_pattern=str(tok["token_pattern"]),
+                           stopwords=str(tok["stopwords"]), stemmer=stemmer)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexLoadError(f"{where}: the lexical entry of the manifest is malformed ({exc})") from exc
+        return settings
+
+
+def _bm25s() -> Any:
+    try:
+        import bm25s
+    except ImportError as exc:  # a runtime dependency: only a broken install gets here
+        raise MissingDependencyError(f"the lexical side needs bm25s and PyStemmer ({exc}): "
+                                     "pip install bm25s PyStemmer") from exc
+    return bm25s
+
+
+def _stemmer(name: str | None) -> Any:
+    if name is None:
+        return None
+    try:
+        import Stemmer
+    except ImportError as exc:
+        raise MissingDependencyError(f"the lexical side needs PyStemmer ({exc}): pip install PyStemmer") from exc
+    return Stemmer.Stemmer(name)
+
+
+def check_question(question: str) -> None:
+    """Refuse an empty or blank question (one line): it has neither words nor a meaning to embed."""
+    if not isinstance(question, str) or not question.strip():
+        raise FastDPRError("the question is empty")
+
+
+def _tokenize(texts: list[str], settings: BM25Settings, stemmer: Any, ids: bool) -> Any:
+    return _bm25s().tokenize(texts, lower=settings.lower, token_pattern=settings.token_pattern,
+                             stopwords=settings.stopwords, stemmer=stemmer, return_ids=ids, show_progress=False)
+
+
+def build_bm25(texts: Iterable[str], target: Path, settings: BM25Settings | None = None) -> dict[str, Any]:
+    """Index ``texts`` (passage ``i`` is label ``i``) with BM25 and save it into the new directory ``target``.
+
+    Returns the manifest's ``lexical`` entry (``dir`` relative to ``target``'s parent). The tokenized
+    corpus is held in memory while it is indexed: one shard's worth in a sharded build.
+    """
+    settings = settings or BM25Settings()
+    bm25s = _bm25s()
+    started = time.perf_counter()
+    corpus = list(texts)
+    if not corpus:
+        raise FastDPRError("no passages to index lexically")
+    tokens = _tokenize(corpus, settings, _stemmer(settings.stemmer), ids=True)
+    model = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
+    model.index(tokens, show_progress=False)
+    target.mkdir()
+    model.save(str(target), show_progress=False)
+    files = sorted(f"{target.name}/{path.name}" for path in target.iterdir())
+    return {"method": "bm25", "dir": target.name, "files": files, **settings.to_dict(),
+            "fields": "title and text, joined by a newline",
+            "passages": len(corpus), "vocabulary": len(tokens.vocab),
+            "versions": {name: _version(name) for name in ("bm25s", "PyStemmer")},
+            "build_seconds": round(time.perf_counter() - started, 2)}
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+class BM25Index:
+    """A saved BM25 index, opened read-only (memory-mapped). Searching is thread-safe: bm25s only reads
+    the score matrix."""
+
+    def __init__(self, directory: Path, settings: BM25Settings, count: int) -> None:
+        self.directory = directory
+        self.settings = settings
+        bm25s = _bm25s()
+        self._stemmer = _stemmer(settings.stemmer)
+        try:
+            self._model = bm25s.BM25.load(str(directory), mmap=True, show_progress=False)
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexLoadError(f"{directory}: cannot open the BM25 index: {exc}") from exc
+        self.count = count
+        stored = int(self._model.scores["num_docs"])
+        if stored != count:
+            raise IndexLoadError(f"{directory}: the BM25 index holds {stored} passages, the index {count}")
+
+    def tokens(self, questions: Sequence[str]) -> list[list[str]]:
+        """Each question's tokens as the passages were tokenized (stop words removed, stemmed)."""
+        for question in questions:
+            check_question(question)
+        tokenized: list[list[str]] = _tokenize(list(questions), self.settings, self._stemmer, ids=False)
+        return tokenized
+
+    def search(self, questions: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per question: labels (int64) and BM25 scores (float32) of at most ``k`` passages with a score
+        above zero, best first (ties by label). No hits (empty arrays) for a question with no indexed word."""
+        if k < 1:
+            raise FastDPRError(f"k must be at least 1, got {k}")
+        wanted = min(k, self.count)
+        tokens = self.tokens(questions)
+        out: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, np.int64), np.empty(0, np.float32))] * len(tokens)
+        rows = [i for i, t in enumerate(tokens) if t]
+        if rows:
+            docs, scores = self._model.retrieve([tokens[i] for i in rows], k=wanted, show_progress=False,
+                                                n_threads=1)
+            for i, row_docs, row_scores in zip(rows, docs, scores, strict=True):
+                keep = row_scores > 0
+                labels, values = row_docs[keep].astype(np.int64), row_scores[keep].astype(np.float32)
+                order = np.lexsort((labels, -values))
+                out[i] = (labels[order], values[order])
+        return out
