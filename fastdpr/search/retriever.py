@@ -21,6 +21,7 @@ from fastdpr.model.batching import DEFAULT_QUESTION_BATCH_SIZE
 from fastdpr.model.encoder import OnnxEncoder
 from fastdpr.model.tokenization import SpecTokenizer
 from fastdpr.model.verify import Int8Verification, verify_int8_questions
+from fastdpr.search.hybrid import HybridSearch
 
 if TYPE_CHECKING:
     from fastdpr.cluster.search import RayShardedSearcher, RayShardedStore
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Hit:
-    """One retrieved passage. ``score`` is the dot product of question and passage embeddings."""
+    """One retrieved passage. ``score`` is the dot product of question and passage embeddings (``mode="dense"``),
+    the BM25 score (``"lexical"``) or the fused score (``"hybrid"``, see :mod:`fastdpr.lexical.fusion`)."""
 
     id: str
     title: str
@@ -89,6 +91,8 @@ class Retriever:
         self.ef = ef
         #: The int8 question encoder checked on this machine at load (None: fp32, or not checked).
         self.int8_check: Int8Verification | None = None
+        #: Lexical and hybrid search (issue #23): the index's lexical side, opened at its first use.
+        self.hybrid = HybridSearch(manifest)
 
     @property
     def question_precision(self) -> str:
@@ -201,18 +205,46 @@ class Retriever:
             results.append([Hit(p.id, p.title, p.text, float(s)) for p, s in zip(stored, row_scores, strict=True)])
         return results
 
-    def search(self, question: str, k: int = 10, *, ef: int | None = None) -> list[Hit]:
-        """The ``k`` best passages for one question, best first (fewer if the index is smaller)."""
-        return self.search_batch([question], k, ef=ef)[0]
+    def search(self, question: str, k: int = 10, *, ef: int | None = None, mode: str = "dense",
+               fusion: str = "weighted", weight: float | None = None) -> list[Hit]:
+        """The ``k`` best passages for one question, best first (fewer if the index is smaller).
+
+        ``mode``: ``dense`` (embeddings), ``lexical`` (BM25) or ``hybrid`` (both, fused by ``fusion``
+        with the lexical ``weight``); the last two need an index built with ``--lexical bm25``
+        (:mod:`fastdpr.search.hybrid`).
+        """
+        return self.search_batch([question], k, ef=ef, mode=mode, fusion=fusion, weight=weight)[0]
 
     def search_batch(self, questions: Sequence[str], k: int = 100, batch_size: int = DEFAULT_QUESTION_BATCH_SIZE, *,
-                     ef: int | None = None) -> list[list[Hit]]:
-        """The ``k`` best passages for each question, in input order (``ef``: see :meth:`search_vectors`)."""
+                     ef: int | None = None, mode: str = "dense", fusion: str = "weighted",
+                     weight: float | None = None) -> list[list[Hit]]:
+        """The ``k`` best passages for each question, in input order (``ef``: see :meth:`search_vectors`;
+        ``mode``, ``fusion``, ``weight``: see :meth:`search`)."""
         if isinstance(questions, str):
             raise FastDPRError("search_batch takes a list of questions; use search() for one")
         if not questions:
             return []
+        if mode != "dense":  # issue #23: lexical and hybrid search (fastdpr/search/hybrid.py)
+            return self._ranked_hits(self.hybrid.search(
+                questions, k, mode, lambda qs, depth: self._dense_labels(qs, depth, batch_size, ef),
+                fusion=fusion, weight=weight))
         return self.search_vectors(self.encode_questions(questions, batch_size), k, ef=ef)
+
+    def _dense_labels(self, questions: Sequence[str], depth: int, batch_size: int,
+                      ef: int | None) -> tuple[np.ndarray, np.ndarray]:
+        # issue #23: the dense candidates of hybrid search, as labels and dot products.
+        vectors = self.encode_questions(questions, batch_size)
+        if isinstance(self.searcher, ExactSearcher):
+            return self.searcher.search(vectors, depth)
+        return self.searcher.search(vectors, depth, ef=ef)
+
+    def _ranked_hits(self, ranked: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
+        # issue #23: lexical or fused (labels, scores) per question, as hits.
+        results: list[list[Hit]] = []
+        for labels, scores in ranked:
+            stored = self.store.get([int(label) for label in labels])
+            results.append([Hit(p.id, p.title, p.text, float(s)) for p, s in zip(stored, scores, strict=True)])
+        return results
 
     def close(self) -> None:
         """Release the passage store (and stop the Ray actors serving the shards, if any)."""
