@@ -112,9 +112,9 @@ def run_hybrid(artifact: Path, squad: Path, out: Path, tune_questions: int, seed
         lexical_seconds = time.perf_counter() - t0
         no_lexical_hits = sum(1 for labels, _ in lexical if len(labels) == 0)
 
-        def ranks(ranked: list[tuple[np.ndarray, np.ndarray]], rows: list[int]) -> list[int | None]:
-            subset = [ranked[i] for i in rows]
-            return first_ranks(_ranked_ids(subset, ids), [questions[i] for i in rows], text_by_id)[0]
+        def ranks(ranked_rows: list[tuple[np.ndarray, np.ndarray]], rows: list[int]) -> list[int | None]:
+            # ranked_rows[j] is the ranking of question rows[j]
+            return first_ranks(_ranked_ids(ranked_rows, ids), [questions[i] for i in rows], text_by_id)[0]
 
         def fused(rows: list[int], fusion: str, weight: float) -> list[tuple[np.ndarray, np.ndarray]]:
             return [fuse(dense[i], lexical[i], 100, fusion=fusion, weight=weight) for i in rows]
@@ -123,23 +123,21 @@ def run_hybrid(artifact: Path, squad: Path, out: Path, tune_questions: int, seed
         tune = sorted(random.Random(seed).sample(order, tune_questions))
         held = set(tune)
         evaluate = [i for i in order if i not in held]
-        identity = list(range(len(tune)))
         log(f"tuning the lexical weight on {len(tune)} questions (seed {seed})")
-        tuning = {f"{w:.2f}": recall(ranks(fused(tune, "weighted", w), identity)) for w in WEIGHTS}
+        tuning = {f"{w:.2f}": recall(ranks(fused(tune, "weighted", w), tune)) for w in WEIGHTS}
         weight = _choose_weight(tuning)
         log(f"chosen weight {weight}; evaluating on {len(evaluate)} questions")
-        ev = list(range(len(evaluate)))
         dense_ev = [dense[i] for i in evaluate]
         lexical_ev = [lexical[i] for i in evaluate]
         systems = {
-            "dense": recall(ranks(dense_ev, ev)),
-            "lexical (BM25)": recall(ranks(lexical_ev, ev)),
-            f"hybrid weighted w={weight:.2f} (tuned)": recall(ranks(fused(evaluate, "weighted", weight), ev)),
-            "hybrid rrf (k=60, untuned)": recall(ranks(fused(evaluate, "rrf", 0.5), ev)),
+            "dense": recall(ranks(dense_ev, evaluate)),
+            "lexical (BM25)": recall(ranks(lexical_ev, evaluate)),
+            f"hybrid weighted w={weight:.2f} (tuned)": recall(ranks(fused(evaluate, "weighted", weight), evaluate)),
+            "hybrid rrf (k=60, untuned)": recall(ranks(fused(evaluate, "rrf", 0.5), evaluate)),
         }
         if weight != DEFAULT_WEIGHT:
             systems[f"hybrid weighted w={DEFAULT_WEIGHT:.2f} (shipped default)"] = recall(
-                ranks(fused(evaluate, "weighted", DEFAULT_WEIGHT), ev))
+                ranks(fused(evaluate, "weighted", DEFAULT_WEIGHT), evaluate))
         everything = {"dense": recall(ranks(dense, order)), "lexical (BM25)": recall(ranks(lexical, order))}
 
         # The offline fusion is what the retriever does (same candidates, same fusion).
