@@ -26,7 +26,6 @@ PASSAGES = [
     Passage("p6", "Python", "The yield statement turns a function into a generator."),
     Passage("p7", "Exceptions", "A finally clause runs cleanup code whether or not an exception was raised."),
 ]
-DOCS_KEY = "docs/hybrid.md: Hybrid retrieval: BM25 and DPR in one index #1"
 
 
 def _texts() -> list[str]:
@@ -78,7 +77,7 @@ def test_a_question_without_indexed_words_has_no_lexical_hits(bm25: BM25Index, q
 
 @pytest.mark.parametrize("question", ["", "   ", "\n\t"])
 def test_an_empty_question_is_refused_in_one_line(bm25: BM25Index, question: str) -> None:
-    with pytest.raises(FastDPRError, match="^the question is empty$"):
+    with pytest.raises(FastDPRError, match=r"^the question is empty$"):
         bm25.search([question], 5)
 
 
@@ -165,7 +164,7 @@ def test_modes_search_the_same_passages(lexical_index: Path) -> None:
         assert [hit.id for hit in fallback] == [hit.id for hit in dense]  # stop words only: the dense ranking
         rrf = retriever.search_batch(["cats", "yield generator"], k=2, mode="hybrid", fusion="rrf")
         assert [hits[0].id for hits in rrf] == ["p1", "p6"]  # first in BM25, within 8 in dense: first fused
-        with pytest.raises(FastDPRError, match="^the question is empty$"):
+        with pytest.raises(FastDPRError, match=r"^the question is empty$"):
             retriever.search(" ", mode="hybrid")
         with pytest.raises(FastDPRError, match="mode must be one of dense, lexical, hybrid"):
             retriever.search("cats", mode="sparse")
@@ -193,7 +192,7 @@ def test_a_damaged_lexical_file_fails_the_integrity_check(lexical_index: Path, t
     shutil.copytree(lexical_index, copy)
     vocab = copy / "lexical" / "vocab.index.json"
     vocab.write_text(vocab.read_text(encoding="utf-8").replace("hamlet", "hamlex"), encoding="utf-8")
-    with pytest.raises(IndexLoadError, match="failed its integrity check: lexical/vocab.index.json"):
+    with pytest.raises(IndexLoadError, match=r"failed its integrity check: lexical/vocab\.index\.json"):
         Retriever.load(copy, threads=1, integrity="sha256")
 
 
@@ -227,7 +226,8 @@ def test_a_sharded_build_has_a_lexical_side_per_shard(tmp_path: Path, tiny_artif
 
 def test_the_docs_block(tmp_path: Path, tiny_artifact: Path, corpus: Path) -> None:
     names = {"ARTIFACT": str(tiny_artifact), "passages.jsonl": str(corpus), "INDEX": str(tmp_path / "index")}
-    commands = [[names.get(arg, arg) for arg in command] for command in shell_commands(block(DOCS_KEY).text)]
+    commands = [[names.get(arg, arg) for arg in command] for command in shell_commands(
+        block("docs/hybrid.md: Hybrid retrieval: BM25 and DPR in one index #1").text)]
     assert [command[:2] for command in commands] == [["fastdpr", "index"], ["fastdpr", "search"],
                                                       ["fastdpr", "search"]]
     run_cli([*commands[0][1:], "--threads", 1])

@@ -73,6 +73,7 @@ ELSEWHERE: dict[str, str] = {
     "docs/scale.md: Sharded indexes and resumable builds #1": "tests/test_shards.py::test_the_readme_commands_work",
     "docs/scale.md: Ray (optional: `pip install 'fastdpr[ray]'`) #1":
         "tests/test_ray.py::test_the_readme_commands_work",
+    "docs/hybrid.md: Hybrid retrieval: BM25 and DPR in one index #1": "tests/test_hybrid.py::test_the_docs_block",
 }
 
 #: Deliberately not executed: key -> why.
