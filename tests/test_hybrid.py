@@ -103,7 +103,8 @@ def test_weighted_fusion_normalises_and_fills_missing_with_the_lowest() -> None:
     assert np.allclose(scores, [0.5, 0.5, 0.25, 0.0])
     assert fuse(dense, lexical, 10, weight=0.0)[0].tolist()[:3] == [1, 2, 3]
     assert fuse(dense, lexical, 10, weight=1.0)[0].tolist()[:1] == [3]  # the rest tie at 0: by label
-    assert fuse(dense, lexical, 2)[0].tolist() == [1, 3]
+    assert fuse(dense, lexical, 2, weight=0.5)[0].tolist() == [1, 3]
+    assert fuse(dense, lexical, 2)[0].tolist() == [3, 1]  # the default weight (0.6) favours the lexical side
 
 
 def test_rrf_and_the_dense_fallback() -> None:
