@@ -15,7 +15,6 @@ import numpy as np
 
 from fastdpr.model.spec import EncoderSpec
 from fastdpr.model.tokenization import SpecTokenizer
-from fastdpr.model.verify import RETRIEVAL_K, RetrievalAgreement, retrieval_agreement  # noqa: F401  (re-exported)
 
 from .sources import ResolvedSource
 from .torch_model import load_hf_model

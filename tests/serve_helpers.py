@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -30,10 +31,16 @@ def require_serve() -> None:
 
 
 class ServerProcess:
-    """``fastdpr serve INDEX --port 0 ARGS`` in a child process; ``url`` once it listens and is ready."""
+    """``fastdpr serve INDEX --port 0 ARGS`` in a child process; ``url`` once it listens and is ready.
 
-    def __init__(self, index: Path, *args: Any, ready_timeout: float = 120.0) -> None:
+    ``env``: variables added to the server's environment (e.g. ``FASTDPR_API_KEY``); ``api_key``: the key
+    the readiness check sends (a server with a key answers /ready only with it)."""
+
+    def __init__(self, index: Path, *args: Any, ready_timeout: float = 120.0, env: dict[str, str] | None = None,
+                 api_key: str | None = None) -> None:
         self.command = [sys.executable, "-c", RUN_FASTDPR, "serve", str(index), "--port", "0", *map(str, args)]
+        self.env = {**os.environ, **(env or {})}
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.ready_timeout = ready_timeout
         self.lines: list[str] = []
         self.url = ""
@@ -42,7 +49,8 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         import httpx
 
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        env=self.env)
         listening = threading.Event()
 
         def read() -> None:
@@ -62,7 +70,7 @@ class ServerProcess:
                 raise AssertionError(f"the server did not start:\n{self.output}")
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.url + "/ready", timeout=5).status_code == 200:
+                if httpx.get(self.url + "/ready", headers=self.headers, timeout=5).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass

@@ -161,6 +161,18 @@ def test_bad_queries_and_k_are_rejected(hnsw: HnswSearcher, exact: ExactSearcher
         assert labels.shape == scores.shape == (0, 0)
 
 
+def test_both_searchers_take_ef_and_refuse_it_below_1(
+    data: tuple[np.ndarray, np.ndarray], hnsw: HnswSearcher, exact: ExactSearcher
+) -> None:
+    _, queries = data
+    for searcher in (hnsw, exact):
+        with pytest.raises(FastDPRError, match=r"^ef must be at least 1, got 0$"):
+            searcher.search(queries, 5, ef=0)
+    # Exact search takes ef only so that callers need not know which searcher they hold: it changes nothing.
+    for got, want in zip(exact.search(queries, 10, ef=12), exact.search(queries, 10), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_concurrent_searches_with_different_ef_match_sequential(
     data: tuple[np.ndarray, np.ndarray], index_path: Path
 ) -> None:

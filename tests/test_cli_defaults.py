@@ -96,7 +96,7 @@ def test_serve_defaults_are_the_servers() -> None:
     from serve_helpers import require_serve
 
     require_serve()
-    from fastdpr.serve.app import ServeOptions
+    from fastdpr.serve.state import ServeOptions
 
     server = {f.name: f.default for f in fields(ServeOptions)}
     for name in ("max_batch", "max_wait_ms", "max_queue", "max_k", "max_body_bytes"):

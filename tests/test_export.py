@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from conftest import export, make_tiny_dpr, read_manifest, require_export
+from conftest import DemoRun, export, make_tiny_dpr, read_manifest, require_export
 
 from fastdpr.cli.main import main
 from fastdpr.common.errors import ArtifactError, ExportError, ValidationError
@@ -279,12 +279,11 @@ def shared_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def minilm_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The packaged all-MiniLM-L6-v2 exported as itself (sentence-transformers, shared encoder)."""
-    # Per-channel, not the default: the default's alpha search on the real model costs most of a minute of
-    # CI and is already exercised by minilm_dpr_artifact; this fixture is about the sentence-transformers path.
-    return export(tmp_path_factory.mktemp("art") / "minilm", encoder="builtin:all-MiniLM-L6-v2",
-                  quantize="dynamic-per-channel")
+def minilm_artifact(demo_run: DemoRun) -> Path:
+    """The packaged all-MiniLM-L6-v2 exported as itself (sentence-transformers, shared encoder, the default
+    recipe): the artifact ``fastdpr demo`` exported (conftest's ``demo_run``; tests/test_readme.py checks the
+    demo's answers), so CI exports this real model once, not once per test file."""
+    return demo_run.artifact
 
 
 # ------------------------------------------------------------------------------------ tiny DPR pairs

@@ -35,9 +35,9 @@ def _texts() -> list[str]:
 @pytest.fixture(scope="module")
 def bm25(tmp_path_factory: pytest.TempPathFactory) -> BM25Index:
     target = tmp_path_factory.mktemp("bm25") / "lexical"
-    entry = build_bm25(_texts(), target)
-    assert entry["passages"] == len(PASSAGES) and entry["bm25"] == {"method": "lucene", "k1": 0.9, "b": 0.4}
-    return BM25Index(target, BM25Settings.from_dict(entry, target), len(PASSAGES))
+    built = build_bm25(_texts(), target)
+    assert built.passages == len(PASSAGES) and "lexical/vocab.index.json" in built.files
+    return BM25Index(target, BM25Settings(), len(PASSAGES))
 
 
 def _labels(index: BM25Index, question: str, k: int = 3) -> list[int]:
@@ -235,3 +235,25 @@ def test_the_docs_block(tmp_path: Path, tiny_artifact: Path, corpus: Path) -> No
     assert run_cli([*commands[1][1:], "--threads", 1]).output.strip()
     rows = [json.loads(line) for line in run_cli([*commands[2][1:], "--threads", 1]).output.splitlines()]
     assert rows and rows[0]["id"] == "p0"
+
+
+def test_a_sharded_index_whose_shards_disagree_is_refused(tmp_path: Path, tiny_artifact: Path, corpus: Path) -> None:
+    import hashlib
+
+    from fastdpr.search.retriever import Retriever
+
+    out = tmp_path / "sharded"
+    run_cli(["index", tiny_artifact, corpus, "--out", out, "--lexical", "bm25", "--shard-size", 5, "--threads", 1])
+    top = read_manifest(out)
+    assert top["lexical"]["per_shard"] is True  # type: ignore[index]
+    # The second shard's manifest says k1 1.2 (and the top level is re-pointed at it): tokenized or scored
+    # otherwise than the first, it must not be searched with it.
+    shard = out / top["shards"][1]["dir"]  # type: ignore[index]
+    data = json.loads((shard / "manifest.json").read_text(encoding="utf-8"))
+    data["lexical"]["bm25"]["k1"] = 1.2
+    (shard / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
+    digest = hashlib.sha256((shard / "manifest.json").read_bytes()).hexdigest()
+    top["shards"][1]["manifest_sha256"] = digest  # type: ignore[index]
+    (out / "manifest.json").write_text(json.dumps(top), encoding="utf-8")
+    with pytest.raises(IndexLoadError, match=r"the lexical side of shard shards/00001 differs from the index's"):
+        Retriever.load(out, threads=1)

@@ -22,8 +22,8 @@ from conftest import run_cli
 from fastdpr.common.errors import IndexLoadError
 from fastdpr.corpus.builtin import pydoc_topic_passages
 from fastdpr.corpus.reader import Passage, write_corpus
-from fastdpr.index.build import INDEX_FORMAT, INDEX_FORMAT_VERSION
 from fastdpr.index.defaults import DEFAULT_EF
+from fastdpr.index.manifest import INDEX_FORMAT, INDEX_FORMAT_VERSION
 from fastdpr.model.artifact import Artifact
 from fastdpr.search.retriever import Retriever
 

@@ -21,7 +21,8 @@ from conftest import default_sigint
 from fastdpr.common.errors import IndexLoadError
 from fastdpr.corpus.builtin import pydoc_topic_passages
 from fastdpr.corpus.reader import Passage, write_corpus
-from fastdpr.index.build import ENCODE_CHUNK, IndexOptions, build_index
+from fastdpr.index.build import IndexOptions, build_index
+from fastdpr.model.batching import ENCODE_CHUNK
 from fastdpr.search.retriever import Retriever
 
 REPEATS = 6  # 6 x 690 = 4,140 passages: three encode chunks, a few seconds at --batch-size 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -111,15 +112,11 @@ def test_export_records_the_avx2_verdict(tiny_artifact: Path) -> None:
         assert report["held_out"]["saturated_pairs"] == 0
 
 
-def test_emulation_counts_saturation_of_an_8bit_graph(tiny_dpr_pair: tuple[Path, Path], tmp_path: Path) -> None:
-    from conftest import TINY_INT8_MIN_RECALL, export
-
-    q, c = tiny_dpr_pair
-    out = export(tmp_path / "eight-bit", question_encoder=str(q), context_encoder=str(c),
-                 quantize="dynamic-per-channel", int8_min_recall=TINY_INT8_MIN_RECALL,
-                 # 8-bit weights may miss the int8 checks where they saturate (AVX2): what is measured here
-                 # is the emulation's report, so the gate records its result instead of refusing.
-                 enforce_int8_gate=False)
+def test_emulation_counts_saturation_of_an_8bit_graph(tiny_recipe_artifact: Callable[[str], Path]) -> None:
+    # The tiny pair exported with 8-bit per-channel weights (conftest, once per session; tests/test_quantize_recipes.py
+    # checks it too). They may miss the int8 checks where they saturate (AVX2): there the gate records its
+    # result instead of refusing; what is measured here is the emulation's report.
+    out = tiny_recipe_artifact("dynamic-per-channel")
     quantization = read_manifest(out)["quantization"]
     assert isinstance(quantization, dict)
     for details in quantization["per_model"].values():

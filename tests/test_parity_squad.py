@@ -44,12 +44,14 @@ FP32_HNSW_MAX_LOSS = 10 / QUESTIONS
 FP32_MIN_IDENTICAL_RANKED = {1: 0.999, 5: 0.995, 20: 0.99, 100: 0.90}
 
 
-def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: Path, squad_path: Path,
-                                                            tmp_path: Path) -> None:
+def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: Path, squad_path: Path, tmp_path: Path,
+                                                            parity_reuses_squad_index: list[Path]) -> None:
     require_export()
     from benchmarks.parity import run_parity
 
     report = run_parity(squad_path, tmp_path, {"default": minilm_dpr_artifact}, None, seed=0, threads=2)
+    # Its int8 index is the session's minilm_squad_index (built by build_index with these very options).
+    assert len(parity_reuses_squad_index) == 1, parity_reuses_squad_index
     assert report["dataset"]["passages"] == 2067 and report["dataset"]["questions"] == QUESTIONS
     saved = json.loads((tmp_path / "parity.json").read_text(encoding="utf-8"))
     assert saved["answer_recall"] == report["answer_recall"]

@@ -3,6 +3,7 @@ data-driven recipes, and the int8 quality gate refuses a damaged int8 model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +22,15 @@ from fastdpr_export.quantize import RECIPES  # noqa: E402
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
-def test_each_recipe_exports_and_passes_validation(recipe: str, tiny_dpr_pair: tuple[Path, Path],
-                                                   tmp_path: Path) -> None:
+def test_each_recipe_exports_and_passes_validation(recipe: str, tiny_recipe_artifact: Callable[[str], Path]) -> None:
     from fastdpr.common.cpu import this_cpu
 
-    q, c = tiny_dpr_pair
     # 8-bit weights saturate AVX2's int16 pair sums (docs/benchmarks.md, "INT8 on every CPU class"): on such a
     # CPU the int8 checks may fail, which the gate records (not enforced here) instead of refusing the export.
     saturating = bool(this_cpu().kernels.pairwise_int16_saturation) and not RECIPES[recipe].reduce_range
-    out = export(tmp_path / recipe, question_encoder=str(q), context_encoder=str(c), quantize=recipe,
-                 enforce_int8_gate=not saturating)
+    # The tiny pair exported with this recipe, gate enforced unless saturating (conftest, once per session:
+    # tests/test_kernel_emulation.py reads the per-channel one; the default recipe's is tiny_artifact).
+    out = tiny_recipe_artifact(recipe)
     manifest = read_manifest(out)
     quantization = manifest["quantization"]
     assert isinstance(quantization, dict)
@@ -82,7 +82,7 @@ def test_the_searched_alpha_is_the_one_closest_to_fp32_measured_here(tiny_artifa
     """The default recipe searches the smoothing alpha. The test quantizes the artifact's fp32 graph with
     every alpha of the grid itself, measures each int8 model's mean cosine error to fp32 on the export's
     calibration inputs, and checks that the export kept the best one (not the errors the export recorded)."""
-    from fastdpr_export.pipeline import artifact_calibration_batches
+    from fastdpr_export.calibration import artifact_calibration_batches
     from fastdpr_export.quantize import get_recipe, quantize
 
     artifact = Artifact.load(tiny_artifact)
@@ -189,7 +189,7 @@ def test_calibration_corpus_replaces_probe_passages(tiny_dpr_pair: tuple[Path, P
 def test_replaying_an_exports_decisions_reproduces_its_int8_model(tiny_artifact: Path, tmp_path: Path) -> None:
     """``quantize(..., decisions=...)`` (how the benchmarks quantize optimum's unpooled peer) applies the
     artifact's searched smoothing alpha instead of searching again, and gives the same int8 model."""
-    from fastdpr_export.pipeline import artifact_calibration_batches
+    from fastdpr_export.calibration import artifact_calibration_batches
     from fastdpr_export.quantize import get_recipe, quantize
 
     artifact = Artifact.load(tiny_artifact)

@@ -17,19 +17,20 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import SHARD_SIZE, SHARDED_OPTIONS_KW
 from doc_blocks import block, shell_commands
 from requires import require_module
 from test_shards import PYDOC_PASSAGES, QUESTIONS, assert_same_results, manifest_of, results, run_cli, stored_rows
 
-from fastdpr.common.errors import MissingDependencyError
+from fastdpr.common.errors import FastDPRError, MissingDependencyError
 from fastdpr.index.build import IndexOptions
 from fastdpr.index.build_sharded import build_sharded_index, staging_dir
 from fastdpr.search.retriever import Retriever
 
 ray = require_module("ray", "the ray extra: pip install -e '.[ray]'")  # fails under CI=true, skips elsewhere
 
-OPTIONS = IndexOptions(threads=1, progress=False)  # batch size 32, as test_shards
-SHARD_SIZE = 200  # 690 pydoc passages: shards of 200, 200, 200 and 90
+OPTIONS = IndexOptions(**SHARDED_OPTIONS_KW)  # threads=1, batch size 32, as test_shards
+# SHARD_SIZE = 200 (conftest): 690 pydoc passages: shards of 200, 200, 200 and 90
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +41,9 @@ def local_ray() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def local_sharded(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, pydoc_corpus: Path) -> Path:
-    out = tmp_path_factory.mktemp("local") / "idx"
-    build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE)
-    return out
+def local_sharded(pydoc_sharded: Path) -> Path:
+    """The local sharded build: the session's one (conftest), which tests/test_shards.py checks too."""
+    return pydoc_sharded
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +115,52 @@ def test_search_through_ray_actors_equals_local_search(ray_sharded: Path, local_
     local = results(local_sharded)
     assert_same_results(results(ray_sharded), local)
     with Retriever.load(local_sharded, threads=1, ray_address="", ray_actors=2) as retriever:
-        assert len(retriever.searcher.shards.actors) == 2  # type: ignore[union-attr]
+        assert len(retriever.searcher.actors) == 2  # type: ignore[attr-defined]
         ray_hits = [[(h.id, h.score) for h in hits] for hits in retriever.search_batch(list(QUESTIONS), k=10)]
     assert ray_hits == local  # the same files, merged in the same order: equal, not merely close
     exact = results(local_sharded, exact=True, k=PYDOC_PASSAGES)
     with Retriever.load(local_sharded, threads=1, ray_address="", exact=True) as retriever:
         batch = retriever.search_batch(list(QUESTIONS), k=PYDOC_PASSAGES)
         assert [[(h.id, h.score) for h in hits] for hits in batch] == exact
+
+
+def test_a_ray_build_gets_the_lexical_side_of_a_local_build(local_ray: Any, tmp_path: Path, tiny_artifact: Path,
+                                                             pydoc_corpus: Path) -> None:
+    # Issue #23: the lexical side is written by the index writer on the driver, for every build path.
+    options = ["--format", "jsonl", "--threads", 1, "--shard-size", SHARD_SIZE, "--lexical", "bm25"]
+    run_cli(["index", tiny_artifact, pydoc_corpus, "--out", tmp_path / "local", *options])
+    run_cli(["index", tiny_artifact, pydoc_corpus, "--out", tmp_path / "ray", *options, "--ray"])
+    for shard in manifest_of(tmp_path / "ray")["shards"]:
+        ray_shard = manifest_of(tmp_path / "ray" / shard["dir"])
+        local_shard = manifest_of(tmp_path / "local" / shard["dir"])
+        assert ray_shard["lexical"]["passages"] == shard["count"]
+        assert {name: ray_shard["files"][name]["sha256"] for name in ray_shard["lexical"]["files"]} == {
+            name: local_shard["files"][name]["sha256"] for name in local_shard["lexical"]["files"]}
+    with Retriever.load(tmp_path / "ray", threads=1, ray_address="", ray_actors=2) as over_ray, \
+            Retriever.load(tmp_path / "local", threads=1) as local:
+        for mode in ("lexical", "hybrid"):
+            assert [[(h.id, h.score) for h in hits] for hits in over_ray.search_batch(list(QUESTIONS), 10, mode=mode)] \
+                == [[(h.id, h.score) for h in hits] for hits in local.search_batch(list(QUESTIONS), 10, mode=mode)]
+
+
+def test_a_batch_over_ray_is_one_round_trip_with_the_hits_of_each_question_alone(
+        local_ray: Any, local_sharded: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Retriever.load(local_sharded, threads=1, ray_address="", ray_actors=2) as retriever:
+        vectors = retriever.encode_questions(list(QUESTIONS))
+        one_by_one = [retriever.search_vectors(vectors[i:i + 1], 10)[0] for i in range(len(QUESTIONS))]
+        round_trips: list[int] = []
+        lookups: list[int] = []
+        ray_get, store_get = ray.get, retriever.store.get
+        monkeypatch.setattr(ray, "get", lambda refs, *a, **kw: round_trips.append(len(refs)) or ray_get(refs, *a, **kw))
+        monkeypatch.setattr(retriever.store, "get", lambda labels: lookups.append(len(labels)) or store_get(labels))
+        batch = retriever.search_vectors(vectors, 10)
+        monkeypatch.undo()
+        assert batch == one_by_one
+        assert round_trips == [2]  # one ray.get, over both actors' answers, for the whole batch
+        assert lookups == [10 * len(QUESTIONS)]  # passages read by the driver, once per batch
+        with pytest.raises(FastDPRError) as caught:  # refused in the driver: no remote traceback
+            retriever.search(QUESTIONS[0], k=0)
+        assert str(caught.value) == "k must be at least 1, got 0"
 
 
 def test_the_search_cli_serves_shards_from_ray(ray_sharded: Path, local_sharded: Path) -> None:
@@ -245,7 +284,7 @@ def test_shards_served_across_two_nodes_give_the_local_results(local_ray: Any, l
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="WARNING")
         with Retriever.load(local_sharded, threads=1, ray_address=cluster.address) as retriever:
-            shards = retriever.searcher.shards  # type: ignore[union-attr]
+            shards = retriever.searcher  # type: ignore[attr-defined]
             assert len(shards.actors) == 2 and len(set(shards.node_ids)) == 2  # one actor on each node
             assert [len(run) for run in shards.runs] == [2, 2]
             hits = [[(h.id, h.score) for h in hits] for hits in retriever.search_batch(list(QUESTIONS), k=10)]

@@ -43,7 +43,7 @@ from urllib.parse import unquote
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import REPO_ROOT, TINY_INT8_MIN_RECALL, require_export
+from conftest import REPO_ROOT, TINY_INT8_MIN_RECALL, DemoRun, require_export
 from doc_blocks import (
     COMMAND_LANGUAGES,
     INERT_LANGUAGES,
@@ -74,6 +74,8 @@ ELSEWHERE: dict[str, str] = {
     "docs/scale.md: Ray (optional: `pip install 'fastdpr[ray]'`) #1":
         "tests/test_ray.py::test_the_readme_commands_work",
     "docs/hybrid.md: Hybrid retrieval: BM25 and DPR in one index #1": "tests/test_hybrid.py::test_the_docs_block",
+    "docs/serve.md: OpenAI-compatible embeddings, API keys and CORS #1":
+        "tests/test_serve_api.py::test_the_docs_block_works",
 }
 
 #: Deliberately not executed: key -> why.
@@ -239,7 +241,11 @@ def fastdpr(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> Resu
     from fastdpr.cli.main import main
 
     monkeypatch.chdir(cwd)
-    result = CliRunner().invoke(main, args)
+    return check_succeeded(args, CliRunner().invoke(main, args))
+
+
+def check_succeeded(args: list[str], result: Result) -> Result:
+    """``fastdpr ARGS`` exited 0 without an uncaught exception or a traceback."""
     assert result.exception is None or isinstance(result.exception, SystemExit), (
         f"fastdpr {shlex.join(args)}: uncaught {result.exception!r}\n{result.output}")
     assert result.exit_code == 0, f"fastdpr {shlex.join(args)}: exit {result.exit_code}\n{result.output}"
@@ -318,15 +324,19 @@ def python_env(home: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_two_commands_install_and_demo(tmp_path: Path, user_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_commands_install_and_demo(demo_run: DemoRun) -> None:
     commands = shell_commands(block("README.md: Two commands #1").text)
     # The install steps are this test environment itself (CI makes it with the same commands, .ci/run);
     # they are pinned here so that a change to them is a change to review.
     assert commands[:3] == [["python3", "-m", "venv", ".venv"], [".", ".venv/bin/activate"],
                             ["pip", "install", "torch==2.13.0", "-e", ".[export]"]]
     assert commands[3:] == [["fastdpr", "demo"]]
-    result = fastdpr(commands[3][1:], tmp_path, monkeypatch)
-    demo = user_env / ".cache" / "fastdpr" / "demo"
+    # The demo ran once for the session (conftest's demo_run: this command, a fresh isolated HOME, offline),
+    # so it exported the real model itself; tests/test_export.py checks the artifact it exported.
+    assert list(demo_run.args) == commands[3][1:]
+    result = check_succeeded(commands[3][1:], demo_run.result)
+    assert "1/3 exporting builtin:all-MiniLM-L6-v2" in result.output  # a first run: nothing reused
+    demo = demo_run.workdir
     assert (demo / "artifact-minilm" / "manifest.json").is_file() and (demo / "index-pydoc-topics").is_dir()
     answers = result.output.split("Q: ")[1:]
     assert [a.splitlines()[0] for a in answers] == [
@@ -338,7 +348,7 @@ def test_two_commands_install_and_demo(tmp_path: Path, user_env: Path, monkeypat
     # compound / yield, yield, return / function, compound, function; the 7-bit int8 graph computes the same
     # integers on every x86 class).
     assert "exceptions" in titles[0] and titles[1][0] == "yield" and titles[2][0] == "function"
-    run_the_serve_block(user_env, tmp_path)
+    run_the_serve_block(demo_run.home, demo_run.cwd)
 
 
 def free_port() -> int:

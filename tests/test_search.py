@@ -25,6 +25,7 @@ from fastdpr.common.errors import FastDPRError, IndexLoadError
 from fastdpr.corpus.questions import Question, read_questions, write_questions
 from fastdpr.corpus.reader import Passage, write_corpus
 from fastdpr.corpus.squad import load_squad
+from fastdpr.index.ann import Searcher
 from fastdpr.search.retriever import Hit, Retriever
 
 SAMPLE_SIZE = 300
@@ -435,6 +436,28 @@ def test_python_api_rejects_bad_k_and_ef(tiny_index: Path) -> None:
         assert retriever.search_batch([]) == []
     with pytest.raises(FastDPRError, match="ef must be at least 1"):
         Retriever.load(tiny_index, ef=0)
+
+
+def test_bad_k_and_ef_are_one_line_errors_of_the_searcher(tiny_index: Path) -> None:
+    with Retriever.load(tiny_index, threads=1) as retriever:
+        assert isinstance(retriever.searcher, Searcher)  # the one interface, whatever the index
+        for k, ef, message in [(0, None, "k must be at least 1, got 0"), (5, 0, "ef must be at least 1, got 0")]:
+            with pytest.raises(FastDPRError) as caught:
+                retriever.search(QUESTION, k=k, ef=ef)
+            assert str(caught.value) == message
+
+
+def test_a_batch_reads_its_passages_in_one_store_lookup(tiny_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    questions = [QUESTION, "what does the yield statement do?", "string formatting with the format method"]
+    with Retriever.load(tiny_index, threads=1) as retriever:
+        # Precomputed vectors: an int8 question's embedding depends on its batch companions.
+        vectors = retriever.encode_questions(questions)
+        one_by_one = [retriever.search_vectors(vectors[i:i + 1], 20)[0] for i in range(len(questions))]
+        lookups: list[int] = []
+        get = retriever.store.get
+        monkeypatch.setattr(retriever.store, "get", lambda labels: lookups.append(len(labels)) or get(labels))
+        assert retriever.search_vectors(vectors, 20) == one_by_one
+    assert lookups == [20 * len(questions)]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import count_pydoc_passages, default_sigint, run_cli
+from conftest import SHARD_SIZE, SHARDED_OPTIONS_KW, count_pydoc_passages, default_sigint, run_cli
 from doc_blocks import block, shell_commands
 
-from fastdpr.common.errors import IndexLoadError
+from fastdpr.common.errors import FastDPRError, IndexLoadError
 from fastdpr.corpus.builtin import pydoc_topic_passages
 from fastdpr.corpus.reader import Passage, read_corpus, write_corpus
 from fastdpr.index import build_sharded as sharded_build
@@ -32,8 +32,8 @@ from fastdpr.index.build import IndexOptions, build_index
 from fastdpr.index.build_sharded import build_sharded_index
 from fastdpr.search.retriever import Retriever
 
-OPTIONS = IndexOptions(threads=1, progress=False)  # batch size 32
-SHARD_SIZE = 200  # 690 pydoc passages (Python 3.11.7; 687 on 3.11.2): shards of 200, 200, 200 and the rest
+OPTIONS = IndexOptions(**SHARDED_OPTIONS_KW)  # threads=1, batch size 32 (as the session's pydoc_sharded)
+# SHARD_SIZE = 200 (conftest): 690 pydoc passages (Python 3.11.7; 687 on 3.11.2): shards of 200, 200, 200 and the rest
 PYDOC_PASSAGES = count_pydoc_passages()
 assert 600 < PYDOC_PASSAGES <= 800, PYDOC_PASSAGES  # four shards of 200 in every test below
 QUESTIONS = (
@@ -99,10 +99,9 @@ def unsharded(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, pyd
 
 
 @pytest.fixture(scope="module")
-def sharded(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, pydoc_corpus: Path) -> Path:
-    out = tmp_path_factory.mktemp("sharded") / "idx"
-    build_sharded_index(tiny_artifact, pydoc_corpus, out, "jsonl", OPTIONS, shard_size=SHARD_SIZE)
-    return out
+def sharded(pydoc_sharded: Path) -> Path:
+    """The session's sharded build of the pydoc corpus (conftest; tests/test_ray.py compares with it too)."""
+    return pydoc_sharded
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -175,6 +174,21 @@ def test_hnsw_over_shards_finds_what_exact_search_finds(sharded: Path, unsharded
     # Each shard is searched at ef >= k and contributes its own top k, so at ef = k the merged result
     # finds more than one graph over the whole corpus does (measured 0.746 against 0.515).
     assert recall_at_10(sharded, questions, ef=10) > recall_at_10(unsharded, questions, ef=10)
+
+
+def test_a_batch_over_shards_is_one_store_lookup_and_bad_k_one_line(sharded: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    with Retriever.load(sharded, threads=1) as retriever:
+        vectors = retriever.encode_questions(list(QUESTIONS))
+        one_by_one = [retriever.search_vectors(vectors[i:i + 1], 10)[0] for i in range(len(QUESTIONS))]
+        lookups: list[int] = []
+        get = retriever.store.get
+        monkeypatch.setattr(retriever.store, "get", lambda labels: lookups.append(len(labels)) or get(labels))
+        assert retriever.search_vectors(vectors, 10) == one_by_one
+        assert lookups == [10 * len(QUESTIONS)]
+        with pytest.raises(FastDPRError) as caught:
+            retriever.search(QUESTIONS[0], k=0)
+        assert str(caught.value) == "k must be at least 1, got 0"
 
 
 def test_info_and_search_json_on_a_sharded_index(sharded: Path, unsharded: Path) -> None:
@@ -401,7 +415,7 @@ def test_a_build_interrupted_after_its_last_shard_resumes_without_encoding(
     assert not list(tmp_path.glob(".idx.*"))
 
 
-@pytest.mark.parametrize("change", ["corpus", "artifact", "shard size", "batch size"])
+@pytest.mark.parametrize("change", ["corpus", "artifact", "shard size", "batch size", "lexical"])
 def test_resume_with_other_inputs_refuses_and_keeps_the_partial_build(
         tmp_path: Path, tiny_artifact: Path, big_corpus: Path, pydoc_corpus: Path, interrupted: Path,
         change: str) -> None:
@@ -419,13 +433,16 @@ def test_resume_with_other_inputs_refuses_and_keeps_the_partial_build(
         (artifact / "manifest.json").write_text(json.dumps(manifest))
     elif change == "batch size":
         extra = ["--batch-size", "2"]
+    elif change == "lexical":  # issue #23: shards with and without a lexical side must not mix
+        extra = ["--lexical", "bm25"]
     args = index_command(artifact, corpus, out, "--resume", *extra)[3:]
     if change == "shard size":
         args[args.index("--shard-size") + 1] = "999"
     result = run_cli(args, code=1)
     expected = {"corpus": "the corpus differs", "artifact": "the artifact differs",
                 "shard size": "the settings differ (shard_size was 1000)",
-                "batch size": "the settings differ (batch_size was 4)"}[change]
+                "batch size": "the settings differ (batch_size was 4)",
+                "lexical": "the settings differ (lexical was None)"}[change]
     assert f"cannot resume the build of {out}: {expected}" in result.output
     assert "--force" in result.output and len(result.output.strip().splitlines()) == 1
     assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*")) == before

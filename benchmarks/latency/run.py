@@ -6,6 +6,9 @@
 Every system (see :mod:`benchmarks.latency.systems`) runs in the same process with the same thread count
 and is measured by :func:`benchmarks.latency.timing.measure` (one procedure for all: same inputs, same
 warm-up, interleaved, rotated order, one timed end-to-end call per question).
+
+:func:`run_latency` takes the request as one :class:`LatencyConfig` and runs one small function per
+phase: export the models, prepare the inputs, build the systems, measure, profile, report.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +32,10 @@ from benchmarks.latency.profile import profile_passage_encoding
 from benchmarks.latency.report import RANDOM_WEIGHTS_LINE, agreement, ratios, summarize, write_markdown, write_plot
 from benchmarks.latency.systems import REGISTRY, SYSTEMS, SetupContext, System
 from benchmarks.latency.systems.base import K
-from benchmarks.latency.timing import Procedure, measure
+from benchmarks.latency.timing import Measurements, Procedure, measure
 from benchmarks.latency.workload import (
     WARMUP_PASSAGE_BATCHES,
+    Workload,
     length_stats,
     squad_workload,
     synthetic_workload,
@@ -38,10 +43,10 @@ from benchmarks.latency.workload import (
     warmup_questions,
 )
 from benchmarks.shapes import SHAPES, Shape, build_shape
-from fastdpr.corpus.reader import write_corpus
+from fastdpr.corpus.reader import Passage, write_corpus
 from fastdpr.model.artifact import Artifact
 from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE
-from fastdpr.model.spec import SIDES
+from fastdpr.model.spec import SIDES, EncoderSpec, Side
 
 SETTLE_S = 0.02
 LATENCY_PROCEDURE = ("one end-to-end call per question, timed around the call the same way for every system; "
@@ -50,177 +55,277 @@ LATENCY_PROCEDURE = ("one end-to-end call per question, timed around the call th
 THROUGHPUT_PROCEDURE = "every system encodes the same passages once per round; system order rotated per round; median"
 
 
-def _command_line(params: dict[str, Any]) -> str:
-    args = ["python", "-m", "benchmarks", "latency"]
-    for key in ("question_encoder", "context_encoder", "encoder", "shape", "squad", "threads", "passages",
-                "queries", "rounds", "batch_size", "seed", "quantize", "out"):
-        value = params.get(key)
-        if value is not None:
-            args += [f"--{key.replace('_', '-')}", str(value)]
-    if params.get("systems") and tuple(params["systems"]) != SYSTEMS:
-        args += ["--systems", ",".join(params["systems"])]
-    if params.get("profile") is False:
-        args.append("--no-profile")
-    return shlex.join(args)
+@dataclass(frozen=True)
+class LatencyConfig:
+    """What ``python -m benchmarks latency`` was asked: the model (a pair, one shared encoder, or a
+    random-weight ``shape``), the workload, the systems, and where results and work files go."""
+
+    out: Path
+    question_encoder: str | None = None
+    context_encoder: str | None = None
+    encoder: str | None = None
+    shape: str | None = None
+    squad: Path | None = None
+    threads: int = 2
+    passages: int = 512
+    queries: int = 300
+    rounds: int = 3
+    batch_size: int = DEFAULT_PASSAGE_BATCH_SIZE
+    seed: int = 0
+    quantize: str | None = None  # None: fastdpr's default recipe
+    systems: tuple[str, ...] = SYSTEMS
+    profile: bool = True
+    work: Path | None = None  # None: a temporary directory, removed at the end
+
+    def check(self) -> None:
+        """Raise :class:`click.UsageError` for a request that names no model, two kinds, or unknown systems."""
+        pair = bool(self.question_encoder or self.context_encoder)
+        chosen = [pair, bool(self.encoder), bool(self.shape)]
+        if sum(chosen) != 1 or (pair and not (self.question_encoder and self.context_encoder)):
+            raise click.UsageError("pass --question-encoder and --context-encoder, or --encoder, or --shape")
+        unknown = [s for s in self.systems if s not in SYSTEMS]
+        if unknown or not self.systems:
+            raise click.UsageError(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+
+    def recipe(self) -> str:
+        """The int8 recipe the artifact is exported with."""
+        from fastdpr_export.quantize import DEFAULT_RECIPE
+
+        return self.quantize or DEFAULT_RECIPE
+
+    def command_line(self) -> str:
+        """The command that repeats this run (recorded in latency.json; ``--work`` only keeps files)."""
+        args = ["python", "-m", "benchmarks", "latency"]
+        for key in ("question_encoder", "context_encoder", "encoder", "shape", "squad", "threads", "passages",
+                    "queries", "rounds", "batch_size", "seed", "quantize", "out"):
+            value = getattr(self, key)
+            if value is not None:
+                args += [f"--{key.replace('_', '-')}", str(value)]
+        if self.systems and tuple(self.systems) != SYSTEMS:
+            args += ["--systems", ",".join(self.systems)]
+        if not self.profile:
+            args.append("--no-profile")
+        return shlex.join(args)
 
 
-def run_latency(out: Path, *, question_encoder: str | None = None, context_encoder: str | None = None,
-                encoder: str | None = None, shape: str | None = None, squad: Path | None = None, threads: int = 2,
-                passages: int = 512, queries: int = 300, rounds: int = 3,
-                batch_size: int = DEFAULT_PASSAGE_BATCH_SIZE, seed: int = 0,
-                quantize: str | None = None, systems: Sequence[str] = SYSTEMS, profile: bool = True,
-                work: Path | None = None) -> dict[str, Any]:
-    """Run the whole benchmark and write latency.json / .md / .png into ``out``; return the report."""
+@dataclass(frozen=True)
+class Models:
+    """The exported artifact every fastdpr system runs, and the sources every peer loads."""
+
+    artifact: Artifact
+    artifact_dir: Path
+    sources: dict[Side, str]  # as the artifact's manifest records them
+    resolved: dict[Side, Any]  # fastdpr_export.sources.ResolvedSource per side
+    shape: Shape | None  # set for a random-weight shape
+    label: str
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every system encodes and asks, tokenized once for the report's length statistics."""
+
+    workload: Workload
+    corpus: Path  # the passages as JSONL (what fastdpr indexes)
+    pairs: list[tuple[str, str]]
+    passage_tokens: list[int]
+    question_tokens: list[int]
+    warm_passages: list[Passage]
+    warm_questions: list[str]
+    warm_description: dict[str, Any]
+
+
+def run_latency(config: LatencyConfig) -> dict[str, Any]:
+    """Run the whole benchmark and write latency.json / .md / .png into ``config.out``; return the report."""
+    config.check()
     omp_wait_policy = _passive_openmp()
-    import torch
-
-    from fastdpr_export.quantize import DEFAULT_RECIPE
-    from fastdpr_export.sources import resolve_source
-
-    params = {"question_encoder": question_encoder, "context_encoder": context_encoder, "encoder": encoder,
-              "shape": shape, "squad": squad, "threads": threads, "passages": passages, "queries": queries,
-              "rounds": rounds, "batch_size": batch_size, "seed": seed, "quantize": quantize, "systems": systems,
-              "profile": profile,
-              "out": out}
-    chosen = [bool(question_encoder or context_encoder), bool(encoder), bool(shape)]
-    if sum(chosen) != 1 or (chosen[0] and not (question_encoder and context_encoder)):
-        raise click.UsageError("pass --question-encoder and --context-encoder, or --encoder, or --shape")
-    unknown = [s for s in systems if s not in SYSTEMS]
-    if unknown or not systems:
-        raise click.UsageError(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
-    recipe = quantize or DEFAULT_RECIPE
+    _pin_threads(config.threads)
     started = time.perf_counter()
     load_start = os.getloadavg()
-    # Pin every thread pool: torch, ORT (per session), hnswlib (per searcher), tokenizers (Rayon, read
-    # when its pool first starts, i.e. at the first batch encode).
-    os.environ["RAYON_RS_NUM_CPUS"] = str(threads)
-    torch.set_num_threads(threads)
-    out.mkdir(parents=True, exist_ok=True)
-    cleanup = work is None
-    workdir = Path(tempfile.mkdtemp(prefix="fastdpr-latency-")) if work is None else work
+    config.out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="fastdpr-latency-")) if config.work is None else config.work
     workdir.mkdir(parents=True, exist_ok=True)
     built: dict[str, System] = {}
     try:
-        shape_info: Shape | None = SHAPES[shape] if shape else None
-        if shape:
-            log(f"[latency] building random-weight shape {shape}")
-            dirs = build_shape(shape, workdir / "models", seed)
-            question_encoder, context_encoder = str(dirs["question"]), str(dirs["context"])
-        artifact_dir = workdir / "artifact"
-        log(f"[latency] exporting {'encoder ' + str(encoder) if encoder else f'{question_encoder} / {context_encoder}'}"
-            f" with {recipe}")
-        export_source(artifact_dir, question_encoder, context_encoder, encoder, recipe)
-        artifact = Artifact.load(artifact_dir)
-        spec = artifact.spec
-        sources = {side: artifact.manifest["sides"][side]["source"] for side in SIDES}
-        (workdir / "sources").mkdir(exist_ok=True)
-        resolved = {side: resolve_source(sources[side]["source"], side, workdir / "sources") for side in SIDES}
-
-        workload = (squad_workload(squad, passages, queries, seed) if squad else
-                    synthetic_workload(artifact.tokenizer_path("context"), passages, queries, seed))
-        if not squad and not shape:
-            log("[latency] no --squad: synthetic passages and questions")
-        corpus = workdir / "passages.jsonl"
-        write_corpus(corpus, workload.passages, "jsonl")
-        pairs = [(p.title, p.text) for p in workload.passages]
-        passage_tokens = [len(e.ids) for e in artifact.tokenizer("context").encode(pairs)]
-        question_tokenizer = artifact.tokenizer("question")
-        question_tokens = [len(e.ids) for e in question_tokenizer.encode(workload.questions)]
-        warm_questions, warm_description = warmup_questions(
-            workload.questions, workload.spare_questions, lambda q: len(question_tokenizer.encode([q])[0].ids))
-        warm_passages = warmup_passages(workload.passages, passage_tokens, WARMUP_PASSAGE_BATCHES * batch_size)
-
-        context = SetupContext(artifact=artifact, artifact_dir=artifact_dir, resolved=resolved, threads=threads,
-                               batch_size=batch_size, workdir=workdir, corpus=corpus, log=log)
-        errors: dict[str, str] = {}
-        for name in systems:
-            log(f"[latency] setting up {name}")
-            try:
-                built[name] = REGISTRY[name].build(context)
-            except Exception as exc:  # a peer that fails to build is reported as failed, never faked
-                if REGISTRY[name].kind != "peer":
-                    raise
-                errors[name] = f"{type(exc).__name__}: {exc}"
-                log(f"[latency] {name} failed: {errors[name]}")
-
-        procedure = Procedure(rounds=rounds, settle_s=SETTLE_S)
-        measured = measure(built, workload.passages, warm_passages, workload.questions, warm_questions, procedure,
-                           log=log)
-        summary = summarize(measured, len(pairs))
-        system_report: dict[str, dict[str, Any]] = {}
-        for name in systems:
-            system_report[name] = summary[name] if name in summary else {"description": REGISTRY[name].description,
-                                                                         "kind": REGISTRY[name].kind,
-                                                                         "error": errors.get(name, "not run")}
-        system_notes = {name: system.settings() for name, system in built.items() if hasattr(system, "settings")}
-        reference = "pytorch-fp32-sorted" if "pytorch-fp32-sorted" in measured.embeddings else next(
-            iter(measured.embeddings))
-
-        profile_report: dict[str, Any] | None = None
-        if profile and "fastdpr-int8" in systems:
-            log("[latency] profiling fastdpr-int8 passage encoding")
-            try:
-                profile_report = profile_passage_encoding(artifact, "int8", pairs, threads, batch_size, workdir)
-            except Exception as exc:  # a profiler failure must not lose the measurements
-                profile_report = {"error": f"{type(exc).__name__}: {exc}"}
-
-        random_weights = shape_info is not None
-        label = (f"random-weight DPR, shape {shape_info.name} ({shape_info.layers} layers x {shape_info.hidden} "
-                 f"hidden, {shape_info.heads} heads, {shape_info.ffn} FFN)" if shape_info
-                 else str(encoder) if encoder else f"{question_encoder} / {context_encoder}")
-        report: dict[str, Any] = {
+        models = _export_models(config, workdir)
+        inputs = _prepare_inputs(config, models.artifact, workdir)
+        context = SetupContext(artifact=models.artifact, artifact_dir=models.artifact_dir, resolved=models.resolved,
+                               threads=config.threads, batch_size=config.batch_size, workdir=workdir,
+                               corpus=inputs.corpus, log=log)
+        errors = _build_systems(config.systems, context, built)
+        measured = measure(built, inputs.workload.passages, inputs.warm_passages, inputs.workload.questions,
+                           inputs.warm_questions, Procedure(rounds=config.rounds, settle_s=SETTLE_S), log=log)
+        profile_report = _profile(config, models.artifact, inputs.pairs, workdir)
+        report = {
             "benchmark": "latency",
             "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": _command_line(params),
+            "command": config.command_line(),
             "machine": machine(),
             "versions": {**versions(), **_extra_versions()},
-            "threads": threads,
+            "threads": config.threads,
             "omp_wait_policy": omp_wait_policy,
             "load_average": {"start": [round(x, 2) for x in load_start],
                              "end": [round(x, 2) for x in os.getloadavg()],
                              "note": "1/5/15-minute load averages: other processes on the machine during the run"},
-            "model": {
-                "label": label,
-                "random_weights": random_weights,
-                "note": RANDOM_WEIGHTS_LINE if random_weights else "trained weights",
-                "shape": shape_info.to_dict() if shape_info else None,
-                "sources": {side: sources[side]["source"] for side in SIDES},
-                "architecture": {k: resolved["context"].config.get(k) for k in
-                                 ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")},
-                "spec": spec.to_dict(),
-                "quantization": recipe,
-            },
-            "workload": {
-                "passages": {"count": len(pairs), "source": workload.description["source"],
-                             "note": workload.description["passages_note"], "seed": seed,
-                             "max_length": spec.passage_max_length, "tokens": length_stats(passage_tokens)},
-                "questions": {"count": len(workload.questions), "source": workload.description["source"],
-                              "note": workload.description["questions_note"], "seed": seed,
-                              "max_length": spec.question_max_length, "tokens": length_stats(question_tokens)},
-                "k": K, "batch_size": batch_size, "rounds": rounds,
-                "warmup": {"passages": len(warm_passages), "questions": warm_description},
-                "settle_ms": SETTLE_S * 1000,
-            },
+            "model": _model_report(config, models),
+            "workload": _workload_report(config, models.artifact.spec, inputs),
             "procedure": {"latency": LATENCY_PROCEDURE.format(settle=SETTLE_S * 1000),
                           "throughput": THROUGHPUT_PROCEDURE},
-            "system_notes": system_notes,
-            "systems": system_report,
-            "ratios": ratios(system_report),
-            "agreement_reference": reference,
-            "agreement": agreement(measured.embeddings, reference),
+            **_systems_report(config.systems, built, measured, len(inputs.pairs), errors),
             "profile": profile_report,
             "seconds": round(time.perf_counter() - started, 1),
         }
-        (out / "latency.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        write_markdown(report, out / "latency.md")
-        write_plot(report, out / "latency.png")
-        log(f"[latency] wrote {out}/latency.json, latency.md, latency.png in {report['seconds']} s")
+        _write(report, config.out)
         return report
     finally:
         for system in built.values():
             system.close()
-        if cleanup:
+        if config.work is None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pin_threads(threads: int) -> None:
+    """Pin every thread pool: torch, ORT (per session), hnswlib (per searcher), tokenizers (Rayon, read
+    when its pool first starts, i.e. at the first batch encode)."""
+    import torch
+
+    os.environ["RAYON_RS_NUM_CPUS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def _export_models(config: LatencyConfig, workdir: Path) -> Models:
+    """Build the random-weight shape if asked, export the artifact with fastdpr's pipeline, and resolve
+    the sources again for the peers (which load the Hugging Face models themselves)."""
+    from fastdpr_export.sources import resolve_source
+
+    question_encoder, context_encoder, encoder = config.question_encoder, config.context_encoder, config.encoder
+    shape = SHAPES[config.shape] if config.shape else None
+    if config.shape:
+        log(f"[latency] building random-weight shape {config.shape}")
+        dirs = build_shape(config.shape, workdir / "models", config.seed)
+        question_encoder, context_encoder = str(dirs["question"]), str(dirs["context"])
+    artifact_dir = workdir / "artifact"
+    log(f"[latency] exporting {'encoder ' + str(encoder) if encoder else f'{question_encoder} / {context_encoder}'}"
+        f" with {config.recipe()}")
+    export_source(artifact_dir, question_encoder, context_encoder, encoder, config.recipe())
+    artifact = Artifact.load(artifact_dir)
+    sources: dict[Side, str] = {side: artifact.manifest["sides"][side]["source"]["source"] for side in SIDES}
+    (workdir / "sources").mkdir(exist_ok=True)
+    resolved = {side: resolve_source(sources[side], side, workdir / "sources") for side in SIDES}
+    label = (f"random-weight DPR, shape {shape.name} ({shape.layers} layers x {shape.hidden} "
+             f"hidden, {shape.heads} heads, {shape.ffn} FFN)" if shape
+             else str(encoder) if encoder else f"{question_encoder} / {context_encoder}")
+    return Models(artifact=artifact, artifact_dir=artifact_dir, sources=sources, resolved=resolved, shape=shape,
+                  label=label)
+
+
+def _prepare_inputs(config: LatencyConfig, artifact: Artifact, workdir: Path) -> Inputs:
+    """The seeded workload (SQuAD, or synthetic text), written as the corpus fastdpr indexes, with the
+    warm-up inputs chosen to cover the measured lengths."""
+    workload = (squad_workload(config.squad, config.passages, config.queries, config.seed) if config.squad else
+                synthetic_workload(artifact.tokenizer_path("context"), config.passages, config.queries, config.seed))
+    if not config.squad and not config.shape:
+        log("[latency] no --squad: synthetic passages and questions")
+    corpus = workdir / "passages.jsonl"
+    write_corpus(corpus, workload.passages, "jsonl")
+    pairs = [(p.title, p.text) for p in workload.passages]
+    passage_tokens = [len(e.ids) for e in artifact.tokenizer("context").encode(pairs)]
+    question_tokenizer = artifact.tokenizer("question")
+    question_tokens = [len(e.ids) for e in question_tokenizer.encode(workload.questions)]
+    warm_questions, warm_description = warmup_questions(
+        workload.questions, workload.spare_questions, lambda q: len(question_tokenizer.encode([q])[0].ids))
+    warm_passages = warmup_passages(workload.passages, passage_tokens, WARMUP_PASSAGE_BATCHES * config.batch_size)
+    return Inputs(workload=workload, corpus=corpus, pairs=pairs, passage_tokens=passage_tokens,
+                  question_tokens=question_tokens, warm_passages=warm_passages, warm_questions=warm_questions,
+                  warm_description=warm_description)
+
+
+def _build_systems(names: Sequence[str], context: SetupContext, built: dict[str, System]) -> dict[str, str]:
+    """Build each system into ``built`` (the caller closes them, whatever happens next); return the
+    errors of peers that failed to build."""
+    errors: dict[str, str] = {}
+    for name in names:
+        log(f"[latency] setting up {name}")
+        try:
+            built[name] = REGISTRY[name].build(context)
+        except Exception as exc:  # a peer that fails to build is reported as failed, never faked
+            if REGISTRY[name].kind != "peer":
+                raise
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            log(f"[latency] {name} failed: {errors[name]}")
+    return errors
+
+
+def _profile(config: LatencyConfig, artifact: Artifact, pairs: list[tuple[str, str]],
+             workdir: Path) -> dict[str, Any] | None:
+    """ORT's profile of fastdpr-int8 passage encoding (None when not asked or fastdpr-int8 is not run)."""
+    if not (config.profile and "fastdpr-int8" in config.systems):
+        return None
+    log("[latency] profiling fastdpr-int8 passage encoding")
+    try:
+        return profile_passage_encoding(artifact, "int8", pairs, config.threads, config.batch_size, workdir)
+    except Exception as exc:  # a profiler failure must not lose the measurements
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _model_report(config: LatencyConfig, models: Models) -> dict[str, Any]:
+    """latency.json's ``model``: what ran, whether its weights are random, its architecture and spec."""
+    random_weights = models.shape is not None
+    return {
+        "label": models.label,
+        "random_weights": random_weights,
+        "note": RANDOM_WEIGHTS_LINE if random_weights else "trained weights",
+        "shape": models.shape.to_dict() if models.shape else None,
+        "sources": dict(models.sources),
+        "architecture": {k: models.resolved["context"].config.get(k) for k in
+                         ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")},
+        "spec": models.artifact.spec.to_dict(),
+        "quantization": config.recipe(),
+    }
+
+
+def _workload_report(config: LatencyConfig, spec: EncoderSpec, inputs: Inputs) -> dict[str, Any]:
+    """latency.json's ``workload``: counts, sources and token lengths of what was measured, and the warm-up."""
+    description = inputs.workload.description
+    return {
+        "passages": {"count": len(inputs.pairs), "source": description["source"],
+                     "note": description["passages_note"], "seed": config.seed,
+                     "max_length": spec.passage_max_length, "tokens": length_stats(inputs.passage_tokens)},
+        "questions": {"count": len(inputs.workload.questions), "source": description["source"],
+                      "note": description["questions_note"], "seed": config.seed,
+                      "max_length": spec.question_max_length, "tokens": length_stats(inputs.question_tokens)},
+        "k": K, "batch_size": config.batch_size, "rounds": config.rounds,
+        "warmup": {"passages": len(inputs.warm_passages), "questions": inputs.warm_description},
+        "settle_ms": SETTLE_S * 1000,
+    }
+
+
+def _systems_report(names: Sequence[str], built: dict[str, System], measured: Measurements, count: int,
+                    errors: dict[str, str]) -> dict[str, Any]:
+    """latency.json's ``system_notes``, ``systems``, ``ratios``, ``agreement_reference`` and ``agreement``:
+    every system asked for, measured or with the reason it was not."""
+    summary = summarize(measured, count)
+    systems: dict[str, dict[str, Any]] = {
+        name: summary[name] if name in summary else {"description": REGISTRY[name].description,
+                                                     "kind": REGISTRY[name].kind,
+                                                     "error": errors.get(name, "not run")}
+        for name in names}
+    reference = "pytorch-fp32-sorted" if "pytorch-fp32-sorted" in measured.embeddings else next(
+        iter(measured.embeddings))
+    return {
+        "system_notes": {name: system.settings() for name, system in built.items() if hasattr(system, "settings")},
+        "systems": systems,
+        "ratios": ratios(systems),
+        "agreement_reference": reference,
+        "agreement": agreement(measured.embeddings, reference),
+    }
+
+
+def _write(report: dict[str, Any], out: Path) -> None:
+    """latency.json, and the Markdown table and plot made from it."""
+    (out / "latency.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_markdown(report, out / "latency.md")
+    write_plot(report, out / "latency.png")
+    log(f"[latency] wrote {out}/latency.json, latency.md, latency.png in {report['seconds']} s")
 
 
 def _passive_openmp() -> str:
@@ -295,9 +400,10 @@ def latency_command(question_encoder: str | None, context_encoder: str | None, e
                     work: Path | None, out: Path) -> None:
     """Passages/s and single-question latency of fastdpr against PyTorch, optimum and OpenVINO, interleaved in
     one run."""
-    run_latency(out, question_encoder=question_encoder, context_encoder=context_encoder, encoder=encoder,
-                shape=shape, squad=squad, threads=threads, passages=passages, queries=queries, rounds=rounds,
-                batch_size=batch_size, seed=seed, quantize=quantize, systems=systems, profile=profile, work=work)
+    run_latency(LatencyConfig(out=out, question_encoder=question_encoder, context_encoder=context_encoder,
+                              encoder=encoder, shape=shape, squad=squad, threads=threads, passages=passages,
+                              queries=queries, rounds=rounds, batch_size=batch_size, seed=seed, quantize=quantize,
+                              systems=systems, profile=profile, work=work))
 
 
 if __name__ == "__main__":

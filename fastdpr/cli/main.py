@@ -8,11 +8,14 @@ when it is asked for: the runtime never imports the export package (or torch).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +23,9 @@ from fastdpr import __version__
 from fastdpr.common.user_errors import echo_json, user_errors
 from fastdpr.index.defaults import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
 from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE
+
+if TYPE_CHECKING:
+    from fastdpr.index.build import IndexOptions
 
 # Commands that other packages of this distribution provide: name -> "module:attribute".
 PLUGIN_COMMANDS = {"export": "fastdpr_export.commands:export_command"}
@@ -84,6 +90,22 @@ def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -
         sys.exit(1)
 
 
+def collect_index_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Hand ``command`` the click options that are fields of :class:`~fastdpr.index.build.IndexOptions`
+    as one ``options`` argument (the other parameters pass through). The dataclass is imported when the
+    command runs, so ``--help`` loads nothing of the index package."""
+
+    @functools.wraps(command)
+    def with_options(**kwargs: Any) -> None:
+        from fastdpr.index.build import IndexOptions
+
+        names = {field.name for field in dataclasses.fields(IndexOptions)}
+        options = IndexOptions(**{name: kwargs.pop(name) for name in names & kwargs.keys()})
+        command(options=options, **kwargs)
+
+    return with_options
+
+
 @main.command("index")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.argument("corpus", type=click.Path(path_type=Path))
@@ -125,11 +147,9 @@ def info_command(path: Path, verify: bool, as_json: bool, threads: int | None) -
               help="Also build a lexical side (BM25, in each shard of a sharded index) for `fastdpr search --mode "
                    "lexical|hybrid` [default: dense only].")
 @user_errors
-def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: str | None,
-                  question_precision: str | None, batch_size: int, threads: int | None, hnsw_m: int,
-                  ef_construction: int, ef_search: int, strict: bool, force: bool,
-                  allow_unverified_int8: bool, as_json: bool, shard_size: int | None,
-                  resume: bool, ray_address: str | None, lexical: str | None) -> None:
+@collect_index_options
+def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, options: IndexOptions, as_json: bool,
+                  shard_size: int | None, resume: bool, ray_address: str | None) -> None:
     """Encode CORPUS with ARTIFACT's context encoder into a searchable index.
 
     \b
@@ -144,22 +164,17 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, precision: 
     With --ray, the same sharded index is encoded on a Ray cluster (pip install 'fastdpr[ray]').
     """
     from fastdpr.common.outputs import check_output_dir
-    from fastdpr.index.build import IndexOptions, build_index
+    from fastdpr.index.build import BackendFactory, build_index, local_backend
 
-    options = IndexOptions(precision=precision, question_precision=question_precision, batch_size=batch_size,
-                           threads=threads, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                           ef_search=ef_search,
-                           strict=strict, force=force, allow_unverified_int8=allow_unverified_int8,
-                           lexical=lexical)
     if resume and shard_size is None:
         raise click.UsageError("--resume continues a sharded build: give the same --shard-size as before")
     if ray_address is not None and shard_size is None:
         raise click.UsageError("--ray builds a sharded index: give --shard-size N")
-    check_output_dir(out, "index", force or resume)  # before the corpus is encoded, not after
+    check_output_dir(out, "index", options.force or resume)  # before the corpus is encoded, not after
     if shard_size is not None:
-        from fastdpr.index.build_sharded import BackendFactory, BuildBackend, build_sharded_index
+        from fastdpr.index.build_sharded import build_sharded_index
 
-        backend: BackendFactory = BuildBackend
+        backend: BackendFactory = local_backend
         if ray_address is not None:
             from fastdpr.cluster.build import ray_backend
 
@@ -311,23 +326,52 @@ def _search_file(retriever: Any, queries: Path, fmt: str, out: Path, k: int, mat
 @click.option("--artifact", type=click.Path(path_type=Path),
               help="The artifact the index was built from, for POST /embed of passages (default: the path the "
                    "index recorded, when it is still there).")
+@click.option("--model-name",
+              help="The OpenAI-compatible models are NAME-query and NAME-passage (default: the index directory's "
+                   "name).")
+@click.option("--api-key", metavar="KEY",
+              help="Require 'Authorization: Bearer KEY' on every route but /health (401 without it). Prefer "
+                   "FASTDPR_API_KEY: a command line is visible to every user of the machine.")
+@click.option("--cors-allow-origin", "cors_allow_origins", multiple=True, metavar="ORIGIN",
+              help="Let browser pages of ORIGIN (e.g. https://app.example.com, or *) call the server; repeatable "
+                   "(in FASTDPR_CORS_ALLOW_ORIGIN: separated by spaces).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning",
               show_default=True, help="uvicorn's log level.")
 @user_errors
 def serve_command(index: Path, host: str, port: int, threads: int | None, workers: int | None, max_batch: int,
                   max_wait_ms: float, max_queue: int, max_k: int, max_body_bytes: int, artifact: Path | None,
+                  model_name: str | None, api_key: str | None, cors_allow_origins: tuple[str, ...],
                   log_level: str) -> None:
-    """Serve INDEX over HTTP: POST/GET /search, POST /embed, /health, /ready, /info, /metrics, a search page
-    at /, and the OpenAPI schema at /openapi.json. Concurrent requests are batched into one ONNX Runtime
-    call. SIGTERM (or Ctrl-C) stops accepting connections, answers the accepted requests and exits.
-    Needs the serve extra: pip install 'fastdpr[serve]'
+    """Serve INDEX over HTTP: POST/GET /search, POST /embed, an OpenAI-compatible POST /v1/embeddings,
+    /health, /ready, /info, /metrics, a search page at /, and the OpenAPI schema at /openapi.json.
+    Concurrent requests are batched into one ONNX Runtime call. SIGTERM (or Ctrl-C) stops accepting
+    connections, answers the accepted requests and exits. Needs the serve extra: pip install 'fastdpr[serve]'
+
+    Every option can also be set by an environment variable, FASTDPR_ and the option's name in capitals
+    (FASTDPR_API_KEY, FASTDPR_PORT, FASTDPR_MAX_WAIT_MS, ...; INDEX: FASTDPR_INDEX); an option on the
+    command line wins over the variable.
     """
     from fastdpr.serve.server import serve
 
     serve(index, host=host, port=port, threads=threads, workers=workers, artifact=artifact, log_level=log_level,
           options_kwargs={"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
-                          "max_k": max_k, "max_body_bytes": max_body_bytes},
-          log=lambda line: click.echo(line, err=True))
+                          "max_k": max_k, "max_body_bytes": max_body_bytes, "model_name": model_name},
+          api_key=api_key, cors_allow_origins=cors_allow_origins, log=lambda line: click.echo(line, err=True))
+
+
+def settable_by_environment(command: click.Command, prefix: str = "FASTDPR_") -> None:
+    """Let every option (and argument) of ``command`` be set by ``PREFIX<NAME>`` (the long option's name in
+    capitals, dashes as underscores: ``--max-wait-ms`` is ``FASTDPR_MAX_WAIT_MS``), shown in ``--help``."""
+    for param in command.params:
+        if isinstance(param, click.Option):
+            longest = max(param.opts, key=len).lstrip("-")
+            param.envvar = prefix + longest.replace("-", "_").upper()
+            param.show_envvar = True
+        elif param.name:
+            param.envvar = prefix + param.name.upper()
+
+
+settable_by_environment(serve_command)
 
 
 DEMO_QUESTIONS = (
@@ -366,9 +410,11 @@ def demo_command(workdir: Path | None, questions: tuple[str, ...], k: int, rebui
     home.mkdir(parents=True, exist_ok=True)
     if rebuild or not (artifact_dir / "manifest.json").is_file():
         click.echo("1/3 exporting builtin:all-MiniLM-L6-v2 (ONNX, fused, int8; validated against PyTorch)", err=True)
-        ctx = click.get_current_context()
-        export = ctx.command.get_command(ctx, "export")  # type: ignore[attr-defined]
-        ctx.invoke(export, encoder="builtin:all-MiniLM-L6-v2", out=artifact_dir, force=True, quiet=True)
+        # export is a plugin command loaded by name from the root group (fastdpr_export), not this command.
+        root = click.get_current_context().find_root()
+        export = root.command.get_command(root, "export")  # type: ignore[attr-defined]
+        assert export is not None, "the export command is registered in PLUGIN_COMMANDS"
+        root.invoke(export, encoder="builtin:all-MiniLM-L6-v2", out=artifact_dir, force=True, quiet=True)
     else:
         Artifact.load(artifact_dir)
         click.echo(f"1/3 using the exported artifact in {artifact_dir}", err=True)

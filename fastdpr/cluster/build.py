@@ -7,10 +7,10 @@ a Ray task. The driver merges the parsed blocks in order (global line numbers, d
 the corpus report: exactly those of a local build), writes the shards, and resumes like a local build
 (:mod:`fastdpr.index.build_sharded` is the same code for both).
 
-Why the result equals a local build: the passages arrive in corpus order, the unit of work is one
-encode chunk at its corpus position (``ENCODE_CHUNK`` passages, see :mod:`fastdpr.index.stream`), and
-every ONNX Runtime call embeds one passage (:data:`fastdpr.model.batching.INPUTS_PER_CALL`), so a passage's
-vector is a function of its own text, whichever actor encodes it.
+Why the result equals a local build: the passages arrive in corpus order, the shards are written by
+the same index writer (:mod:`fastdpr.index.writer`), and every ONNX Runtime call embeds one passage
+(:data:`fastdpr.model.batching.INPUTS_PER_CALL`), so a passage's vector is a function of its own text,
+whichever actor encodes it (the unit of work, one encode chunk, is a Ray Data row).
 
 What must be shared: the corpus file, at the same path on every node (a shared filesystem, or a copy
 at that path), since the block tasks read it where they run. Nothing else: the model travels through
@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,11 @@ import numpy as np
 from fastdpr.cluster.connect import MAX_RESTARTS, cluster_cpus, connect, largest_node_cpus, require_ray
 from fastdpr.common.errors import CorpusError, FastDPRError
 from fastdpr.corpus.blocks import DEFAULT_BLOCK_BYTES, BlockMerge, BlockRows, CorpusBlock, plan_blocks, read_block
-from fastdpr.corpus.reader import CorpusReader, Passage
-from fastdpr.index.build import IndexOptions
-from fastdpr.index.build_sharded import BackendFactory, BuildBackend
-from fastdpr.index.stream import EncodedStream
+from fastdpr.corpus.reader import CorpusReader, CorpusReport, Passage
+from fastdpr.index.backend import BuildBackend, GraphSettings, OnGraphProgress, PassageSource
+from fastdpr.index.build import BackendFactory, IndexOptions
+from fastdpr.index.chunks import OnEncoded
 from fastdpr.model.artifact import Artifact
-from fastdpr.model.batching import ENCODE_CHUNK
 
 #: Chunks read ahead per encoder actor: each window of chunks is one Ray Data run, so more chunks per
 #: actor spread the pool's start-up and the wait for the window's last chunk over more work.
@@ -49,7 +48,7 @@ BLOCKS_PER_CPU = 1
 
 
 class _ChunkEncoder:
-    """A Ray Data actor: the artifact's context encoder, loaded once, encoding one aligned chunk per call."""
+    """A Ray Data actor: the artifact's context encoder, loaded once, encoding one chunk per call."""
 
     def __init__(self, model: Any, tokenizer: bytes, spec: dict[str, Any], threads: int, batch_size: int) -> None:
         import ray
@@ -92,21 +91,84 @@ def _graph_bytes(vectors: np.ndarray, m: int, ef_construction: int, threads: int
         return path.read_bytes()
 
 
-class RayEncodedStream(EncodedStream):
-    """An :class:`EncodedStream` that reads a window of chunks at a time and encodes them on the cluster."""
+class RayChunkEncoder:
+    """A :class:`~fastdpr.index.chunks.ChunkEncoder` on a pool of Ray Data actors (:class:`_ChunkEncoder`):
+    one Ray Data row per chunk, so Ray never re-batches passages."""
 
-    def __init__(self, backend: RayBuildBackend, passages: Iterator[Passage], lead: list[Passage],
-                 on_encoded: Callable[[int], None]) -> None:
-        super().__init__(passages, None, backend.options.batch_size, ENCODE_CHUNK, lead, on_encoded, dim=backend.dim)
-        self.window = backend.encoders * CHUNKS_PER_ENCODER
-        self._backend = backend
+    def __init__(self, ray: Any, artifact: Artifact, precision: str, options: IndexOptions,
+                 encoders: int | None) -> None:
+        from fastdpr.common.cpu import this_cpu
 
-    def _encode_chunks(self, chunks: list[list[Passage]], lead: int) -> list[np.ndarray]:
-        return self._backend.encode_chunks(chunks, lead, self._on_encoded)
+        self._ray = ray
+        self.dim = artifact.spec.dim
+        self.precision = precision
+        self.batch_size = options.batch_size
+        self.allow_unverified_int8 = options.allow_unverified_int8
+        self.threads = options.threads or 1
+        self.encoders = encoders or max(1, cluster_cpus(ray) // self.threads)
+        # Each window of chunks is one Ray Data run: enough chunks to keep every actor busy.
+        self.window = self.encoders * CHUNKS_PER_ENCODER
+        self._model = ray.put(artifact.model_path("context", precision).read_bytes())
+        self._tokenizer = artifact.tokenizer_path("context").read_bytes()
+        self._spec = artifact.spec.to_dict()
+        # The int8 graph was verified on the driver's CPU; a worker with other int8 kernels would encode
+        # with a graph nobody checked (and give other vectors), so it must be the same class.
+        self._cpu = this_cpu().int8_class
+        self.worker_cpus: set[str] = set()
+
+    def encode_chunks(self, chunks: Sequence[Sequence[Passage]], on_encoded: OnEncoded | None) -> list[np.ndarray]:
+        """The vectors of each chunk, encoded by the actor pool."""
+        ray = self._ray
+        rows = [{"chunk": i, "passages": json.dumps([[p.title, p.text] for p in chunk], ensure_ascii=False)}
+                for i, chunk in enumerate(chunks)]
+        dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            _ChunkEncoder,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=min(self.encoders, len(rows))),
+            num_cpus=self.threads,
+            fn_constructor_kwargs={"model": self._model, "tokenizer": self._tokenizer, "spec": self._spec,
+                                   "threads": self.threads, "batch_size": self.batch_size},
+            max_restarts=MAX_RESTARTS,
+            max_task_retries=MAX_RESTARTS,
+        )
+        encoded: dict[int, np.ndarray] = {}
+        for row in dataset.iter_rows():
+            index = int(row["chunk"])
+            self._check_cpu(str(row["cpu"]))
+            encoded[index] = np.frombuffer(row["vectors"], dtype="<f4").reshape(len(chunks[index]), self.dim)
+            if on_encoded is not None:
+                on_encoded(len(chunks[index]))
+        return [encoded[i] for i in range(len(chunks))]
+
+    def _check_cpu(self, worker: str) -> None:
+        self.worker_cpus.add(worker)
+        if self.precision == "int8" and worker != self._cpu and not self.allow_unverified_int8:
+            raise FastDPRError(f"a Ray worker has int8 kernels of class {worker}, but the int8 graph was verified "
+                               f"on {self._cpu} (this machine): its vectors would differ. Run the driver on a "
+                               "machine of the workers' class, index with --precision fp32, or pass "
+                               "--allow-unverified-int8")
+
+
+class MergedBlocks:
+    """The corpus as Ray tasks read it, one byte-range block each, merged in order on the driver: the
+    passages (and the report) of a sequential read."""
+
+    def __init__(self, merge: BlockMerge, blocks: Iterator[BlockRows]) -> None:
+        self._merge = merge
+        self._blocks = blocks
+
+    @property
+    def report(self) -> CorpusReport:
+        """The merge's corpus report (complete once every passage is read)."""
+        return self._merge.report
+
+    def __iter__(self) -> Iterator[Passage]:
+        return self._merge.merge(self._blocks)
 
 
 class RayBuildBackend(BuildBackend):
-    """Encodes on a pool of Ray Data actors and builds graphs as Ray tasks (see the module docstring).
+    """Reads blocks as Ray tasks, encodes on a pool of Ray Data actors and builds graphs as Ray tasks (see
+    the module docstring).
 
     ``options.threads`` (default 1) is each actor's CPU reservation and ONNX Runtime thread count;
     ``encoders`` (default: the cluster's CPUs divided by that) is the size of the actor pool. A graph
@@ -115,36 +177,26 @@ class RayBuildBackend(BuildBackend):
     2-thread graphs (1,000,000 passages, L-2 H-128, 2 cores: 604 s against 268 s).
     """
 
+    encoder: RayChunkEncoder
+
     def __init__(self, artifact: Artifact, precision: str, options: IndexOptions, *, address: str | None,
                  encoders: int | None = None, block_bytes: int = DEFAULT_BLOCK_BYTES) -> None:
-        from fastdpr.common.cpu import this_cpu
-
-        self.dim = artifact.spec.dim
-        self.options = options
-        self.precision = precision
+        ray = connect(address)
+        encoder = RayChunkEncoder(ray, artifact, precision, options, encoders)
+        graph_threads = max(encoder.threads, largest_node_cpus(ray))
+        super().__init__(encoder, GraphSettings(m=options.hnsw_m, ef_construction=options.ef_construction,
+                                                threads=graph_threads))
+        self._ray = ray
         self.address = address
-        self._ray = connect(address)
-        self.threads = options.threads or 1
-        self.encoders = encoders or max(1, cluster_cpus(self._ray) // self.threads)
-        self.graph_threads = max(self.threads, largest_node_cpus(self._ray))
         self.block_bytes = block_bytes
         self.blocks = 0
-        self._model = self._ray.put(artifact.model_path("context", precision).read_bytes())
-        self._tokenizer = artifact.tokenizer_path("context").read_bytes()
-        self._spec = artifact.spec.to_dict()
-        # The int8 graph was verified on the driver's CPU; a worker with other int8 kernels would encode
-        # with a graph nobody checked (and give other vectors), so it must be the same class.
-        self._cpu = this_cpu().int8_class
-        self.worker_cpus: set[str] = set()
 
-    def read(self, reader: CorpusReader) -> Iterator[Passage]:
-        """The corpus read by Ray tasks, one byte-range block each, merged in order here (``reader.report``
-        becomes the merge's report)."""
+    def read(self, reader: CorpusReader) -> PassageSource:
+        """The corpus read by Ray tasks, one byte-range block each, merged in order here."""
         blocks = plan_blocks(reader.path, reader.format, self.block_bytes)
         self.blocks = len(blocks)
         merge = BlockMerge(reader.path, reader.format, strict=reader.strict, max_examples=reader.max_examples)
-        reader.report = merge.report
-        return merge.merge(self._read_blocks(blocks))
+        return MergedBlocks(merge, self._read_blocks(blocks))
 
     def _read_blocks(self, blocks: list[CorpusBlock]) -> Iterator[BlockRows]:
         """Parsed blocks in order, at most ``BLOCKS_PER_CPU`` x CPUs of them being read at once."""
@@ -168,57 +220,18 @@ class RayBuildBackend(BuildBackend):
                                       "on every node of the cluster (a shared filesystem, or a copy at that path).")
         return rows
 
-    def stream(self, passages: Iterator[Passage], lead: list[Passage],
-               on_encoded: Callable[[int], None]) -> EncodedStream:
-        """The passages encoded on the cluster, a window of aligned chunks at a time."""
-        return RayEncodedStream(self, passages, lead, on_encoded)
-
-    def encode_chunks(self, chunks: list[list[Passage]], lead: int,
-                      on_encoded: Callable[[int], None] | None) -> list[np.ndarray]:
-        """The vectors of each chunk (one Ray Data row per chunk, so Ray never re-batches passages)."""
-        ray = self._ray
-        rows = [{"chunk": i, "passages": json.dumps([[p.title, p.text] for p in chunk], ensure_ascii=False)}
-                for i, chunk in enumerate(chunks)]
-        dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-            _ChunkEncoder,
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=min(self.encoders, len(rows))),
-            num_cpus=self.threads,
-            fn_constructor_kwargs={"model": self._model, "tokenizer": self._tokenizer, "spec": self._spec,
-                                   "threads": self.threads, "batch_size": self.options.batch_size},
-            max_restarts=MAX_RESTARTS,
-            max_task_retries=MAX_RESTARTS,
-        )
-        encoded: dict[int, np.ndarray] = {}
-        for row in dataset.iter_rows():
-            index = int(row["chunk"])
-            self._check_cpu(str(row["cpu"]))
-            encoded[index] = np.frombuffer(row["vectors"], dtype="<f4").reshape(len(chunks[index]), self.dim)
-            if on_encoded is not None:
-                on_encoded(len(chunks[index]) - (lead if index == 0 else 0))
-        return [encoded[i] for i in range(len(chunks))]
-
-    def _check_cpu(self, worker: str) -> None:
-        self.worker_cpus.add(worker)
-        if self.precision == "int8" and worker != self._cpu and not self.options.allow_unverified_int8:
-            raise FastDPRError(f"a Ray worker has int8 kernels of class {worker}, but the int8 graph was verified "
-                               f"on {self._cpu} (this machine): its vectors would differ. Run the driver on a "
-                               "machine of the workers' class, index with --precision fp32, or pass "
-                               "--allow-unverified-int8")
-
-    def build_graph(self, vectors: np.ndarray, target: Path) -> None:
-        """One shard's HNSW graph, built by a Ray task (retried if its worker dies)."""
-        task = self._ray.remote(num_cpus=self.graph_threads, max_retries=MAX_RESTARTS)(_graph_bytes)
-        ref = task.remote(np.ascontiguousarray(vectors), self.options.hnsw_m, self.options.ef_construction,
-                          self.graph_threads)
+    def build_graph(self, vectors: np.ndarray, target: Path, on_progress: OnGraphProgress | None = None) -> None:
+        """One shard's HNSW graph, built by a Ray task (retried if its worker dies; no progress reports)."""
+        task = self._ray.remote(num_cpus=self.graph.threads, max_retries=MAX_RESTARTS)(_graph_bytes)
+        ref = task.remote(np.ascontiguousarray(vectors), self.graph.m, self.graph.ef_construction, self.graph.threads)
         target.write_bytes(self._ray.get(ref))
 
     def note(self) -> dict[str, Any] | None:
         """Recorded in the manifest's ``build.ray``."""
-        return {"address": self.address or "local", "encoders": self.encoders, "threads_per_encoder": self.threads,
-                "graph_task_threads": self.graph_threads,
+        return {"address": self.address or "local", "encoders": self.encoder.encoders,
+                "threads_per_encoder": self.encoder.threads, "graph_task_threads": self.graph.threads,
                 "corpus_blocks": self.blocks, "block_bytes": self.block_bytes,
-                "worker_int8_classes": sorted(self.worker_cpus), "ray_version": self._ray.__version__}
+                "worker_int8_classes": sorted(self.encoder.worker_cpus), "ray_version": self._ray.__version__}
 
 
 def ray_backend(address: str | None, encoders: int | None = None,

@@ -114,6 +114,13 @@ class FileEntry:
     bytes: int
     fingerprint: str | None  # None in manifests written before fingerprints: loads hash the whole file
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of the entry, as :func:`file_table` writes it."""
+        entry: dict[str, Any] = {"sha256": self.sha256, "bytes": self.bytes}
+        if self.fingerprint is not None:
+            entry["fingerprint"] = self.fingerprint
+        return entry
+
 
 @dataclass(frozen=True)
 class FileTable:
@@ -145,6 +152,21 @@ class FileTable:
             entries[rel] = FileEntry(sha256=sha, bytes=entry.integer("bytes"),
                                      fingerprint=entry.optional_string("fingerprint"))
         return cls(root=root, source=fields.source, entries=entries, error=fields.error)
+
+    @classmethod
+    def scan(cls, root: Path, error: type[FastDPRError], under: str | None = None) -> FileTable:
+        """The table of the files now on disk below ``root`` (only below ``root/under`` when given; the
+        manifest itself excluded): what a writer records after its last write."""
+        base = root / under if under else root
+        prefix = f"{under}/" if under else ""
+        entries = {prefix + rel: FileEntry(sha256=entry["sha256"], bytes=entry["bytes"],
+                                           fingerprint=entry["fingerprint"])
+                   for rel, entry in file_table(base).items()}
+        return cls(root=root, source=root / MANIFEST_NAME, entries=entries, error=error)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The manifest's ``files`` object."""
+        return {rel: entry.to_dict() for rel, entry in self.entries.items()}
 
     def require(self, rel: str, what: str) -> str:
         """``rel`` when the table lists it; else the manifest is refused (``what`` names the reference)."""

@@ -4,11 +4,16 @@ Both searchers return ``(labels int64 [q, k], scores float32 [q, k])`` with scor
 product and each row sorted by score, descending. Labels are row numbers of the indexed vectors, which
 are also the labels of the passage store (:mod:`fastdpr.index.store`).
 
-Contract shared by both searchers:
+Every searcher of the package, these two and the sharded ones built on them
+(:class:`fastdpr.index.load.ShardedSearcher`, :class:`fastdpr.cluster.search.RayShardedSearcher`),
+implements :class:`Searcher`, and the retrieval code knows no other type:
 
-* ``k`` must be at least 1. ``k`` larger than the number of indexed vectors is clamped to it: the
-  result then has ``count`` columns rather than ``k`` (never padding such as ``-1`` labels, which
-  callers would have to filter).
+* ``k`` must be at least 1, and ``ef``, when given, too (:func:`check_search`, the one place that
+  says so). ``k`` larger than the number of indexed vectors is clamped to it: the result then has
+  ``count`` columns rather than ``k`` (never padding such as ``-1`` labels, which callers would have
+  to filter).
+* ``ef`` is the HNSW search breadth of one call; exact search accepts and ignores it, so callers
+  never ask which kind of searcher they hold.
 * Queries must be ``[q, dim]``; they are converted to C-contiguous float32.
 """
 
@@ -44,15 +49,23 @@ _HNSW_LABEL_BYTES = 8  # labeltype is size_t
 
 @runtime_checkable
 class Searcher(Protocol):
-    """What the retrieval code needs from a vector index."""
+    """What the retrieval code needs from a vector index: one index, local shards or Ray shards."""
 
     @property
     def count(self) -> int:
         """Number of indexed vectors."""
         ...
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` labels (int64) and dot-product scores (float32), best first, per query row."""
+    def search(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` labels (int64) and dot-product scores (float32), best first, per query row.
+
+        ``ef``: the HNSW search breadth for this call (default: the searcher's own; raised to ``k``);
+        ignored by exact search. Both are checked by :func:`check_search` before any work.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release what the searcher holds outside this process (Ray actors); a no-op for the others."""
         ...
 
 
@@ -72,9 +85,19 @@ def _as_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     return array
 
 
-def _check_k(k: int) -> None:
+def check_search(k: int, ef: int | None) -> None:
+    """Refuse a search depth ``k`` or a search breadth ``ef`` below 1 with a one-line
+    :class:`~fastdpr.common.errors.FastDPRError`.
+
+    The one statement of the rule: every :class:`Searcher` calls it first, a sharded one before it
+    asks any shard (over Ray, before anything leaves the driver, so the error is this line and not a
+    remote traceback), and exact search too although it ignores ``ef``, so a call is refused or
+    accepted the same whichever searcher a retriever holds.
+    """
     if k < 1:
         raise FastDPRError(f"k must be at least 1, got {k}")
+    if ef is not None and ef < 1:
+        raise FastDPRError(f"ef must be at least 1, got {ef}")
 
 
 def _empty_result(rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -267,7 +290,7 @@ class HnswSearcher:
         ``ef`` defaults to the searcher's ``ef``; below ``k`` it is raised to ``k`` (hnswlib cannot
         return ``k`` results from a smaller candidate list). ``k`` above :attr:`count` is clamped.
         """
-        _check_k(k)
+        check_search(k, ef)
         array = _as_queries(queries, self._dim)
         k = min(k, self._count)
         if k == 0 or array.shape[0] == 0:
@@ -291,6 +314,9 @@ class HnswSearcher:
         # hnswlib's ip "distance" is 1 - dot; undo it in float64 so the float32 score loses no extra bit.
         scores = (1.0 - distances.astype(np.float64)).astype(np.float32)
         return labels.astype(np.int64), scores
+
+    def close(self) -> None:
+        """Nothing to release: the graph is freed with the searcher."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -337,9 +363,13 @@ class ExactSearcher:
         """Vector dimension."""
         return int(self._vectors.shape[1])
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-``k`` labels and dot-product scores per query, best first (``k`` clamped to count)."""
-        _check_k(k)
+    def search(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` labels and dot-product scores per query, best first (``k`` clamped to count).
+
+        ``ef`` is checked and ignored: it is part of :class:`Searcher` so that callers need not know
+        which kind of searcher they hold.
+        """
+        check_search(k, ef)
         array = _as_queries(queries, self.dim)
         rows = array.shape[0]
         k = min(k, self.count)
@@ -373,6 +403,9 @@ class ExactSearcher:
             rows = np.asarray(self._vectors[row_labels[ascending]], dtype=np.float64)
             scores[row, ascending] = (rows * query.astype(np.float64)).sum(axis=1)
         return scores
+
+    def close(self) -> None:
+        """Nothing to release: the memory map is closed with the searcher."""
 
 
 def _top_k_columns(scores: np.ndarray, k: int) -> np.ndarray:

@@ -3,8 +3,9 @@
 The corpus is streamed once: ``shard_size`` passages are encoded into a shard directory (vectors go
 to disk chunk by chunk), its HNSW graph is built from the memory-mapped vectors, the shard is
 published by a rename, and only then is the next shard started. Memory is bounded by one shard's
-graph, whatever the corpus size. Encode chunks follow corpus positions, not shard boundaries
-(:mod:`fastdpr.index.stream`), so the vectors are those of an unsharded build.
+graph, whatever the corpus size. Each shard is written by the same index writer as an unsharded
+index (:func:`fastdpr.index.writer.write_index`), and a passage's vector does not depend on the
+passages encoded around it (:mod:`fastdpr.index.stream`), so the vectors are those of an unsharded build.
 
 Everything happens in ``.INDEX.building-sharded/`` next to ``INDEX``; ``build-state.json`` there,
 written before the first passage, records the artifact, corpus and settings. A build interrupted in
@@ -16,51 +17,38 @@ as for an unsharded index.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
 import shutil
 import sqlite3
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
-from fastdpr.common.cpu import this_cpu
-from fastdpr.common.errors import CorpusError, FastDPRError, IndexLoadError
-from fastdpr.common.integrity import MANIFEST_NAME, file_table, library_versions, sha256_file, write_json
+from fastdpr.common.errors import FastDPRError, IndexLoadError
+from fastdpr.common.integrity import MANIFEST_NAME, sha256_file, write_json
 from fastdpr.common.progress import corpus_bar, finish
 from fastdpr.common.publish import build_lock, finalize_tree, publish, recover
-from fastdpr.corpus.reader import CorpusReader, Passage, read_corpus
-from fastdpr.index.ann import build_hnsw, save_hnsw
+from fastdpr.corpus.reader import CorpusReader, Passage
+from fastdpr.index.backend import BuildBackend, OnGraphProgress
 from fastdpr.index.build import (
+    BackendFactory,
+    BuildInputs,
     IndexOptions,
     int8_check_for_build,
-    question_encoder_files,
-    side_precisions,
-    write_npy_from_raw,
+    local_backend,
+    start_build,
 )
-from fastdpr.index.lexical_side import lexical_entry, write_lexical_side
-from fastdpr.index.load import load_sharded_manifest
-from fastdpr.index.manifest import (
-    INDEX_FORMAT,
-    INDEX_FORMAT_VERSION,
-    SHARDED_INDEX_FORMAT,
-    SHARDED_INDEX_FORMAT_VERSION,
-    ShardEntry,
-    load_index_manifest,
-)
-from fastdpr.index.store import PassageStoreWriter
-from fastdpr.index.stream import EncodedStream
+from fastdpr.index.manifest import ShardEntry, load_index_manifest
+from fastdpr.index.stream import EncodedStream, Piece
+from fastdpr.index.writer import BuildRecord, GraphProgress, ShardPlace, write_index, write_sharded_manifest
 from fastdpr.model.artifact import Artifact
-from fastdpr.model.batching import ENCODE_CHUNK
-from fastdpr.model.verify import Int8Verification
 
 STATE_NAME = "build-state.json"
 STATE_FORMAT = "fastdpr-sharded-build"
@@ -117,8 +105,11 @@ def _state_difference(recorded: dict[str, Any], current: dict[str, Any]) -> str 
     old, new = recorded["corpus"], current["corpus"]
     if any(old[key] != new[key] for key in ("format", "bytes", "mtime_ns", "sample_sha256")):
         return f"the corpus differs (was {old['path']}, {old['bytes']} bytes, {old['format']})"
-    changed = [f"{key} was {value}" for key, value in recorded["settings"].items()
-               if current["settings"].get(key) != value]
+    old_settings, new_settings = recorded["settings"], current["settings"]
+    # Over both sides' keys: a setting added since (``lexical``, issue #23) is absent, i.e. None, in an
+    # older build state, and a resume that now asks for it must not mix shards with and without it.
+    changed = [f"{key} was {old_settings.get(key)}" for key in {**old_settings, **new_settings}
+               if new_settings.get(key) != old_settings.get(key)]
     if changed:
         return "the settings differ (" + ", ".join(changed) + ")"
     return None
@@ -184,112 +175,42 @@ def _finished_shards(staging: Path) -> list[ShardEntry]:
     return kept
 
 
-def _skip_finished(passages: Iterator[Passage], staging: Path, entry: ShardEntry, tail: deque[Passage]) -> None:
-    """Read past a finished shard's passages, checking that the corpus yields exactly the ids it holds;
-    the last passages read are kept in ``tail``."""
+def _skip_finished(passages: Iterator[Passage], staging: Path, entry: ShardEntry) -> None:
+    """Read past a finished shard's passages, checking that the corpus yields exactly the ids it holds."""
     with sqlite3.connect((staging / entry.dir / "passages.sqlite").resolve().as_uri() + "?mode=ro", uri=True) as conn:
         stored = conn.execute("SELECT label, id FROM passages ORDER BY label")
         for (label, pid), passage in zip(stored, chain(islice(passages, entry.count), [None]), strict=False):
-            if passage is not None:
-                tail.append(passage)
             if passage is None or passage.id != pid:
                 found = "the end of the corpus" if passage is None else repr(passage.id)
                 raise ResumeRefused(f"cannot resume: passage {entry.label_offset + label} of the corpus is "
                                      f"{found}, but {entry.dir} holds {pid!r}; pass --force to start over")
 
 
-class BuildBackend:
-    """Where a sharded build encodes passages and builds each shard's graph: here, in this process.
-
-    :mod:`fastdpr.cluster.build` subclasses it to do both on a Ray cluster; everything else (reading the
-    corpus, the shard layout, resuming, publishing) is the same code for both.
-    """
-
-    def __init__(self, artifact: Artifact, precision: str, options: IndexOptions) -> None:
-        self.dim = artifact.spec.dim
-        self.options = options
-        self._encoder = artifact.encoder("context", precision, options.threads)
-
-    def read(self, reader: CorpusReader) -> Iterator[Passage]:
-        """The corpus's passages in order; ``reader.report`` is their report once they are consumed."""
-        return iter(reader)
-
-    def stream(self, passages: Iterator[Passage], lead: list[Passage],
-               on_encoded: Callable[[int], None]) -> EncodedStream:
-        """The corpus's remaining ``passages`` encoded in chunks aligned to corpus position."""
-        return EncodedStream(passages, self._encoder, self.options.batch_size, ENCODE_CHUNK, lead,
-                             on_encoded=on_encoded)
-
-    def build_graph(self, vectors: np.ndarray, target: Path) -> None:
-        """Build the HNSW graph of one shard's ``vectors`` (a memory map) and save it to ``target``."""
-        graph = build_hnsw(vectors, m=self.options.hnsw_m, ef_construction=self.options.ef_construction,
-                           threads=self.options.threads)
-        save_hnsw(graph, target)
-
-    def note(self) -> dict[str, Any] | None:
-        """What the top-level manifest records about where the build ran (None: here)."""
-        return None
-
-
-BackendFactory = Callable[[Artifact, str, IndexOptions], BuildBackend]
-
-
-def _build_shard(staging: Path, number: int, offset: int, pieces: Iterator[tuple[list[Passage], np.ndarray]],
-                 backend: BuildBackend, options: IndexOptions, context: dict[str, Any], bar: tqdm) -> ShardEntry:
+def _build_shard(staging: Path, number: int, offset: int, pieces: Iterator[Piece], backend: BuildBackend,
+                 record: BuildRecord, bar: tqdm) -> ShardEntry:
     """Write encoded ``pieces`` into ``shards/NNNNN`` (an ordinary index directory), publish it by a rename."""
     name = f"{number:05d}"
     final = staging / SHARDS_DIR / name
     work = staging / SHARDS_DIR / f".{name}.building"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    raw = work / "vectors.f32.partial"
-    count = 0
-    started = time.perf_counter()
-    with PassageStoreWriter(work / "passages.sqlite") as store, open(raw, "wb") as vectors_out:
-        for passages, vectors in pieces:
-            vectors_out.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
-            store.add_many((count + i, p.id, p.title, p.text) for i, p in enumerate(passages))
-            count += len(passages)
-    encode_seconds = time.perf_counter() - started
-    write_npy_from_raw(raw, work / "vectors.npy", count, backend.dim)
-    raw.unlink()
-    bar.set_postfix_str(f"shard {name}: hnsw graph", refresh=True)
-    t0 = time.perf_counter()
-    vectors_map = np.load(work / "vectors.npy", mmap_mode="r", allow_pickle=False)
-    backend.build_graph(vectors_map, work / "hnsw.bin")
-    del vectors_map
-    lexical = write_lexical_side(work, options.lexical)  # issue #23: this shard's BM25, from its passages
-    bar.set_postfix_str("", refresh=False)
-    manifest: dict[str, Any] = {
-        "format": INDEX_FORMAT,
-        "format_version": INDEX_FORMAT_VERSION,
-        "created_utc": _now(),
-        **context,
-        # The encoder lives once, at the top of the sharded index.
-        "question_encoder": {"model": "../../encoder/model.onnx", "tokenizer": "../../encoder/tokenizer.json"},
-        "shard": {"number": number, "label_offset": offset, "of": "../../manifest.json"},
-        "counts": {"indexed": count},
-        "vectors": {"file": "vectors.npy", "dtype": "float32", "shape": [count, backend.dim]},
-        "store": "passages.sqlite",
-        "lexical": lexical,  # issue #23 (None: dense only)
-        "hnsw": _hnsw_settings(options),
-        "build": {"encode_seconds": round(encode_seconds, 2),
-                  "graph_seconds": round(time.perf_counter() - t0, 2)},
-    }
-    manifest["files"] = file_table(work)
-    write_json(work / MANIFEST_NAME, manifest)
+    manifest = write_index(work, pieces, backend, record, ShardPlace(number, offset),
+                           graph_progress=_shard_graph(bar, name))
     finalize_tree(work)  # durable before the rename that marks the shard finished (for --resume)
     os.replace(work, final)
-    return ShardEntry(f"{SHARDS_DIR}/{name}", count, offset, sha256_file(final / MANIFEST_NAME))
+    return ShardEntry(f"{SHARDS_DIR}/{name}", manifest["counts"]["indexed"], offset, sha256_file(final / MANIFEST_NAME))
 
 
-def _hnsw_settings(options: IndexOptions) -> dict[str, Any]:
-    return {"file": "hnsw.bin", "space": "ip", "score": "dot product (1 - hnswlib distance)",
-            "m": options.hnsw_m, "ef_construction": options.ef_construction, "ef_search": options.ef_search}
+def _shard_graph(bar: tqdm, name: str) -> GraphProgress:
+    """The corpus bar says which shard's graph is being built (a graph has no bar of its own here)."""
 
+    @contextmanager
+    def progress(total: int) -> Iterator[OnGraphProgress | None]:
+        bar.set_postfix_str(f"shard {name}: hnsw graph", refresh=True)
+        yield None
+        bar.set_postfix_str("", refresh=False)
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return progress
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -299,14 +220,14 @@ def _publish(staging: Path, out: Path) -> None:
 
 def build_sharded_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, fmt: str = "auto",
                         options: IndexOptions | None = None, *, shard_size: int,
-                        resume: bool = False, backend: BackendFactory = BuildBackend) -> dict[str, Any]:
+                        resume: bool = False, backend: BackendFactory = local_backend) -> dict[str, Any]:
     """Encode ``corpus`` into a sharded index at ``out``, ``shard_size`` passages per shard.
 
     With ``resume=True`` an interrupted build of ``out`` is continued (it must have used the same
     artifact, corpus and settings, or :class:`IndexLoadError` says what differs); without it, an
     interrupted build is an error unless ``options.force`` discards it. ``backend`` makes the object
-    that encodes and builds graphs (default: this process; see :mod:`fastdpr.cluster.build`). Returns the
-    top-level manifest.
+    that reads, encodes and builds graphs (default: this process; see :mod:`fastdpr.cluster.build`).
+    Returns the top-level manifest.
     """
     options = options or IndexOptions()
     if shard_size < 1:
@@ -319,17 +240,15 @@ def build_sharded_index(artifact_dir: Path | str, corpus: Path | str, out: Path 
 
 
 def _locked_build(artifact_dir: Path | str, corpus: Path | str, out: Path, fmt: str, options: IndexOptions,
-                  shard_size: int, resume: bool, backend: BackendFactory) -> dict[str, Any]:
-    artifact = Artifact.load(artifact_dir)
-    precision, question_precision = side_precisions(artifact, options)  # fails now on a precision it lacks
-    reader = read_corpus(corpus, fmt, strict=options.strict)  # type: ignore[arg-type]  # fails early on a bad file
-    state = _build_state(artifact, precision, reader, shard_size, options)
+                  shard_size: int, resume: bool, make_backend: BackendFactory) -> dict[str, Any]:
+    inputs = BuildInputs.open(artifact_dir, corpus, fmt, options)  # fails now on a bad file or precision
+    state = _build_state(inputs.artifact, inputs.precision, inputs.reader, shard_size, options)
     staging = _prepare_staging(out, state, options.force, resume)
     # Checked on every (re)start: a resumed build may run on another machine, with other int8 kernels.
-    int8_check = int8_check_for_build(artifact, options, (precision, question_precision))
+    int8_check = int8_check_for_build(inputs, options)
     try:
-        return _build(artifact, (precision, question_precision), reader, out, staging, shard_size, options,
-                      int8_check, backend)
+        backend, record = start_build(inputs, options, int8_check, make_backend)
+        return _build(backend, record, out, staging, shard_size, options)
     except ResumeRefused:
         raise
     except FastDPRError:
@@ -339,77 +258,33 @@ def _locked_build(artifact_dir: Path | str, corpus: Path | str, out: Path, fmt: 
         raise
 
 
-def _build(artifact: Artifact, precisions: tuple[str, str], reader: CorpusReader, out: Path, staging: Path,
-           shard_size: int, options: IndexOptions, int8_check: Int8Verification | None,
-           make_backend: BackendFactory) -> dict[str, Any]:
+def _build(backend: BuildBackend, record: BuildRecord, out: Path, staging: Path, shard_size: int,
+           options: IndexOptions) -> dict[str, Any]:
     started = time.perf_counter()
-    precision, question_precision = precisions
     shards = _finished_shards(staging)
     resumed_from = sum(entry.count for entry in shards)
-    context = {
-        "artifact": {
-            "path": str(artifact.root.resolve()),
-            "identity": artifact.identity,
-            "sources": artifact.sources,
-            "quantization": artifact.typed.quantization,
-        },
-        "spec": artifact.spec.to_dict(),
-        "precision": precision,
-        "corpus": {"path": str(reader.path.resolve()), "format": reader.format},
-    }
-    backend = make_backend(artifact, precision, options)
-    bar = corpus_bar(reader.path, options.progress, initial=resumed_from)
+    bar = corpus_bar(record.corpus, options.progress, initial=resumed_from)
     try:
         # The whole corpus is read again on resume (reading is cheap next to encoding), so the skip
         # counts of the corpus report cover every row, and the finished shards' ids are checked.
-        passages = backend.read(reader)
-        tail: deque[Passage] = deque(maxlen=ENCODE_CHUNK)
+        passages = iter(record.source)
         for entry in shards:
-            _skip_finished(passages, staging, entry, tail)
-        # Resuming mid-chunk: the chunk's finished passages are encoded again (and dropped), as a clean
-        # build's chunk would be. Since one passage per call (issue #19) this no longer changes any vector
-        # (see fastdpr.index.stream).
-        within = resumed_from % ENCODE_CHUNK
-        lead = list(tail)[len(tail) - within:] if within else []
-        stream = backend.stream(passages, lead, bar.update)
+            _skip_finished(passages, staging, entry)
+        # A resumed build starts encoding at its first unfinished passage, mid-chunk or not: a vector
+        # does not depend on the passages encoded around it (fastdpr.index.stream).
+        stream = EncodedStream(passages, backend.encoder, on_encoded=bar.update)
         while not stream.exhausted():
             offset = sum(entry.count for entry in shards)
-            shards.append(_build_shard(staging, len(shards), offset, stream.take(shard_size), backend, options,
-                                       context, bar))
+            shards.append(_build_shard(staging, len(shards), offset, stream.take(shard_size), backend, record, bar))
         finish(bar)
     finally:
         bar.close()
-    report = reader.report
-    count = sum(entry.count for entry in shards)
-    if count == 0:  # the reader raises for an empty corpus; this guards a reader change
-        raise CorpusError(f"{reader.path}: no passages to index")
-    encoder_dir = staging / "encoder"
-    shutil.rmtree(encoder_dir, ignore_errors=True)
-    question_encoder = question_encoder_files(artifact, question_precision, encoder_dir)
     seconds = time.perf_counter() - started
-    manifest: dict[str, Any] = {
-        "format": SHARDED_INDEX_FORMAT,
-        "format_version": SHARDED_INDEX_FORMAT_VERSION,
-        "created_utc": _now(),
-        **context,
-        "question_encoder": question_encoder,
-        "cpu": this_cpu().to_dict(),
-        "int8_verification": None if int8_check is None else int8_check.to_dict(),
-        "counts": {"indexed": count, "skipped_total": report.total_skipped, "skipped": report.skipped,
-                   "skipped_examples": report.examples, "no_title": report.no_title},
-        "shard_size": shard_size,
-        "shards": [entry.to_dict() for entry in shards],
-        "lexical": lexical_entry(options.lexical),  # issue #23: per shard (None: dense only)
-        "hnsw": {key: value for key, value in _hnsw_settings(options).items() if key != "file"},
-        "build": {"seconds": round(seconds, 2), "resumed_from": resumed_from,
-                  "passages_per_s": round((count - resumed_from) / max(seconds, 1e-9), 1),
-                  "batch_size": options.batch_size, "threads": options.threads,
-                  **({"ray": note} if (note := backend.note()) else {})},
-        "versions": library_versions(("fastdpr", "onnxruntime", "tokenizers", "hnswlib", "numpy")),
-        "files": {f"encoder/{name}": entry for name, entry in file_table(encoder_dir).items()},
-    }
-    write_json(staging / MANIFEST_NAME, manifest)
-    load_sharded_manifest(staging, "sizes")  # what we wrote parses under the schema every load applies
+    count = sum(entry.count for entry in shards)
+    note = backend.note()
+    manifest = write_sharded_manifest(staging, record, shards, shard_size=shard_size, build={
+        "seconds": round(seconds, 2), "resumed_from": resumed_from,
+        **record.settings(count - resumed_from, seconds), **({"ray": note} if note else {})})
     _publish(staging, out)
     # Removed only after the rename, so that until then --resume still recognises the build (a kill
     # here leaves a harmless extra file in a complete index).

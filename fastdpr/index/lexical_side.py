@@ -15,16 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from fastdpr.common.errors import FastDPRError, IndexLoadError
-from fastdpr.index.manifest import IndexManifest, ShardedIndexManifest, check_shard_manifest, load_index_manifest
+from fastdpr.index.load import Shard
+from fastdpr.index.manifest import IndexManifest, LexicalFiles, LexicalSettings
 from fastdpr.index.store import PassageStore
 from fastdpr.lexical.bm25 import LEXICAL_DIR, LEXICAL_METHODS, BM25Index, BM25Settings, build_bm25
 
-__all__ = ["LexicalSide", "lexical_entry", "open_lexical_side", "write_lexical_side"]
+__all__ = ["LexicalSide", "lexical_settings", "open_lexical_side", "write_lexical_side"]
 
 _READ_CHUNK = 10_000
 
@@ -36,24 +36,27 @@ def _passage_texts(store: PassageStore) -> Iterator[str]:
             yield f"{passage.title}\n{passage.text}" if passage.title else passage.text
 
 
-def write_lexical_side(directory: Path, method: str | None) -> dict[str, Any] | None:
-    """Build the lexical side of the index (or shard) being written in ``directory`` from its finished
-    ``passages.sqlite`` (labels ``0..n-1``, so lexical and dense labels agree); the manifest's ``lexical``
-    entry, or None when ``method`` is None (no lexical side)."""
+def lexical_settings(method: str | None) -> LexicalSettings | None:
+    """The settings of a lexical side built by ``--lexical method`` (None: no lexical side)."""
     if method is None:
         return None
     if method not in LEXICAL_METHODS:
         raise FastDPRError(f"unknown lexical method {method!r}: choose one of {', '.join(LEXICAL_METHODS)}")
-    with PassageStore(directory / "passages.sqlite") as store:
-        return build_bm25(_passage_texts(store), directory / LEXICAL_DIR)
+    return LexicalSettings(method=method, bm25=BM25Settings())
 
 
-def lexical_entry(method: str | None) -> dict[str, Any] | None:
-    """What a sharded index's top-level manifest says of its shards' lexical sides (None: none)."""
-    if method is None:
+def write_lexical_side(directory: Path, method: str | None) -> LexicalFiles | None:
+    """Build the lexical side of the index (or shard) being written in ``directory`` from its finished
+    ``passages.sqlite`` (labels ``0..n-1``, so lexical and dense labels agree); None when ``method`` is
+    None (no lexical side)."""
+    settings = lexical_settings(method)
+    if settings is None:
         return None
-    return {"method": method, "per_shard": True, **BM25Settings().to_dict(),
-            "merge": "each shard's hits by raw BM25 score (shard-local statistics)"}
+    with PassageStore(directory / "passages.sqlite") as store:
+        built = build_bm25(_passage_texts(store), directory / LEXICAL_DIR, settings.bm25)
+    return LexicalFiles(settings=settings, dir=LEXICAL_DIR, files=built.files, passages=built.passages,
+                        vocabulary=built.vocabulary,
+                        provenance={"versions": built.versions, "build_seconds": built.seconds})
 
 
 class LexicalSide:
@@ -66,13 +69,13 @@ class LexicalSide:
 
     @property
     def settings(self) -> BM25Settings:
-        """The tokenizer and BM25 settings (those of the first shard)."""
+        """The tokenizer and BM25 settings (every shard's: the loader checks that they agree)."""
         return self.parts[0][1].settings
 
     def search(self, questions: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per question: the best ``k`` global labels and BM25 scores over every part (see :class:`BM25Index`)."""
         per_part = [(offset, index.search(questions, k)) for offset, index in self.parts]
-        if len(per_part) == 1:
+        if len(per_part) == 1 and per_part[0][0] == 0:
             return per_part[0][1]
         merged: list[tuple[np.ndarray, np.ndarray]] = []
         for row in range(len(questions)):
@@ -83,39 +86,23 @@ class LexicalSide:
         return merged
 
 
-def _open_part(manifest: IndexManifest) -> BM25Index:
-    entry = manifest.raw.get("lexical")
-    if not isinstance(entry, dict) or entry.get("method") != "bm25" or not isinstance(entry.get("dir"), str) \
-            or not isinstance(entry.get("files"), list) or not entry["files"]:
-        raise IndexLoadError(f"{manifest.root}: the lexical entry of the manifest is malformed")
-    directory = entry["dir"]
-    for name in entry["files"]:
-        # Every file bm25s opens is in the file table (so sizes, fingerprints or sha256 were checked at load).
-        if not isinstance(name, str) or not name.startswith(f"{directory}/"):
-            raise IndexLoadError(f"{manifest.root}: the lexical entry lists {name!r} outside {directory}/")
-        manifest.files.require(name, "lexical.files")
-    path = manifest.root / directory
+def _open_part(manifest: IndexManifest, lexical: LexicalFiles) -> BM25Index:
+    path = manifest.root / lexical.dir
+    # The file table vouched for every file bm25s opens (sizes, fingerprints or sha256, at load); the
+    # directory itself must still be inside the index.
     if not path.resolve().is_relative_to(manifest.root.resolve()) or not path.is_dir():
-        raise IndexLoadError(f"{manifest.root}: the lexical side {directory}/ is missing")
-    return BM25Index(path, BM25Settings.from_dict(entry, manifest.root), manifest.count)
+        raise IndexLoadError(f"{manifest.root}: the lexical side {lexical.dir}/ is missing")
+    return BM25Index(path, lexical.settings.bm25, manifest.count)
 
 
-def _no_lexical(root: Path) -> IndexLoadError:
-    return IndexLoadError(f"{root} has no lexical side: rebuild it with `fastdpr index ... --lexical bm25` for "
-                          "lexical or hybrid search (dense search works as before)")
-
-
-def open_lexical_side(manifest: IndexManifest | ShardedIndexManifest) -> LexicalSide:
-    """Open the lexical side of a loaded (checked) index; :class:`IndexLoadError` in one line, naming
-    ``--lexical bm25``, when it was built without one."""
-    if isinstance(manifest, ShardedIndexManifest):
-        parts: list[tuple[int, BM25Index]] = []
-        for entry in manifest.shards:
-            shard = load_index_manifest(check_shard_manifest(manifest.root, entry), "sizes")
-            if shard.raw.get("lexical") is None:
-                raise _no_lexical(manifest.root)
-            parts.append((entry.label_offset, _open_part(shard)))
-        return LexicalSide(parts)
-    if manifest.raw.get("lexical") is None:
-        raise _no_lexical(manifest.root)
-    return LexicalSide([(0, _open_part(manifest))])
+def open_lexical_side(root: Path, shards: Sequence[Shard]) -> LexicalSide:
+    """Open the lexical side of a loaded (checked) index, given as its shards (an unsharded index:
+    ``[(0, manifest)]``, as :func:`fastdpr.index.load.open_searcher` takes them);
+    :class:`IndexLoadError` in one line, naming ``--lexical bm25``, when it was built without one."""
+    parts: list[tuple[int, BM25Index]] = []
+    for offset, manifest in shards:
+        if manifest.lexical is None:
+            raise IndexLoadError(f"{root} has no lexical side: rebuild it with `fastdpr index ... --lexical bm25` "
+                                 "for lexical or hybrid search (dense search works as before)")
+        parts.append((offset, _open_part(manifest, manifest.lexical)))
+    return LexicalSide(parts)

@@ -1,4 +1,4 @@
-"""Reading a sharded index: one question encoder over many ordinary index directories.
+"""Opening an index for search: an unsharded index is read as a sharded index of one shard.
 
 Layout of a sharded ``INDEX_DIR`` (written by :mod:`fastdpr.index.build_sharded`)::
 
@@ -13,6 +13,10 @@ Layout of a sharded ``INDEX_DIR`` (written by :mod:`fastdpr.index.build_sharded`
 A passage's global label is its shard's label offset plus its label inside the shard, which is also
 its position among the corpus's indexed passages, so labels match an unsharded index of the same
 corpus. Search asks every shard for its own top ``k`` and merges by raw dot product.
+
+An unsharded index is the same thing with one shard at label offset 0, and is opened by the same
+functions (:func:`open_searcher`, :func:`open_store` over ``[(0, manifest)]``), so one search path
+and one passage lookup serve both.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import numpy as np
 
 from fastdpr.common.errors import FastDPRError, IndexLoadError
 from fastdpr.common.integrity import MANIFEST_NAME, Integrity, read_manifest
-from fastdpr.index.ann import ExactSearcher, HnswSearcher
+from fastdpr.index.ann import ExactSearcher, HnswSearcher, Searcher, check_search
 from fastdpr.index.manifest import (
     SHARDED_INDEX_FORMAT,
     SHARDED_INDEX_FORMAT_VERSION,
+    IndexManifest,
     ShardedIndexManifest,
     ShardEntry,
     check_shard_manifest,
@@ -40,14 +45,20 @@ from fastdpr.index.manifest import (
 from fastdpr.index.store import PassageStore, StoredPassage
 
 __all__ = [
+    "Shard",
     "ShardedSearcher",
     "ShardedStore",
     "is_sharded_index",
     "load_sharded_manifest",
     "merge_top_k",
-    "open_shards",
-    "shard_entries",
+    "open_searcher",
+    "open_store",
+    "shards_of",
 ]
+
+#: One shard opened for search: the label offset of its first passage, and its checked manifest.
+Shard = tuple[int, IndexManifest]
+
 
 def is_sharded_index(path: Path | str) -> bool:
     """True when ``path`` holds a manifest of the sharded format (nothing else is checked)."""
@@ -78,29 +89,74 @@ def load_sharded_manifest(root: Path | str, integrity: Integrity = "fingerprint"
                                  f"({shard.count} passages), expected {offset}.. ({entry.count})")
         if shard.spec != manifest.spec:
             raise IndexLoadError(f"{root}: shard {entry.dir} was encoded with another spec")
+        if (shard.lexical.settings if shard.lexical else None) != manifest.lexical:
+            # Lexical search tokenizes a question once for every shard: they must all agree (issue #23).
+            raise IndexLoadError(f"{root}: the lexical side of shard {entry.dir} differs from the index's "
+                                 f"(manifest.json: {'none' if manifest.lexical is None else manifest.lexical.method})")
         offset += entry.count
     if offset != manifest.count:
         raise IndexLoadError(f"{root}: shards hold {offset} passages, manifest says {manifest.count}")
     return manifest
 
 
-def shard_entries(manifest: ShardedIndexManifest) -> list[ShardEntry]:
-    """The shards a sharded-index manifest lists, in label order."""
-    return list(manifest.shards)
+def shards_of(root: Path, entries: Iterable[ShardEntry]) -> list[Shard]:
+    """The shards ``entries`` of a checked sharded index (see :func:`load_sharded_manifest`), ready for
+    :func:`open_searcher` and :func:`open_store`.
+
+    Each shard's manifest is tied to the top-level one again (its sha256) and its files' sizes are
+    checked: what the caller checked may have been another node's copy (a Ray actor opens its own run
+    of shards on its node).
+    """
+    return [(entry.label_offset, load_index_manifest(check_shard_manifest(root, entry), "sizes"))
+            for entry in entries]
+
+
+def open_searcher(shards: Sequence[Shard], *, ef: int, exact: bool, threads: int | None) -> ShardedSearcher:
+    """One searcher over ``shards`` (an unsharded index: ``[(0, manifest)]``). Exact search memory-maps
+    each shard's ``vectors.npy``; HNSW search loads each shard's graph."""
+    searchers: list[tuple[int, Searcher]] = []
+    for offset, manifest in shards:
+        searcher: Searcher
+        if exact:
+            searcher = ExactSearcher.load(manifest.path(manifest.vectors), manifest.spec.dim, manifest.count)
+        else:
+            assert manifest.hnsw.file is not None  # always set in an index's manifest (parse_index_manifest)
+            searcher = HnswSearcher(manifest.path(manifest.hnsw.file), manifest.spec.dim, manifest.count, ef=ef,
+                                    threads=threads)
+        searchers.append((offset, searcher))
+    return ShardedSearcher(searchers, ef)
+
+
+def open_store(shards: Sequence[Shard]) -> ShardedStore:
+    """One passage store over ``shards``, each checked to hold as many passages as its manifest says."""
+    stores: list[tuple[int, PassageStore]] = []
+    try:
+        for offset, manifest in shards:
+            store = PassageStore(manifest.path(manifest.store))
+            stores.append((offset, store))
+            if store.count() != manifest.count:
+                raise IndexLoadError(f"{manifest.root}: passage store holds {store.count()} passages, "
+                                     f"manifest says {manifest.count}")
+    except BaseException:
+        for _, store in stores:
+            store.close()
+        raise
+    return ShardedStore(stores)
 
 
 class ShardedSearcher:
-    """Searches every shard and merges their hits by raw dot product.
+    """Searches every shard and merges their hits by raw dot product (a :class:`~fastdpr.index.ann.Searcher`).
 
     Each shard is asked for ``min(k, shard count)`` hits (HNSW at ``ef >= k``); the union is sorted by
     score, descending, then by global label, so ties are broken the same way as
-    :class:`~fastdpr.index.ann.ExactSearcher` over one unsharded index.
+    :class:`~fastdpr.index.ann.ExactSearcher` over one unsharded index, and an index gives the same
+    hits whether it was built in one shard or many.
     """
 
-    def __init__(self, shards: list[tuple[int, HnswSearcher | ExactSearcher]], ef: int) -> None:
+    def __init__(self, shards: Sequence[tuple[int, Searcher]], ef: int) -> None:
         if not shards:
             raise FastDPRError("a sharded searcher needs at least one shard")
-        self._shards = shards
+        self._shards = list(shards)
         self.ef = ef
 
     @property
@@ -108,31 +164,26 @@ class ShardedSearcher:
         """Number of indexed vectors over all shards."""
         return sum(searcher.count for _, searcher in self._shards)
 
-    @property
-    def exact(self) -> bool:
-        """True when the shards are searched by brute force."""
-        return isinstance(self._shards[0][1], ExactSearcher)
-
     def search(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` global labels (int64) and dot-product scores (float32) per query, best first.
 
         ``ef`` (HNSW only) defaults to :attr:`ef` and is raised to ``k``: a shard searched at ``ef < k``
         would lose good candidates that the merge could have kept.
         """
-        if k < 1:
-            raise FastDPRError(f"k must be at least 1, got {k}")
+        check_search(k, ef)
         breadth = max(ef if ef is not None else self.ef, k)
         labels: list[np.ndarray] = []
         scores: list[np.ndarray] = []
         for offset, searcher in self._shards:
-            wanted = min(k, searcher.count)
-            if isinstance(searcher, HnswSearcher):
-                shard_labels, shard_scores = searcher.search(queries, wanted, ef=breadth)
-            else:
-                shard_labels, shard_scores = searcher.search(queries, wanted)
+            shard_labels, shard_scores = searcher.search(queries, min(k, searcher.count), ef=breadth)
             labels.append(shard_labels + offset)
             scores.append(shard_scores)
         return merge_top_k(labels, scores, k)
+
+    def close(self) -> None:
+        """Closes every shard's searcher."""
+        for _, searcher in self._shards:
+            searcher.close()
 
 
 def merge_top_k(labels: list[np.ndarray], scores: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +199,7 @@ def merge_top_k(labels: list[np.ndarray], scores: list[np.ndarray], k: int) -> t
 class ShardedStore:
     """Passages by global label, read from each shard's own passage store."""
 
-    def __init__(self, stores: list[tuple[int, PassageStore]]) -> None:
+    def __init__(self, stores: Sequence[tuple[int, PassageStore]]) -> None:
         self._offsets = [offset for offset, _ in stores]
         self._stores = [store for _, store in stores]
 
@@ -157,7 +208,8 @@ class ShardedStore:
         return sum(store.count() for store in self._stores)
 
     def get(self, labels: Iterable[SupportsIndex]) -> list[StoredPassage]:
-        """The passages with these global labels, in the given order (see :meth:`PassageStore.get`)."""
+        """The passages with these global labels, in the given order (see :meth:`PassageStore.get`):
+        one lookup per shard that holds any of them, however many labels are asked for at once."""
         wanted = [int(label) for label in labels]
         by_shard: dict[int, list[int]] = {}
         for label in wanted:
@@ -176,37 +228,3 @@ class ShardedStore:
         """Closes every shard's store."""
         for store in self._stores:
             store.close()
-
-
-def open_shards(root: Path, entries: Sequence[ShardEntry], *, dim: int, ef: int, exact: bool,
-                threads: int | None) -> tuple[ShardedSearcher, ShardedStore]:
-    """Searchers and stores of the shards ``entries`` of a checked sharded index (see
-    :func:`load_sharded_manifest`; a Ray actor opens its own run of shards on its node).
-
-    Each shard's manifest is tied to the top-level one again (its sha256) and its files' sizes are
-    checked: what the caller checked may have been another node's copy. Exact search memory-maps each
-    shard's ``vectors.npy``; HNSW search loads each shard's graph.
-    """
-    searchers: list[tuple[int, HnswSearcher | ExactSearcher]] = []
-    stores: list[tuple[int, PassageStore]] = []
-    try:
-        for entry in entries:
-            shard_dir = check_shard_manifest(root, entry)
-            shard = load_index_manifest(shard_dir, "sizes")
-            searcher: HnswSearcher | ExactSearcher
-            if exact:
-                searcher = ExactSearcher.load(shard.path(shard.vectors), dim, entry.count)
-            else:
-                assert shard.hnsw.file is not None  # always set in an unsharded manifest (parse_index_manifest)
-                searcher = HnswSearcher(shard.path(shard.hnsw.file), dim, entry.count, ef=ef, threads=threads)
-            store = PassageStore(shard.path(shard.store))
-            stores.append((entry.label_offset, store))
-            if store.count() != entry.count:
-                raise IndexLoadError(f"{shard_dir}: passage store holds {store.count()} passages, "
-                                     f"manifest says {entry.count}")
-            searchers.append((entry.label_offset, searcher))
-    except BaseException:
-        for _, store in stores:
-            store.close()
-        raise
-    return ShardedSearcher(searchers, ef), ShardedStore(stores)

@@ -28,7 +28,8 @@ import numpy as np
 
 from fastdpr.common.errors import FastDPRError, IndexLoadError, MissingDependencyError
 
-__all__ = ["LEXICAL_DIR", "LEXICAL_METHODS", "BM25Index", "BM25Settings", "build_bm25", "check_question"]
+__all__ = ["LEXICAL_DIR", "LEXICAL_METHODS", "STEMMER_PREFIX", "BM25Build", "BM25Index", "BM25Settings", "build_bm25",
+           "check_question"]
 
 #: The lexical methods ``fastdpr index --lexical`` knows.
 LEXICAL_METHODS = ("bm25",)
@@ -36,6 +37,8 @@ LEXICAL_METHODS = ("bm25",)
 LEXICAL_DIR = "lexical"
 #: The token pattern of bm25s (its default), recorded in the manifest.
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+#: How the manifest names a PyStemmer stemmer (``"PyStemmer english"``).
+STEMMER_PREFIX = "PyStemmer "
 
 
 @dataclass(frozen=True)
@@ -49,32 +52,28 @@ class BM25Settings:
     b: float = 0.4
     lower: bool = True
     token_pattern: str = TOKEN_PATTERN
-    stopwords: str = "en"
+    stopwords: str | None = "en"
     stemmer: str | None = "english"
 
     def to_dict(self) -> dict[str, Any]:
-        """The manifest's form: ``bm25`` (variant, k1, b) and ``tokenizer``."""
+        """The manifest's form: ``bm25`` (variant, k1, b) and ``tokenizer`` (parsed back by
+        :mod:`fastdpr.index.manifest`)."""
         return {"bm25": {"method": self.method, "k1": self.k1, "b": self.b},
                 "tokenizer": {"library": "bm25s.tokenize", "lower": self.lower, "token_pattern": self.token_pattern,
                               "stopwords": self.stopwords,
-                              "stemmer": None if self.stemmer is None else f"PyStemmer {self.stemmer}"}}
+                              "stemmer": None if self.stemmer is None else f"{STEMMER_PREFIX}{self.stemmer}"}}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: Path) -> BM25Settings:
-        """Read :meth:`to_dict`'s form back (an :class:`IndexLoadError` names what is wrong)."""
-        try:
-            bm25, tok = data["bm25"], data["tokenizer"]
-            stemmer = tok["stemmer"]
-            if stemmer is not None:
-                if not (isinstance(stemmer, str) and stemmer.startswith("PyStemmer ")):
-                    raise ValueError(f"unknown stemmer {stemmer!r}")
-                stemmer = stemmer.removeprefix("PyStemmer ")
-            settings = cls(method=str(bm25["method"]), k1=float(bm25["k1"]), b=float(bm25["b"]),
-                           lower=bool(tok["lower"]), token_pattern=str(tok["token_pattern"]),
-                           stopwords=str(tok["stopwords"]), stemmer=stemmer)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IndexLoadError(f"{where}: the lexical entry of the manifest is malformed ({exc})") from exc
-        return settings
+
+@dataclass(frozen=True)
+class BM25Build:
+    """What :func:`build_bm25` wrote: the files (relative to the target's parent), the passage count, the
+    vocabulary size, and the provenance a manifest records (library versions, build time)."""
+
+    files: tuple[str, ...]
+    passages: int
+    vocabulary: int
+    versions: dict[str, str]
+    seconds: float
 
 
 def _bm25s() -> Any:
@@ -107,11 +106,10 @@ def _tokenize(texts: list[str], settings: BM25Settings, stemmer: Any, ids: bool)
                              stopwords=settings.stopwords, stemmer=stemmer, return_ids=ids, show_progress=False)
 
 
-def build_bm25(texts: Iterable[str], target: Path, settings: BM25Settings | None = None) -> dict[str, Any]:
+def build_bm25(texts: Iterable[str], target: Path, settings: BM25Settings | None = None) -> BM25Build:
     """Index ``texts`` (passage ``i`` is label ``i``) with BM25 and save it into the new directory ``target``.
 
-    Returns the manifest's ``lexical`` entry (``dir`` relative to ``target``'s parent). The tokenized
-    corpus is held in memory while it is indexed: one shard's worth in a sharded build.
+    The tokenized corpus is held in memory while it is indexed: one shard's worth in a sharded build.
     """
     settings = settings or BM25Settings()
     bm25s = _bm25s()
@@ -124,12 +122,10 @@ def build_bm25(texts: Iterable[str], target: Path, settings: BM25Settings | None
     model.index(tokens, show_progress=False)
     target.mkdir()
     model.save(str(target), show_progress=False)
-    files = sorted(f"{target.name}/{path.name}" for path in target.iterdir())
-    return {"method": "bm25", "dir": target.name, "files": files, **settings.to_dict(),
-            "fields": "title and text, joined by a newline",
-            "passages": len(corpus), "vocabulary": len(tokens.vocab),
-            "versions": {name: _version(name) for name in ("bm25s", "PyStemmer")},
-            "build_seconds": round(time.perf_counter() - started, 2)}
+    return BM25Build(files=tuple(sorted(f"{target.name}/{path.name}" for path in target.iterdir())),
+                     passages=len(corpus), vocabulary=len(tokens.vocab),
+                     versions={name: _version(name) for name in ("bm25s", "PyStemmer")},
+                     seconds=round(time.perf_counter() - started, 2))
 
 
 def _version(name: str) -> str:

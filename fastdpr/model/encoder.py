@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Encoding
 
 from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE, INPUTS_PER_CALL
 from fastdpr.model.session import make_session
@@ -46,11 +47,21 @@ class OnnxEncoder:
         """Embed questions (strings) or passages ((title, text) pairs): ``[len(inputs), dim]`` float32.
 
         ``on_batch`` is called with the number of inputs each ONNX Runtime call embedded."""
-        out = np.zeros((len(inputs), self.dim), dtype=np.float32)
-        if not inputs:
+        return self.encode_tokenized(self.tokenize(inputs) if inputs else [], batch_size, on_batch)
+
+    def tokenize(self, inputs: Sequence[str] | Sequence[tuple[str, str]]) -> list[Encoding]:
+        """Tokenize inputs of this side, as :meth:`encode` does (for a caller that also needs the token
+        counts: tokenize once, then :meth:`encode_tokenized`)."""
+        return self.tokenizer.encode(inputs)
+
+    def encode_tokenized(self, encodings: Sequence[Encoding], batch_size: int = 32,
+                         on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Embed inputs tokenized by :meth:`tokenize`: bitwise what :meth:`encode` gives their text."""
+        out = np.zeros((len(encodings), self.dim), dtype=np.float32)
+        if not encodings:
             return out
         per_call = batch_size if self.inputs_per_call is None else min(batch_size, self.inputs_per_call)
-        for rows, feeds in self.tokenizer.sorted_batches(inputs, per_call):
+        for rows, feeds in self.tokenizer.batches(encodings, per_call):
             out[rows] = self.session.run([OUTPUT_NAME], feeds)[0]
             if on_batch is not None:
                 on_batch(len(rows))

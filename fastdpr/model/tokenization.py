@@ -65,7 +65,10 @@ class SpecTokenizer:
                        batch_size: int) -> Iterator[tuple[np.ndarray, Feeds]]:
         """Tokenize ``inputs`` and yield ``(row indices, feeds)`` batches, sorted by token length so a
         batch holds similar lengths and padding costs little (the batching the runtime deploys)."""
-        encodings = self.encode(inputs)
+        return self.batches(self.encode(inputs), batch_size)
+
+    def batches(self, encodings: Sequence[Encoding], batch_size: int) -> Iterator[tuple[np.ndarray, Feeds]]:
+        """As :meth:`sorted_batches`, for inputs tokenized already (by :meth:`encode`)."""
         order = np.argsort([len(enc.ids) for enc in encodings], kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from fastdpr.common.errors import FastDPRError
 from fastdpr.index.lexical_side import LexicalSide, open_lexical_side
-from fastdpr.index.manifest import IndexManifest, ShardedIndexManifest
+from fastdpr.index.load import Shard
 from fastdpr.lexical.bm25 import check_question
 from fastdpr.lexical.fusion import DEFAULT_WEIGHT, FUSIONS, fuse
 
-__all__ = ["HYBRID_DEPTH", "MODES", "HybridSearch"]
+__all__ = ["DENSE", "HYBRID_DEPTH", "MODES", "HybridSearch", "Ranking", "check_mode"]
 
 #: How the retriever ranks: embeddings, BM25, or both fused.
 MODES = ("dense", "lexical", "hybrid")
@@ -44,11 +46,30 @@ def check_mode(mode: str, fusion: str = "weighted", weight: float | None = None)
         raise FastDPRError(f"the lexical weight must be within 0..1, got {weight}")
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """How a search ranks passages: ``mode``, and for ``hybrid`` the ``fusion`` and the lexical ``weight``
+    (None: :data:`~fastdpr.lexical.fusion.DEFAULT_WEIGHT`). Checked when made (:func:`check_mode`): the
+    CLI, the Python API and ``fastdpr serve`` take the same values with the same defaults."""
+
+    mode: str = "dense"
+    fusion: str = "weighted"
+    weight: float | None = None
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode, self.fusion, self.weight)
+
+
+#: The default ranking: embeddings only.
+DENSE = Ranking()
+
+
 class HybridSearch:
     """The lexical side of one loaded index (opened on first use, thread-safe) and the fusion."""
 
-    def __init__(self, manifest: IndexManifest | ShardedIndexManifest) -> None:
-        self._manifest = manifest
+    def __init__(self, root: Path, shards: Sequence[Shard]) -> None:
+        self._root = root
+        self._shards = list(shards)
         self._lexical: LexicalSide | None = None
         self._lock = threading.Lock()
 
@@ -57,7 +78,7 @@ class HybridSearch:
         """The index's lexical side (:class:`~fastdpr.common.errors.IndexLoadError` when it has none)."""
         with self._lock:
             if self._lexical is None:
-                self._lexical = open_lexical_side(self._manifest)
+                self._lexical = open_lexical_side(self._root, self._shards)
             return self._lexical
 
     def search(self, questions: Sequence[str], k: int, mode: str, dense: DenseSearch, *, fusion: str = "weighted",

@@ -7,24 +7,29 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from tokenizers import Encoding
 
 from fastdpr.common.errors import FastDPRError, IndexLoadError, Int8Warning
 from fastdpr.common.integrity import Integrity
-from fastdpr.index.ann import ExactSearcher, HnswSearcher
-from fastdpr.index.load import ShardedSearcher, ShardedStore, is_sharded_index, load_sharded_manifest, open_shards
-from fastdpr.index.manifest import IndexManifest, ShardedIndexManifest, load_index_manifest
-from fastdpr.index.store import PassageStore
+from fastdpr.index.ann import Searcher
+from fastdpr.index.load import (
+    Shard,
+    ShardedStore,
+    is_sharded_index,
+    load_sharded_manifest,
+    open_searcher,
+    open_store,
+    shards_of,
+)
+from fastdpr.index.manifest import IndexManifest, ShardedIndexManifest, ShardEntry, load_index_manifest
 from fastdpr.model.batching import DEFAULT_QUESTION_BATCH_SIZE
 from fastdpr.model.encoder import OnnxEncoder
 from fastdpr.model.tokenization import SpecTokenizer
 from fastdpr.model.verify import Int8Verification, verify_int8_questions
-from fastdpr.search.hybrid import HybridSearch
-
-if TYPE_CHECKING:
-    from fastdpr.cluster.search import RayShardedSearcher, RayShardedStore
+from fastdpr.search.hybrid import DENSE, HybridSearch, Ranking
 
 
 @dataclass(frozen=True)
@@ -76,11 +81,14 @@ class Retriever:
     ``search`` and ``search_batch`` may be called from many threads at once: ONNX Runtime sessions
     and tokenizers are thread-safe, the HNSW searcher serializes only changes of ``ef``, and the
     passage store guards its connection.
+
+    Whatever the index (one directory, local shards, shards on Ray actors), a search is the same two
+    steps: :attr:`searcher` (a :class:`~fastdpr.index.ann.Searcher`) finds labels and scores for the
+    whole batch of questions, then :attr:`store` reads their passages in one lookup.
     """
 
     def __init__(self, index_dir: Path, manifest: IndexManifest | ShardedIndexManifest, encoder: OnnxEncoder,
-                 searcher: HnswSearcher | ExactSearcher | ShardedSearcher | RayShardedSearcher,
-                 store: PassageStore | ShardedStore | RayShardedStore, ef: int) -> None:
+                 searcher: Searcher, store: ShardedStore, ef: int, shards: Sequence[Shard]) -> None:
         self.index_dir = index_dir
         #: The manifest as read (JSON); :attr:`typed_manifest` is the checked, typed form.
         self.manifest: dict[str, Any] = manifest.raw
@@ -92,7 +100,7 @@ class Retriever:
         #: The int8 question encoder checked on this machine at load (None: fp32, or not checked).
         self.int8_check: Int8Verification | None = None
         #: Lexical and hybrid search (issue #23): the index's lexical side, opened at its first use.
-        self.hybrid = HybridSearch(manifest)
+        self.hybrid = HybridSearch(index_dir, shards)
 
     @property
     def question_precision(self) -> str:
@@ -124,57 +132,48 @@ class Retriever:
         root = Path(index_dir)
         if check_hashes is not None:
             integrity = "sha256" if check_hashes else "sizes"
+        manifest: IndexManifest | ShardedIndexManifest
+        shards: list[Shard]
+        entries: tuple[ShardEntry, ...] = ()
         if is_sharded_index(root):
-            retriever = cls._load_sharded(root, threads=threads, ef=ef, exact=exact, integrity=integrity,
-                                          ray_address=ray_address, ray_actors=ray_actors)
+            manifest = load_sharded_manifest(root, integrity)
+            entries = manifest.shards
+            shards = shards_of(root, entries)
         elif ray_address is not None:
             raise FastDPRError(f"{root} is not a sharded index: Ray serves the shards of a sharded index "
                                "(build it with --shard-size)")
         else:
-            retriever = cls._load_single(root, threads=threads, ef=ef, exact=exact, integrity=integrity)
+            manifest = load_index_manifest(root, integrity)
+            shards = [(0, manifest)]  # an unsharded index is opened as one shard at label 0
+        encoder = open_question_encoder(manifest, threads)
+        ef = ef if ef is not None else manifest.hnsw.ef_search
+        searcher: Searcher
+        if ray_address is not None:
+            from fastdpr.cluster.search import RayShardedSearcher  # the optional Ray, imported only when asked for
+
+            searcher = RayShardedSearcher(root, entries, ef=ef, exact=exact, threads=threads, address=ray_address,
+                                          actors=ray_actors)
+        else:
+            searcher = open_searcher(shards, ef=ef, exact=exact, threads=threads)
+        try:
+            # Passages are read here even when Ray actors search: the driver has just checked every
+            # shard's files, so its own copy answers a batch in one SQLite lookup per shard instead of
+            # a second round trip to the actors.
+            store = open_store(shards)
+        except BaseException:
+            searcher.close()
+            raise
+        retriever = cls(root, manifest, encoder, searcher, store, ef, shards)
         if check_int8:
-            retriever.int8_check = check_index_int8(retriever.typed_manifest, retriever.encoder, "load")
+            try:
+                retriever.int8_check = check_index_int8(manifest, encoder, "load")
+            except BaseException:
+                retriever.close()  # Ray actors outlive this process's objects: stop them
+                raise
             if retriever.int8_check is not None and not retriever.int8_check.passed:
                 warnings.warn(retriever.int8_check.summary() + ". Rebuild the index with --precision fp32, or "
                               "re-export with a 7-bit recipe", Int8Warning, stacklevel=2)
         return retriever
-
-    @classmethod
-    def _load_single(cls, root: Path, *, threads: int | None, ef: int | None, exact: bool,
-                     integrity: Integrity) -> Retriever:
-        manifest = load_index_manifest(root, integrity)
-        encoder = open_question_encoder(manifest, threads)
-        ef = ef if ef is not None else manifest.hnsw.ef_search
-        searcher: HnswSearcher | ExactSearcher
-        if exact:
-            searcher = ExactSearcher.load(manifest.path(manifest.vectors), manifest.spec.dim, manifest.count)
-        else:
-            assert manifest.hnsw.file is not None  # always set in an unsharded manifest (parse_index_manifest)
-            searcher = HnswSearcher(manifest.path(manifest.hnsw.file), manifest.spec.dim, manifest.count, ef=ef,
-                                    threads=threads)
-        store = PassageStore(manifest.path(manifest.store))
-        if store.count() != manifest.count:
-            raise IndexLoadError(f"{root}: passage store holds {store.count()} passages, manifest says "
-                                 f"{manifest.count}")
-        return cls(root, manifest, encoder, searcher, store, ef)
-
-    @classmethod
-    def _load_sharded(cls, root: Path, *, threads: int | None, ef: int | None, exact: bool,
-                      integrity: Integrity, ray_address: str | None, ray_actors: int | None) -> Retriever:
-        manifest = load_sharded_manifest(root, integrity)
-        encoder = open_question_encoder(manifest, threads)
-        ef = ef if ef is not None else manifest.hnsw.ef_search
-        searcher: ShardedSearcher | RayShardedSearcher
-        store: ShardedStore | RayShardedStore
-        if ray_address is not None:
-            from fastdpr.cluster.search import open_ray_shards
-
-            searcher, store = open_ray_shards(root, manifest, dim=manifest.spec.dim, ef=ef, exact=exact,
-                                              threads=threads, address=ray_address, actors=ray_actors)
-        else:
-            searcher, store = open_shards(root, manifest.shards, dim=manifest.spec.dim, ef=ef, exact=exact,
-                                          threads=threads)
-        return cls(root, manifest, encoder, searcher, store, ef)
 
     @property
     def count(self) -> int:
@@ -185,25 +184,50 @@ class Retriever:
         """Question embeddings ``[len(questions), dim]``."""
         return self.encoder.encode_questions(list(questions), batch_size)
 
+    @property
+    def dim(self) -> int:
+        """The embedding size."""
+        return self.encoder.dim
+
+    @property
+    def artifact_path(self) -> Path | None:
+        """Where the artifact the index was built from was, when the index was built (None: not recorded)."""
+        recorded = self.manifest.get("artifact") or {}
+        return Path(recorded["path"]) if recorded.get("path") else None
+
+    @property
+    def artifact_identity(self) -> str | None:
+        """The identity (:attr:`fastdpr.model.artifact.Artifact.identity`) of the artifact the index was built
+        from (None: not recorded)."""
+        recorded = self.manifest.get("artifact") or {}
+        return str(recorded["identity"]) if recorded.get("identity") else None
+
+    def tokenize_questions(self, questions: Sequence[str]) -> list[Encoding]:
+        """The questions as the question encoder tokenizes them (token counts, truncation), for
+        :meth:`encode_tokenized_questions`: a caller that needs both tokenizes once."""
+        return self.encoder.tokenize(list(questions))
+
+    def encode_tokenized_questions(self, encodings: Sequence[Encoding],
+                                   batch_size: int = DEFAULT_QUESTION_BATCH_SIZE) -> np.ndarray:
+        """Embeddings of questions tokenized by :meth:`tokenize_questions` (bitwise what
+        :meth:`encode_questions` gives their text)."""
+        return self.encoder.encode_tokenized(encodings, batch_size)
+
     def search_vectors(self, vectors: np.ndarray, k: int, ef: int | None = None) -> list[list[Hit]]:
         """Search with precomputed question embeddings.
 
         ``ef`` overrides the HNSW search breadth for this call only (default: :attr:`ef`; raised to
-        ``k`` when smaller); exact search ignores it.
+        ``k`` when smaller); exact search ignores it. ``k`` and ``ef`` below 1 raise
+        :class:`~fastdpr.common.errors.FastDPRError` (checked by the searcher).
         """
-        if k < 1:
-            raise FastDPRError(f"k must be at least 1, got {k}")
-        if ef is not None and ef < 1:
-            raise FastDPRError(f"ef must be at least 1, got {ef}")
-        if isinstance(self.searcher, ExactSearcher):
-            labels, scores = self.searcher.search(vectors, k)
-        else:
-            labels, scores = self.searcher.search(vectors, k, ef=ef)
-        results: list[list[Hit]] = []
-        for row_labels, row_scores in zip(labels, scores, strict=True):
-            stored = self.store.get([int(label) for label in row_labels])
-            results.append([Hit(p.id, p.title, p.text, float(s)) for p, s in zip(stored, row_scores, strict=True)])
-        return results
+        labels, scores = self.searcher.search(vectors, k, ef=ef)
+        # One lookup for the whole batch, not one per question: a SQLite statement per shard (or per 900
+        # labels), and a passage that several questions retrieve is read once.
+        passages = self.store.get(labels.ravel())
+        width = labels.shape[1]  # every row has min(k, count) hits
+        return [[Hit(p.id, p.title, p.text, score)
+                 for p, score in zip(passages[row * width:(row + 1) * width], row_scores, strict=True)]
+                for row, row_scores in enumerate(scores.tolist())]
 
     def search(self, question: str, k: int = 10, *, ef: int | None = None, mode: str = "dense",
                fusion: str = "weighted", weight: float | None = None) -> list[Hit]:
@@ -222,33 +246,50 @@ class Retriever:
         ``mode``, ``fusion``, ``weight``: see :meth:`search`)."""
         if isinstance(questions, str):
             raise FastDPRError("search_batch takes a list of questions; use search() for one")
+        ranking = Ranking(mode, fusion, weight)
         if not questions:
             return []
-        if mode != "dense":  # issue #23: lexical and hybrid search (fastdpr/search/hybrid.py)
-            return self._ranked_hits(self.hybrid.search(
-                questions, k, mode, lambda qs, depth: self._dense_labels(qs, depth, batch_size, ef),
-                fusion=fusion, weight=weight))
-        return self.search_vectors(self.encode_questions(questions, batch_size), k, ef=ef)
+        if ranking.mode == "dense":
+            return self.search_vectors(self.encode_questions(questions, batch_size), k, ef=ef)
+        # issue #23: lexical and hybrid search (fastdpr/search/hybrid.py); lexical search encodes nothing.
+        return self._ranked_hits(self.hybrid.search(
+            questions, k, ranking.mode,
+            lambda qs, depth: self.searcher.search(self.encode_questions(qs, batch_size), depth, ef=ef),
+            fusion=ranking.fusion, weight=ranking.weight))
 
-    def _dense_labels(self, questions: Sequence[str], depth: int, batch_size: int,
-                      ef: int | None) -> tuple[np.ndarray, np.ndarray]:
-        # issue #23: the dense candidates of hybrid search, as labels and dot products.
-        vectors = self.encode_questions(questions, batch_size)
-        if isinstance(self.searcher, ExactSearcher):
-            return self.searcher.search(vectors, depth)
-        return self.searcher.search(vectors, depth, ef=ef)
+    def search_encoded(self, questions: Sequence[str], vectors: np.ndarray, k: int, ranking: Ranking = DENSE, *,
+                       ef: int | None = None) -> list[list[Hit]]:
+        """As :meth:`search_batch`, for questions already encoded (``vectors``, one row per question, from
+        :meth:`encode_questions` or :meth:`encode_tokenized_questions`): what a server that batches the
+        encoding of many requests calls. ``ranking.mode`` dense searches the vectors alone, lexical the
+        question texts alone."""
+        if ranking.mode == "dense":
+            return self.search_vectors(vectors, k, ef=ef)
+        if len(vectors) != len(questions):
+            raise FastDPRError(f"{len(questions)} questions but {len(vectors)} question vectors")
+        return self._ranked_hits(self.hybrid.search(
+            questions, k, ranking.mode, lambda _qs, depth: self.searcher.search(vectors, depth, ef=ef),
+            fusion=ranking.fusion, weight=ranking.weight))
+
+    @property
+    def has_lexical(self) -> bool:
+        """True when the index has a lexical side (built with ``--lexical bm25``): lexical and hybrid
+        search need one."""
+        return self.typed_manifest.lexical is not None
 
     def _ranked_hits(self, ranked: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
-        # issue #23: lexical or fused (labels, scores) per question, as hits.
-        results: list[list[Hit]] = []
-        for labels, scores in ranked:
-            stored = self.store.get([int(label) for label in labels])
-            results.append([Hit(p.id, p.title, p.text, float(s)) for p, s in zip(stored, scores, strict=True)])
-        return results
+        # issue #23: lexical or fused (labels, scores) per question, as hits; rows may differ in length
+        # (a question with few lexical hits), and the whole batch is still one store lookup.
+        passages = self.store.get(np.concatenate([labels for labels, _ in ranked]))
+        ends = np.cumsum([len(labels) for labels, _ in ranked]).tolist()
+        return [[Hit(p.id, p.title, p.text, score)
+                 for p, score in zip(passages[end - len(scores):end], scores.tolist(), strict=True)]
+                for end, (_, scores) in zip(ends, ranked, strict=True)]
 
     def close(self) -> None:
-        """Release the passage store (and stop the Ray actors serving the shards, if any)."""
+        """Release the passage store and the searcher (stopping the Ray actors serving the shards, if any)."""
         self.store.close()
+        self.searcher.close()
 
     def __enter__(self) -> Retriever:
         return self

@@ -64,9 +64,10 @@ BatchObserver = Callable[[int, float, float], None]
 def run_batch(retriever: Retriever, questions: Sequence[str], ks: Sequence[int | None],
               max_batch: int) -> list[QuestionResult]:
     """Encode ``questions`` in one session call (``max_batch`` per call) and search each with its own
-    ``k`` (a group per distinct ``k``, so a question's hits are what ``Retriever.search(q, k)`` ranks)."""
-    encodings = retriever.encoder.tokenizer.encode_questions(questions)
-    vectors = retriever.encode_questions(questions, batch_size=max_batch)
+    ``k`` (a group per distinct ``k``, so a question's hits are what ``Retriever.search(q, k)`` ranks).
+    Each question is tokenized once: the same encodings give the vectors and the token counts."""
+    encodings = retriever.tokenize_questions(questions)
+    vectors = retriever.encode_tokenized_questions(encodings, batch_size=max_batch)
     hits: list[list[Hit] | None] = [None] * len(questions)
     for k in sorted({k for k in ks if k is not None}):
         rows = [i for i, row_k in enumerate(ks) if row_k == k]

@@ -9,7 +9,7 @@ connections, answers every request it accepted, then exits with status 0.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,7 @@ def open_passage_encoder(retriever: Retriever, artifact_dir: Path | None, thread
     ``artifact_dir``, or the path the index manifest recorded when it still holds that artifact."""
     from fastdpr.model.artifact import Artifact
 
-    recorded = retriever.manifest.get("artifact", {})
-    path = artifact_dir or (Path(recorded["path"]) if recorded.get("path") else None)
+    path = artifact_dir or retriever.artifact_path
     if path is None:
         return None
     try:
@@ -68,13 +67,13 @@ def open_passage_encoder(retriever: Retriever, artifact_dir: Path | None, thread
             raise
         warn(f"passage embeddings are off: the index's artifact cannot be opened ({exc}); give --artifact")
         return None
-    if recorded.get("identity") and artifact.identity != recorded["identity"]:
+    if retriever.artifact_identity and artifact.identity != retriever.artifact_identity:
         message = f"{path} is not the artifact the index was built from (its manifest differs)"
         if artifact_dir is not None:
             raise FastDPRError(message)
         warn(f"passage embeddings are off: {message}; give --artifact")
         return None
-    return artifact.encoder("context", str(retriever.manifest["precision"]), threads=threads)
+    return artifact.encoder("context", retriever.typed_manifest.precision, threads=threads)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -86,22 +85,38 @@ def bind_socket(host: str, port: int) -> socket.socket:
         raise FastDPRError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
+def check_api_key(api_key: str | None) -> str | None:
+    """An API key a client can send in a header: not empty, no whitespace or control characters (a key
+    read from a file with its newline would never match)."""
+    if api_key is not None and (not api_key or not api_key.isprintable() or any(c.isspace() for c in api_key)):
+        raise FastDPRError("--api-key (FASTDPR_API_KEY) must be a non-empty string without spaces or "
+                           "control characters")
+    return api_key
+
+
 def serve(index: Path, *, host: str, port: int, threads: int | None, workers: int | None,
-          options_kwargs: dict[str, Any],
-          artifact: Path | None, log: Callable[[str], None], log_level: str = "warning") -> None:
-    """Load ``index`` and serve it until SIGTERM or SIGINT (which drain in-flight requests)."""
+          options_kwargs: dict[str, Any], artifact: Path | None, log: Callable[[str], None],
+          log_level: str = "warning", api_key: str | None = None,
+          cors_allow_origins: Sequence[str] = ()) -> None:
+    """Load ``index`` and serve it until SIGTERM or SIGINT (which drain in-flight requests).
+
+    ``api_key``: every route but /health requires ``Authorization: Bearer <api_key>`` (never logged).
+    ``cors_allow_origins``: origins a browser page may call the server from. ``options_kwargs``:
+    :class:`~fastdpr.serve.state.ServeOptions` fields (``model_name`` defaults to the index's directory name).
+    """
     require_serve_extra()
     import uvicorn
 
-    from fastdpr.report.info import describe
-    from fastdpr.serve.app import ServeOptions, create_app
+    from fastdpr.serve.app import create_app
+    from fastdpr.serve.state import Access, ServeOptions
 
+    access = Access(api_key=check_api_key(api_key), cors_allow_origins=tuple(cors_allow_origins))
     workers, budget = thread_budget(threads, workers)
+    options_kwargs = {**options_kwargs, "model_name": options_kwargs.get("model_name") or index.resolve().name}
     options = ServeOptions(workers=workers, threads=budget, **options_kwargs)
     retriever = Retriever.load(index, threads=budget)
     passage_encoder = open_passage_encoder(retriever, artifact, budget, log)
-    app = create_app(retriever, options, passage_encoder=passage_encoder,
-                     describe=lambda: describe(index, threads=budget))
+    app = create_app(retriever, options, access=access, passage_encoder=passage_encoder)
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -122,10 +137,16 @@ def serve(index: Path, *, host: str, port: int, threads: int | None, workers: in
     config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS,
                             lifespan="on", server_header=False)
     server = DrainingServer(config)
-    log(f"fastdpr serve: {retriever.count} passages of {index} (passages {retriever.manifest.get('precision')}, "
+    log(f"fastdpr serve: {retriever.count} passages of {index} (passages {retriever.typed_manifest.precision}, "
         f"questions {retriever.question_precision}), "
         f"{workers} worker(s) x {budget} thread(s), batches of <= {options.max_batch} questions "
         f"(wait <= {options.max_wait_ms:g} ms)")
+    log(f"OpenAI-compatible models (POST /v1/embeddings): {options.model_name}-query"
+        + (f", {options.model_name}-passage" if passage_encoder is not None else ""))
+    if access.api_key is not None:
+        log("every route but /health requires the API key (Authorization: Bearer ...)")
+    if access.cors_allow_origins:
+        log(f"browsers may call it from: {', '.join(access.cors_allow_origins)}")
     log(f"listening on http://{shown}:{bound_port}  (page: /, API schema: /openapi.json)")
     try:
         server.run(sockets=[sock])

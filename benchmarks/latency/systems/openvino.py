@@ -28,8 +28,8 @@ def quantized_openvino_model(context: SetupContext, side: Side) -> Any:
     import nncf
     import openvino as ov
 
+    from fastdpr_export.calibration import artifact_calibration_batches
     from fastdpr_export.onnx_export import export_onnx
-    from fastdpr_export.pipeline import artifact_calibration_batches
     from fastdpr_export.torch_model import build_pooled_encoder
 
     directory = context.workdir / f"openvino-{side}"

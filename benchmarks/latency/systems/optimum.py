@@ -33,9 +33,9 @@ class UnpooledBackbone:
         """
         import torch
 
+        from fastdpr_export.calibration import artifact_calibration_batches
         from fastdpr_export.fusion import fuse
         from fastdpr_export.onnx_export import DEFAULT_OPSET
-        from fastdpr_export.pipeline import artifact_calibration_batches
         from fastdpr_export.quantize import get_recipe, quantize
         from fastdpr_export.torch_model import load_hf_model
 

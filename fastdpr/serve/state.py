@@ -1,0 +1,149 @@
+"""What the routes of ``fastdpr serve`` share: its settings, who may call it, and :class:`ServerState`
+(the retriever, the question batcher, the passage encoder, readiness, metrics), reached from a route
+through the :data:`State` dependency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, Request
+
+from fastdpr import __version__
+from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE
+from fastdpr.model.encoder import OnnxEncoder
+from fastdpr.search.retriever import Retriever
+from fastdpr.serve.batcher import QuestionBatcher, QuestionResult, ShuttingDown, describe_batching
+from fastdpr.serve.errors import ClientError
+from fastdpr.serve.metrics import ServeMetrics
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Limits and batching of one server."""
+
+    max_batch: int = 32
+    max_wait_ms: float = 0.0  # see `fastdpr serve --help`: batches still form under load
+    #: Questions waiting for a batch before new requests get 503 (also the most questions one request may hold).
+    max_queue: int = 256
+    max_k: int = 100
+    max_body_bytes: int = 256 * 1024
+    max_passages: int = 64
+    #: Concurrent batches (threads running ONNX Runtime + HNSW); ORT threads x workers <= cores.
+    workers: int = 1
+    threads: int = 1
+    #: The OpenAI-compatible models are ``<model_name>-query`` and ``<model_name>-passage``.
+    model_name: str = "fastdpr"
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call the server: the API key every route but ``/health`` requires (None: anyone who can
+    reach the port), and the origins a browser may call it from (CORS). The key is never shown."""
+
+    api_key: str | None = field(default=None, repr=False)
+    cors_allow_origins: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        """What /info says about access (whether a key is required, never the key)."""
+        return {"api_key_required": self.api_key is not None, "cors_allow_origins": list(self.cors_allow_origins)}
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Embeddings of a request's inputs, with the tokens the encoder saw for each."""
+
+    vectors: list[np.ndarray]
+    tokens: list[int]
+    truncated: list[bool]
+
+
+class ServerState:
+    """What the endpoints share: the retriever, the batcher, readiness, the cached /info."""
+
+    def __init__(self, retriever: Retriever, options: ServeOptions, access: Access,
+                 passage_encoder: OnnxEncoder | None, describe: Callable[[], dict[str, Any]]) -> None:
+        self.retriever = retriever
+        self.options = options
+        self.access = access
+        self.passage_encoder = passage_encoder
+        self.describe = describe
+        self.executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="fastdpr-infer")
+        self.batcher: QuestionBatcher | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.metrics = ServeMetrics(lambda: float(self.batcher.queued_questions if self.batcher else 0))
+        self.ready = False
+        self.draining = False
+        self.probe_ms: float | None = None
+        self.started_utc = 0
+        self._info: dict[str, Any] | None = None
+        self._info_lock = asyncio.Lock()
+
+    def require_batcher(self) -> QuestionBatcher:
+        """The running batcher (:class:`ShuttingDown` before it starts and after it stopped)."""
+        # Draining (after SIGTERM) still answers: uvicorn stops accepting connections, and every request
+        # that reached the app is one a client sent before, so it is answered, not refused.
+        if self.batcher is None:
+            raise ShuttingDown("the server is not accepting work")
+        return self.batcher
+
+    async def info(self) -> dict[str, Any]:
+        """What /info answers: the index's description (made once, off the event loop), the server's
+        settings and access (never the API key), and the batching."""
+        async with self._info_lock:
+            if self._info is None:
+                report = await asyncio.get_running_loop().run_in_executor(self.executor, self.describe)
+                report["serve"] = {"version": __version__, **asdict(self.options),
+                                   "passage_embeddings": self.passage_encoder is not None,
+                                   **self.access.describe()}
+                self._info = report
+        if self.batcher is None:
+            return self._info
+        return {**self._info, "batching": describe_batching(self.batcher)}
+
+    async def search(self, questions: list[str], k: int) -> list[QuestionResult]:
+        """The hits of each question (batched with other requests' questions)."""
+        results = await self.require_batcher().submit(questions, k)
+        truncated = sum(result.truncated for result in results)
+        if truncated:
+            self.metrics.truncated.inc(truncated)
+        return results
+
+    async def embed_questions(self, questions: list[str]) -> Embedded:
+        """Question embeddings, from the index's question encoder (through the batcher)."""
+        results = await self.require_batcher().submit(questions, None)
+        return Embedded([r.embedding for r in results], [r.tokens for r in results], [r.truncated for r in results])
+
+    def require_passage_encoder(self) -> OnnxEncoder:
+        """The artifact's context encoder (a 400 when the server has none)."""
+        if self.passage_encoder is None:
+            raise ClientError(400, "this server has no passage encoder: start it with --artifact ARTIFACT "
+                                   "(the artifact the index was built from)")
+        return self.passage_encoder
+
+    async def embed_passages(self, passages: list[tuple[str, str]]) -> Embedded:
+        """(title, text) passage embeddings from the artifact's context encoder, each tokenized once."""
+        encoder = self.require_passage_encoder()
+
+        def run() -> Embedded:
+            encodings = encoder.tokenize(passages)
+            vectors = encoder.encode_tokenized(encodings, DEFAULT_PASSAGE_BATCH_SIZE)
+            return Embedded(list(vectors), [len(e.ids) for e in encodings], [bool(e.overflowing) for e in encodings])
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+
+
+def server_state(request: Request) -> ServerState:
+    """The :class:`ServerState` of the app answering ``request``."""
+    state = request.app.state.fastdpr
+    assert isinstance(state, ServerState)
+    return state
+
+
+#: A route's parameter of this type receives the app's :class:`ServerState`.
+State = Annotated[ServerState, Depends(server_state)]
