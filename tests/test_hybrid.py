@@ -257,3 +257,25 @@ def test_a_sharded_index_whose_shards_disagree_is_refused(tmp_path: Path, tiny_a
     (out / "manifest.json").write_text(json.dumps(top), encoding="utf-8")
     with pytest.raises(IndexLoadError, match=r"the lexical side of shard shards/00001 differs from the index's"):
         Retriever.load(out, threads=1)
+
+
+def test_info_describes_the_lexical_side(lexical_index: Path, tiny_index: Path, tmp_path: Path, tiny_artifact: Path,
+                                         corpus: Path) -> None:
+    text = run_cli(["info", lexical_index]).output
+    line = next(line for line in text.splitlines() if line.strip().startswith("lexical:"))
+    assert "bm25 (lucene, k1 0.9, b 0.4)" in line and "stemmer PyStemmer english" in line
+    assert "stop words en" in line and f"{len(PASSAGES)} passages" in line and "% of the index)" in line
+    report = json.loads(run_cli(["info", lexical_index, "--json"]).output)["lexical"]
+    manifest = read_manifest(lexical_index)
+    files = manifest["files"]
+    assert isinstance(files, dict)
+    assert report["bytes"] == sum(files[name]["bytes"] for name in manifest["lexical"]["files"])  # type: ignore[index]
+    assert report["index_bytes"] == sum(entry["bytes"] for entry in files.values())
+    assert report["vocabulary"] == [manifest["lexical"]["vocabulary"]]  # type: ignore[index]
+    sharded = tmp_path / "sharded"
+    run_cli(["index", tiny_artifact, corpus, "--out", sharded, "--lexical", "bm25", "--shard-size", 5, "--threads", 1])
+    report = json.loads(run_cli(["info", sharded, "--json"]).output)["lexical"]
+    assert report["parts"] == 2 and report["passages"] == len(PASSAGES) and len(report["vocabulary"]) == 2
+    assert "2 shards, vocabulary" in run_cli(["info", sharded]).output
+    assert "lexical: none" in run_cli(["info", tiny_index]).output
+    assert json.loads(run_cli(["info", tiny_index, "--json"]).output)["lexical"] is None
