@@ -168,10 +168,11 @@ def write_index(directory: Path, pieces: Iterable[Piece], backend: BuildBackend,
     with (graph_progress or _no_progress)(count) as on_progress:
         backend.build_graph(vectors, directory / "hnsw.bin", on_progress)
     del vectors
-    # Every build path (unsharded, each shard of a sharded, resumed or Ray build) writes its directories
-    # here, so each one gets its lexical side the same way, over the labels of its passage store.
-    lexical = write_lexical_side(directory, record.lexical)
     build = {"encode_seconds": round(encode_seconds, 2), "graph_seconds": round(time.perf_counter() - started, 2)}
+    # Every build path (unsharded, each shard of a sharded, resumed or Ray build) writes its directories
+    # here, so each one gets its lexical side the same way, over the labels of its passage store (its
+    # own build time is in the manifest's lexical entry).
+    lexical = write_lexical_side(directory, record.lexical)
     if shard is None:
         question_encoder: QuestionEncoderFiles | None = record.copy_question_encoder(directory)
         raw = {**record.provenance(), **record.whole_index(),
