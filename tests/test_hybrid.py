@@ -13,7 +13,7 @@ from doc_blocks import block, shell_commands
 
 from fastdpr.common.errors import FastDPRError, IndexLoadError
 from fastdpr.corpus.reader import Passage, write_corpus
-from fastdpr.lexical.bm25 import BM25Index, BM25Settings, build_bm25
+from fastdpr.lexical.bm25 import BM25Index, BM25Settings, best_scores, build_bm25
 from fastdpr.lexical.fusion import fuse
 
 PASSAGES = [
@@ -84,6 +84,23 @@ def test_an_empty_question_is_refused_in_one_line(bm25: BM25Index, question: str
 def test_k_is_clamped_to_the_corpus(bm25: BM25Index) -> None:
     labels, _ = bm25.search(["cats hamlet yield finally Москва"], 100)[0]
     assert len(labels) == 5 and len(set(labels.tolist())) == 5
+
+
+def test_the_selection_is_bm25s_retrieve_with_ties_broken_by_label(bm25: BM25Index) -> None:
+    import bm25s
+
+    model = bm25s.BM25.load(str(bm25.directory), mmap=True)
+    for question in ("who wrote the tragedy Hamlet, and what does a generator yield?", "Москва столица",
+                     "cats hamlet yield finally Москва Brücke"):
+        docs, scores = model.retrieve([bm25.tokens([question])[0]], k=len(PASSAGES), show_progress=False)
+        keep = scores[0] > 0
+        expected = sorted(zip(-scores[0][keep], docs[0][keep], strict=True))
+        labels, values = bm25.search([question], len(PASSAGES))[0]
+        assert list(zip(-values, labels, strict=True)) == [(s, int(d)) for s, d in expected]
+    scores = np.asarray([0.0, 2.0, 1.0, 2.0, 0.0, 1.0, 1.0], np.float32)
+    for k, labels in [(1, [1]), (2, [1, 3]), (3, [1, 3, 2]), (4, [1, 3, 2, 5]), (9, [1, 3, 2, 5, 6])]:
+        assert best_scores(scores, k)[0].tolist() == labels  # ties at the cut: the smaller labels
+    assert best_scores(np.zeros(5, np.float32), 3)[0].size == 0
 
 
 # ---------------------------------------------------------------------------------------------------
