@@ -149,29 +149,40 @@ def pytorch_system(artifact: Artifact, passages: list[Passage], questions: list[
     return SystemRun(PYTORCH, ranked, passages_per_s=len(passages) / seconds)
 
 
+#: Question vectors already computed in this run, by (artifact directory, question precision): each question
+#: model encodes the 10,570 questions once, whichever systems search with them.
+QuestionVectors = dict[tuple[Path, str], np.ndarray]
+
+
 def onnx_systems(artifact_dir: Path, precision: str, corpus: Path, questions: list[Question], threads: int,
-                 workdir: Path, label: str, recipe: str | None) -> list[SystemRun]:
-    """fastdpr as deployed: an index built by ``build_index``, searched exactly and with HNSW."""
+                 workdir: Path, label: str, recipe: str | None, encoded: QuestionVectors) -> list[SystemRun]:
+    """fastdpr as deployed: an index built by ``build_index``, searched exactly and with HNSW.
+
+    Both searches take the same question vectors (``Retriever.search_batch`` is ``search_vectors`` over
+    ``encode_questions``), encoded once by the index's own question encoder and kept in ``encoded``.
+    """
     index_dir = workdir / f"index-{label}"
     manifest = build_index(artifact_dir, corpus, index_dir, "jsonl",
                            IndexOptions(precision=precision, threads=threads, force=True, progress=False))
     runs = []
     texts = [q.question for q in questions]
-    other: np.ndarray | None = None
     for exact in (True, False):
         with Retriever.load(index_dir, threads=threads, exact=exact) as retriever:
-            hits = retriever.search_batch(texts, k=max(KS))
+            deployed = retriever.question_precision
+            if (artifact_dir, deployed) not in encoded:
+                encoded[artifact_dir, deployed] = retriever.encode_questions(texts)
+            hits = retriever.search_vectors(encoded[artifact_dir, deployed], max(KS))
             name = f"onnx-{label}-{'exact' if exact else 'hnsw'}"
             runs.append(SystemRun(name, [[h.id for h in row] for row in hits],
                                   passages_per_s=manifest["build"]["passages_per_s"], recipe=recipe,
-                                  question_precision=retriever.question_precision))
+                                  question_precision=deployed))
             if precision == "int8":
                 # The frontier of issue #19: the same int8 passage vectors with the other question encoder.
-                other_precision = "fp32" if retriever.question_precision == "int8" else "int8"
-                if other is None:
-                    other = Artifact.load(artifact_dir, check_hashes=False).encoder(
+                other_precision = "fp32" if deployed == "int8" else "int8"
+                if (artifact_dir, other_precision) not in encoded:
+                    encoded[artifact_dir, other_precision] = Artifact.load(artifact_dir, check_hashes=False).encoder(
                         "question", other_precision, threads).encode_questions(texts)
-                hits = retriever.search_vectors(other, max(KS))
+                hits = retriever.search_vectors(encoded[artifact_dir, other_precision], max(KS))
                 runs.append(SystemRun(f"{name}{QUESTIONS_SUFFIX}{other_precision}",
                                       [[h.id for h in row] for row in hits], recipe=recipe,
                                       question_precision=other_precision))
@@ -282,12 +293,20 @@ def interleaved_speed(models: dict[str, tuple[Path, int | None]], artifact: Arti
 
 
 def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: int | None, seed: int,
-               threads: int, openvino: bool = False) -> dict[str, Any]:
+               threads: int, openvino: bool = False, batched_calls: bool = True) -> dict[str, Any]:
     """Measure every system and write parity.json / parity.md / parity.png (and frontier.png) into ``out``.
+
+    ``batched_calls``: also the recall of int8 with calls holding whole batches (fastdpr before issue
+    #19; every passage and question encoded again), a row of the frontier beside the deployed one.
 
     ``artifacts`` maps a label to an artifact directory; each is loaded (and its files hashed) once.
     """
     load_at_start = os.getloadavg()
+    started = time.perf_counter()
+
+    def step(message: str) -> None:  # where the minutes go: each phase's start, in seconds since the run began
+        log(f"[parity +{time.perf_counter() - started:.0f} s] {message}")
+
     loaded = {label: Artifact.load(path) for label, path in artifacts.items()}
     _check_same_sources(loaded)
     passages, questions = load_squad(squad)
@@ -302,24 +321,26 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
         workdir = Path(tmp)
         corpus = workdir / "squad-passages.jsonl"
         write_corpus(corpus, passages, "jsonl")
-        log(f"[parity] {len(passages)} passages, {len(questions)} questions; PyTorch fp32 ...")
+        step(f"{len(passages)} passages, {len(questions)} questions; PyTorch fp32 ...")
         runs.append(pytorch_system(artifact, passages, questions, threads, workdir))
-        log("[parity] ONNX fp32 ...")
-        runs.extend(onnx_systems(first, "fp32", corpus, questions, threads, workdir, "fp32", None))
+        step("ONNX fp32 ...")
+        encoded: QuestionVectors = {}
+        runs.extend(onnx_systems(first, "fp32", corpus, questions, threads, workdir, "fp32", None, encoded))
         for recipe, artifact_dir in artifacts.items():
             if "int8" not in loaded[recipe].precisions:
                 continue
             label = _int8_label(recipe, len(artifacts) == 1)
-            log(f"[parity] ONNX {label} ...")
-            runs.extend(onnx_systems(artifact_dir, "int8", corpus, questions, threads, workdir, label, recipe))
-        if "int8" in artifact.precisions:
-            log("[parity] ONNX int8 with batched calls (before issue #19) ...")
+            step(f"ONNX {label} ...")
+            runs.extend(onnx_systems(artifact_dir, "int8", corpus, questions, threads, workdir, label, recipe,
+                                     encoded))
+        if batched_calls and "int8" in artifact.precisions:
+            step("ONNX int8 with batched calls (before issue #19) ...")
             runs.append(batched_calls_system(artifact, passages, questions, threads))
         if openvino:
-            log("[parity] OpenVINO int8 (NNCF) ...")
+            step("OpenVINO int8 (NNCF) ...")
             runs.append(openvino_system(artifact, first, corpus, passages, questions, threads, workdir))
 
-    log("[parity] passage-encoding speed and question latency, interleaved ...")
+    step("passage-encoding speed and question latency, interleaved ...")
     speed_models: dict[str, tuple[Path, int | None]] = {"onnx-fp32": (artifact.model_path("context", "fp32"), None)}
     for recipe, candidate in loaded.items():
         if "int8" in candidate.precisions:
@@ -332,7 +353,7 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
         if "int8" in candidate.precisions:
             question_models[_int8_label(recipe, len(artifacts) == 1)] = candidate.model_path("question", "int8")
     latency = question_latency(question_models, artifact, questions, threads)
-    log("[parity] invariance alone vs in a batch ...")
+    step("invariance alone vs in a batch ...")
     invariant = invariance(question_models, artifact, questions, threads)
     ranks = {run.name: first_ranks(run.ranked_ids, questions, text_by_id) for run in runs}
     answer = {name: recall(r[0]) for name, r in ranks.items()}
@@ -378,6 +399,7 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
                       if a.manifest["quantization"]},
     }
     report["frontier"] = frontier(report, list(report["int8_artifacts"]))
+    step("done")
     write_json(out / "parity.json", report)
     (out / "parity.md").write_text(render_markdown(report), encoding="utf-8")
     plot(report, out / "parity.png")
@@ -600,10 +622,13 @@ def plot_frontier(report: dict[str, Any], path: Path) -> None:
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
 @click.option("--openvino/--no-openvino", default=False, show_default=True,
               help="Also measure the OpenVINO int8 peer (NNCF; the bench extra), exact search.")
+@click.option("--batched-calls/--no-batched-calls", default=True, show_default=True,
+              help="Also the recall of int8 with calls holding whole batches (before issue #19): every passage "
+                   "and question encoded once more.")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 def parity_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None,
                    artifact_dirs: tuple[Path, ...], squad: Path, questions_n: int | None, seed: int,
-                   recipes: tuple[str, ...], threads: int, openvino: bool, out: Path) -> None:
+                   recipes: tuple[str, ...], threads: int, openvino: bool, batched_calls: bool, out: Path) -> None:
     """Recall parity of fastdpr (ONNX fp32/int8, exact/HNSW) with PyTorch fp32 on SQuAD dev."""
     artifacts: dict[str, Path] = {}
     sources_given = bool(question_encoder or context_encoder or encoder)
@@ -630,7 +655,7 @@ def parity_command(question_encoder: str | None, context_encoder: str | None, en
         if label in artifacts:  # the same recipe twice (e.g. other calibration data): name it by directory
             label = f"{label}@{artifact.name}"
         artifacts[label] = artifact
-    report = run_parity(squad, out, artifacts, questions_n, seed, threads, openvino)
+    report = run_parity(squad, out, artifacts, questions_n, seed, threads, openvino, batched_calls)
     click.echo((out / "parity.md").read_text(encoding="utf-8"))
     click.echo(f"wrote {out}/parity.json, parity.md, parity.png" + (", frontier.png" if report["frontier"] else ""))
     del report

@@ -7,6 +7,7 @@ the export extra skip without it locally, and fail under ``CI=true`` (``requires
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from click.testing import CliRunner, Result
 
 sys.path.insert(0, str(Path(__file__).parent))
 from export_reuse import ReferenceCache
+from head_start import Job, Runner, fastdpr_command, last_the_tests_needing, needed, new_runner
 from requires import require_module
 from shared_data import shared_data_path
 
@@ -132,11 +134,73 @@ def tiny_recipe_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_dpr_pair
     return get
 
 
+# ---------------------------------------------------------------------------------------------------
+# The real-MiniLM exports: started in the background when the tests are collected (head_start.py).
+HEAD_STARTS = {"minilm_dpr_artifact", "demo_run"}
+RUNNER: Runner = new_runner()
+DEMO_ARGS = ("demo",)
+
+
+def head_start_jobs(root: Path) -> dict[str, Job]:
+    """The background commands behind the ``HEAD_STARTS`` fixtures, each under its own directory of ``root``."""
+    offline: dict[str, str | None] = {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    minilm = root / "minilm"
+    demo_user = root / "demo-user"
+    for directory in (minilm, demo_user / "home", demo_user / "cwd"):
+        directory.mkdir(parents=True, exist_ok=True)
+    return {
+        "minilm_dpr_artifact": Job(
+            (*fastdpr_command(), "export", "--question-encoder", "builtin:all-MiniLM-L6-v2-dpr",
+             "--context-encoder", "builtin:all-MiniLM-L6-v2-dpr", "--out", str(minilm / "minilm-dpr")),
+            cwd=minilm, env=offline, output=minilm / "minilm-dpr"),
+        # As a user runs it first: a fresh HOME, offline, none of the developer's FASTDPR_* settings.
+        "demo_run": Job((*fastdpr_command(), *DEMO_ARGS), cwd=demo_user / "cwd",
+                        env={**offline, "HOME": str(demo_user / "home"), "FASTDPR_HOME": None, "FASTDPR_DETAILS": None},
+                        output=demo_user / "home"),
+    }
+
+
+RUNNER.jobs.update(head_start_jobs(RUNNER.root))
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: only the tests that will run are moved
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    last_the_tests_needing(items, HEAD_STARTS)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    names = needed(session.items, HEAD_STARTS)
+    if names and not session.config.option.collectonly and export_extra_installed():
+        RUNNER.start(names)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    RUNNER.stop()
+
+
+def export_extra_installed() -> bool:
+    """Whether the export extra imports (else the tests needing an export skip or fail on their own)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(module) is not None for module in EXPORT_EXTRA_MODULES)
+
+
+def head_start_output(name: str) -> tuple[Path, str]:
+    """Wait for head start ``name``; its output path and log, or fail the test with what it printed."""
+    require_export()
+    finished = RUNNER.result(name)
+    job = RUNNER.jobs[name]
+    if finished.exit_code != 0:
+        pytest.fail(f"{shlex.join(job.argv)} failed (exit {finished.exit_code}):\n{finished.log[-6000:]}")
+    return job.output, finished.log
+
+
 @pytest.fixture(scope="session")
-def minilm_dpr_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real all-MiniLM-L6-v2 converted into a DPR question/context pair, exported."""
-    return export(tmp_path_factory.mktemp("art") / "minilm-dpr", question_encoder="builtin:all-MiniLM-L6-v2-dpr",
-                  context_encoder="builtin:all-MiniLM-L6-v2-dpr")
+def minilm_dpr_artifact() -> Path:
+    """The real all-MiniLM-L6-v2 converted into a DPR question/context pair, exported by ``fastdpr export``
+    with the defaults (a head start: it runs in the background from collection on)."""
+    artifact, _ = head_start_output("minilm_dpr_artifact")
+    return artifact
 
 
 @dataclass(frozen=True)
@@ -146,7 +210,7 @@ class DemoRun:
     args: tuple[str, ...]
     home: Path
     cwd: Path
-    result: Result
+    output: str  # stdout and stderr, as a terminal shows them
 
     @property
     def workdir(self) -> Path:
@@ -160,28 +224,16 @@ class DemoRun:
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    """``fastdpr demo``, run once per session in an isolated HOME (offline, no FASTDPR_* settings of the
-    developer's), so it exports the real all-MiniLM-L6-v2 itself. The README test checks what it printed
-    and serves its index; tests/test_export.py checks the artifact it exported (the sentence-transformers
-    path): one real-MiniLM export for both instead of two."""
-    from fastdpr.cli.main import main
-
-    root = tmp_path_factory.mktemp("demo-user")
-    home, cwd = root / "home", root / "cwd"
-    home.mkdir()
-    cwd.mkdir()
-    args = ("demo",)
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("HOME", str(home))
-        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-        for name in ("FASTDPR_HOME", "FASTDPR_DETAILS"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.chdir(cwd)
-        result = CliRunner().invoke(main, list(args))
-    run = DemoRun(args, home, cwd, result)
-    if result.exit_code != 0 or not (run.artifact / "manifest.json").is_file():
-        pytest.fail(f"fastdpr demo failed (exit {result.exit_code}, {result.exception!r}):\n{result.output}")
+def demo_run() -> DemoRun:
+    """``fastdpr demo`` (the console script), run once per session in an isolated HOME (offline, no
+    FASTDPR_* settings of the developer's), so it exports the real all-MiniLM-L6-v2 itself. The README
+    test checks what it printed and serves its index; tests/test_export.py checks the artifact it exported
+    (the sentence-transformers path): one real-MiniLM export for both. A head start, like the DPR pair."""
+    home, output = head_start_output("demo_run")
+    job = RUNNER.jobs["demo_run"]
+    run = DemoRun(DEMO_ARGS, home, job.cwd, output)
+    if not (run.artifact / "manifest.json").is_file():
+        pytest.fail(f"fastdpr demo wrote no artifact in {run.artifact}:\n{output[-6000:]}")
     return run
 
 

@@ -49,7 +49,11 @@ def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: 
     require_export()
     from benchmarks.parity import run_parity
 
-    report = run_parity(squad_path, tmp_path, {"default": minilm_dpr_artifact}, None, seed=0, threads=2)
+    # Without the pre-issue-#19 row (int8 calls holding whole batches: every passage and question encoded
+    # once more): it says what invariance changed, not whether the deployed system keeps parity. The
+    # batched calls' invariance and speed are still measured (report["invariance"], the interleaved run).
+    report = run_parity(squad_path, tmp_path, {"default": minilm_dpr_artifact}, None, seed=0, threads=2,
+                        batched_calls=False)
     # Its int8 index is the session's minilm_squad_index (built by build_index with these very options).
     assert len(parity_reuses_squad_index) == 1, parity_reuses_squad_index
     assert report["dataset"]["passages"] == 2067 and report["dataset"]["questions"] == QUESTIONS
@@ -62,8 +66,7 @@ def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: 
     deployed_questions = report["question_precision"]["onnx-int8-hnsw"]
     other = "fp32" if deployed_questions == "int8" else "int8"
     systems = {"pytorch-fp32-exact", "onnx-fp32-exact", "onnx-fp32-hnsw", "onnx-int8-exact", "onnx-int8-hnsw",
-               f"onnx-int8-exact@questions-{other}", f"onnx-int8-hnsw@questions-{other}",
-               "onnx-int8-exact@batched-calls"}
+               f"onnx-int8-exact@questions-{other}", f"onnx-int8-hnsw@questions-{other}"}
     assert set(recall) == systems
     for system in systems:
         values = [recall[system][str(k)] for k in KS]
@@ -92,8 +95,7 @@ def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: 
     assert row["system"] == "onnx-int8-hnsw" and row["recall_goal_met"] is True
     assert row["delta_points"] == {k: round(v * 100, 2) for k, v in delta["onnx-int8-hnsw"].items()}
     assert row["speedup_vs_fp32"] == report["passage_encoding_interleaved"]["speedup_vs_onnx_fp32"]["onnx-int8"]
-    assert [point["system"] for point in row["alternatives"]] == [f"onnx-int8-hnsw@questions-{other}",
-                                                                  "onnx-int8-exact@batched-calls"]
+    assert [point["system"] for point in row["alternatives"]] == [f"onnx-int8-hnsw@questions-{other}"]
     # Issue #19: the deployed question encoder gives every question the same embedding alone and in a batch;
     # calls holding whole batches (before the issue) did not for int8.
     assert row["invariant"] is True

@@ -1,9 +1,9 @@
 """Sharded indexes (`fastdpr index --shard-size N`) and resumable builds (`--resume`).
 
-Builds use the tiny random artifact (int8) and one thread. An int8 embedding depends on the passages
-batched with it (activations are quantized per batch), so batch sizes above 1 check that sharded,
-resumed and unsharded builds encode every passage in the same company: their vectors must be equal
-bit for bit.
+Builds use the tiny random artifact (int8) and one thread. Since issue #19 an int8 passage is encoded
+alone (one input per ONNX Runtime call), so its vector does not depend on the passages batched with it;
+batch sizes above 1 check that this holds through every build path: sharded, resumed and unsharded
+vectors must be equal bit for bit.
 """
 
 from __future__ import annotations
