@@ -1,11 +1,13 @@
-"""``python -m benchmarks parity|latency|encode-dump|serve|scale|scale-projection``: run from a checkout
-(benchmarks are not installed)."""
+"""``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection``: run from a
+checkout (benchmarks are not installed)."""
 
 from __future__ import annotations
 
 import click
 
 from benchmarks.encode_dump import encode_dump_command
+from benchmarks.hybrid import hybrid_command
+from benchmarks.hybrid_latency import hybrid_latency_command
 from benchmarks.latency import latency_command
 from benchmarks.parity import parity_command
 from benchmarks.scale import scale_command
@@ -19,6 +21,8 @@ def main() -> None:
 
 
 main.add_command(parity_command)
+main.add_command(hybrid_command)
+main.add_command(hybrid_latency_command)
 main.add_command(latency_command)
 main.add_command(encode_dump_command)
 main.add_command(serve_command)

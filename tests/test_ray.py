@@ -124,6 +124,25 @@ def test_search_through_ray_actors_equals_local_search(ray_sharded: Path, local_
         assert [[(h.id, h.score) for h in hits] for hits in batch] == exact
 
 
+def test_a_ray_build_gets_the_lexical_side_of_a_local_build(local_ray: Any, tmp_path: Path, tiny_artifact: Path,
+                                                             pydoc_corpus: Path) -> None:
+    # Issue #23: the lexical side is written by the index writer on the driver, for every build path.
+    options = ["--format", "jsonl", "--threads", 1, "--shard-size", SHARD_SIZE, "--lexical", "bm25"]
+    run_cli(["index", tiny_artifact, pydoc_corpus, "--out", tmp_path / "local", *options])
+    run_cli(["index", tiny_artifact, pydoc_corpus, "--out", tmp_path / "ray", *options, "--ray"])
+    for shard in manifest_of(tmp_path / "ray")["shards"]:
+        ray_shard = manifest_of(tmp_path / "ray" / shard["dir"])
+        local_shard = manifest_of(tmp_path / "local" / shard["dir"])
+        assert ray_shard["lexical"]["passages"] == shard["count"]
+        assert {name: ray_shard["files"][name]["sha256"] for name in ray_shard["lexical"]["files"]} == {
+            name: local_shard["files"][name]["sha256"] for name in local_shard["lexical"]["files"]}
+    with Retriever.load(tmp_path / "ray", threads=1, ray_address="", ray_actors=2) as over_ray, \
+            Retriever.load(tmp_path / "local", threads=1) as local:
+        for mode in ("lexical", "hybrid"):
+            assert [[(h.id, h.score) for h in hits] for hits in over_ray.search_batch(list(QUESTIONS), 10, mode=mode)] \
+                == [[(h.id, h.score) for h in hits] for hits in local.search_batch(list(QUESTIONS), 10, mode=mode)]
+
+
 def test_a_batch_over_ray_is_one_round_trip_with_the_hits_of_each_question_alone(
         local_ray: Any, local_sharded: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Retriever.load(local_sharded, threads=1, ray_address="", ray_actors=2) as retriever:

@@ -342,6 +342,8 @@ def test_openapi_schema_documents_the_request_bodies(fp32_server: ServerProcess)
 
     schema = httpx.get(fp32_server.url + "/openapi.json").json()
     search = schema["components"]["schemas"]["SearchRequest"]["properties"]
-    assert set(search) == {"question", "questions", "k"}
+    assert set(search) == {"question", "questions", "k", "mode", "fusion", "weight"}
+    assert search["mode"]["enum"] == ["dense", "lexical", "hybrid"] and search["mode"]["default"] == "dense"
+    assert search["fusion"]["enum"] == ["weighted", "rrf"] and search["fusion"]["default"] == "weighted"
     assert "422" in schema["paths"]["/search"]["post"]["responses"]
     json.dumps(schema)  # serializable as published

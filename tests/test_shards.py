@@ -415,7 +415,7 @@ def test_a_build_interrupted_after_its_last_shard_resumes_without_encoding(
     assert not list(tmp_path.glob(".idx.*"))
 
 
-@pytest.mark.parametrize("change", ["corpus", "artifact", "shard size", "batch size"])
+@pytest.mark.parametrize("change", ["corpus", "artifact", "shard size", "batch size", "lexical"])
 def test_resume_with_other_inputs_refuses_and_keeps_the_partial_build(
         tmp_path: Path, tiny_artifact: Path, big_corpus: Path, pydoc_corpus: Path, interrupted: Path,
         change: str) -> None:
@@ -433,13 +433,16 @@ def test_resume_with_other_inputs_refuses_and_keeps_the_partial_build(
         (artifact / "manifest.json").write_text(json.dumps(manifest))
     elif change == "batch size":
         extra = ["--batch-size", "2"]
+    elif change == "lexical":  # issue #23: shards with and without a lexical side must not mix
+        extra = ["--lexical", "bm25"]
     args = index_command(artifact, corpus, out, "--resume", *extra)[3:]
     if change == "shard size":
         args[args.index("--shard-size") + 1] = "999"
     result = run_cli(args, code=1)
     expected = {"corpus": "the corpus differs", "artifact": "the artifact differs",
                 "shard size": "the settings differ (shard_size was 1000)",
-                "batch size": "the settings differ (batch_size was 4)"}[change]
+                "batch size": "the settings differ (batch_size was 4)",
+                "lexical": "the settings differ (lexical was None)"}[change]
     assert f"cannot resume the build of {out}: {expected}" in result.output
     assert "--force" in result.output and len(result.output.strip().splitlines()) == 1
     assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*")) == before

@@ -143,6 +143,9 @@ def collect_index_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="With --shard-size: encode on a Ray cluster (ADDRESS, e.g. auto or ray://HOST:10001; alone: "
                    "a local cluster), --threads CPUs per encoder (default 1). Needs fastdpr[ray].")
+@click.option("--lexical", type=click.Choice(["bm25"]), default=None,
+              help="Also build a lexical side (BM25, in each shard of a sharded index) for `fastdpr search --mode "
+                   "lexical|hybrid` [default: dense only].")
 @user_errors
 @collect_index_options
 def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, options: IndexOptions, as_json: bool,
@@ -234,10 +237,19 @@ def _print_hits(hits: list[Any], width: int = 100) -> None:
 @click.option("--ray", "ray_address", metavar="ADDRESS",
               help="Serve a sharded index's shards from Ray actors on this cluster (auto, ray://HOST:10001, "
                    "HOST:6379; every node must see INDEX at the same path). Needs fastdpr[ray].")
+@click.option("--mode", type=click.Choice(["dense", "lexical", "hybrid"]), default="dense", show_default=True,
+              help="Rank by embeddings, by BM25, or by both fused (lexical and hybrid need an index built with "
+                   "--lexical bm25; see docs/hybrid.md).")
+@click.option("--fusion", type=click.Choice(["weighted", "rrf"]), default="weighted", show_default=True,
+              help="With --mode hybrid: min-max normalised weighted score sum, or reciprocal rank fusion.")
+@click.option("--weight", type=click.FloatRange(0.0, 1.0), default=None,
+              help="With --mode hybrid --fusion weighted: the lexical side's weight (default: the one tuned on "
+                   "held-out questions, docs/hybrid.md).")
 @user_errors
 def search_command(index: Path, question: str | None, k: int | None, ef: int | None, exact: bool, as_json: bool,
                    queries: Path | None, queries_format: str, out: Path | None, match: str,
-                   threads: int | None, batch_size: int, ray_address: str | None) -> None:
+                   threads: int | None, batch_size: int, ray_address: str | None, mode: str, fusion: str,
+                   weight: float | None) -> None:
     """Answer QUESTION from INDEX, or every question of --queries into --out (DPR results JSON)."""
     from fastdpr.search.retriever import Retriever
 
@@ -255,7 +267,7 @@ def search_command(index: Path, question: str | None, k: int | None, ef: int | N
         check_output_file(out, "results file")  # before the questions are searched, not after
     retriever = Retriever.load(index, threads=threads, ef=ef, exact=exact, ray_address=ray_address)
     if question is not None:
-        hits = retriever.search(question, k=k or 10)
+        hits = retriever.search(question, k=k or 10, mode=mode, fusion=fusion, weight=weight)
         if as_json:
             for rank, hit in enumerate(hits, 1):
                 click.echo(json.dumps({"rank": rank, "id": hit.id, "title": hit.title, "text": hit.text,
@@ -263,10 +275,12 @@ def search_command(index: Path, question: str | None, k: int | None, ef: int | N
         else:
             _print_hits(hits)
         return
-    _search_file(retriever, queries, queries_format, out, k or 100, match, batch_size)  # type: ignore[arg-type]
+    _search_file(retriever, queries, queries_format, out, k or 100, match, batch_size,  # type: ignore[arg-type]
+                 {"mode": mode, "fusion": fusion, "weight": weight})
 
 
-def _search_file(retriever: Any, queries: Path, fmt: str, out: Path, k: int, match: str, batch_size: int) -> None:
+def _search_file(retriever: Any, queries: Path, fmt: str, out: Path, k: int, match: str, batch_size: int,
+                 how: dict[str, Any] | None = None) -> None:
     from tqdm import tqdm
 
     from fastdpr.common.integrity import write_json
@@ -278,7 +292,7 @@ def _search_file(retriever: Any, queries: Path, fmt: str, out: Path, k: int, mat
     with tqdm(total=len(questions), unit=" questions", disable=None) as bar:
         for start in range(0, len(questions), 256):
             chunk = questions[start:start + 256]
-            hits.extend(retriever.search_batch([q.question for q in chunk], k=k, batch_size=batch_size))
+            hits.extend(retriever.search_batch([q.question for q in chunk], k=k, batch_size=batch_size, **(how or {})))
             bar.update(len(chunk))
     results = dpr_results(questions, hits, match)  # type: ignore[arg-type]
     write_json(out, results)

@@ -7,6 +7,7 @@ Layout of ``INDEX_DIR``::
     vectors.npy          float32 [count, dim] passage embeddings (exact search; rebuilding the graph)
     hnsw.bin             hnswlib graph over inner product, labels 0..count-1
     passages.sqlite      passage id, title and text by label
+    lexical/             with --lexical bm25 only: bm25s's BM25 over the same labels (issue #23)
 
 An unsharded index is a one-shard build published in place: :func:`start_build` prepares what every
 build path shares (artifact, precisions, corpus, the int8 check, a backend), and the one index writer
@@ -61,6 +62,8 @@ class IndexOptions:
     # check fails (the failure is still recorded in the manifest).
     allow_unverified_int8: bool = False
     progress: bool | None = None  # None: a bar on a terminal, quiet when piped
+    #: The lexical side to build beside the vectors (issue #23): None, or "bm25" (``--lexical bm25``).
+    lexical: str | None = None
 
     @property
     def graph(self) -> GraphSettings:
@@ -130,7 +133,8 @@ def start_build(inputs: BuildInputs, options: IndexOptions, int8_check: Int8Veri
     record = BuildRecord(artifact=inputs.artifact, precision=inputs.precision,
                          question_precision=inputs.question_precision, source=backend.read(inputs.reader),
                          corpus=inputs.reader.path, corpus_format=inputs.reader.format, hnsw=options.hnsw,
-                         int8_check=int8_check, batch_size=options.batch_size, threads=options.threads)
+                         int8_check=int8_check, batch_size=options.batch_size, threads=options.threads,
+                         lexical=options.lexical)
     return backend, record
 
 

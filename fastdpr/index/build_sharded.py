@@ -90,7 +90,7 @@ def _build_state(artifact: Artifact, precision: str, reader: CorpusReader, shard
         "corpus": {"path": str(reader.path.resolve()), "format": reader.format, **corpus_fingerprint(reader.path)},
         "settings": {"shard_size": shard_size, "batch_size": options.batch_size, "strict": options.strict,
                      "hnsw_m": options.hnsw_m, "ef_construction": options.ef_construction,
-                     "ef_search": options.ef_search},
+                     "ef_search": options.ef_search, "lexical": options.lexical},
     }
 
 
@@ -105,8 +105,11 @@ def _state_difference(recorded: dict[str, Any], current: dict[str, Any]) -> str 
     old, new = recorded["corpus"], current["corpus"]
     if any(old[key] != new[key] for key in ("format", "bytes", "mtime_ns", "sample_sha256")):
         return f"the corpus differs (was {old['path']}, {old['bytes']} bytes, {old['format']})"
-    changed = [f"{key} was {value}" for key, value in recorded["settings"].items()
-               if current["settings"].get(key) != value]
+    old_settings, new_settings = recorded["settings"], current["settings"]
+    # Over both sides' keys: a setting added since (``lexical``, issue #23) is absent, i.e. None, in an
+    # older build state, and a resume that now asks for it must not mix shards with and without it.
+    changed = [f"{key} was {old_settings.get(key)}" for key in {**old_settings, **new_settings}
+               if new_settings.get(key) != old_settings.get(key)]
     if changed:
         return "the settings differ (" + ", ".join(changed) + ")"
     return None

@@ -89,6 +89,10 @@ def load_sharded_manifest(root: Path | str, integrity: Integrity = "fingerprint"
                                  f"({shard.count} passages), expected {offset}.. ({entry.count})")
         if shard.spec != manifest.spec:
             raise IndexLoadError(f"{root}: shard {entry.dir} was encoded with another spec")
+        if (shard.lexical.settings if shard.lexical else None) != manifest.lexical:
+            # Lexical search tokenizes a question once for every shard: they must all agree (issue #23).
+            raise IndexLoadError(f"{root}: the lexical side of shard {entry.dir} differs from the index's "
+                                 f"(manifest.json: {'none' if manifest.lexical is None else manifest.lexical.method})")
         offset += entry.count
     if offset != manifest.count:
         raise IndexLoadError(f"{root}: shards hold {offset} passages, manifest says {manifest.count}")

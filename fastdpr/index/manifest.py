@@ -17,6 +17,7 @@ from typing import Any
 from fastdpr.common.errors import FastDPRError, IndexLoadError
 from fastdpr.common.fields import Fields
 from fastdpr.common.integrity import MANIFEST_NAME, FileTable, Integrity, confined_name, read_manifest
+from fastdpr.lexical.bm25 import LEXICAL_METHODS, STEMMER_PREFIX, BM25Settings
 from fastdpr.model.spec import EncoderSpec
 
 INDEX_FORMAT = "fastdpr-index"
@@ -32,7 +33,11 @@ SHARD_QUESTION_ENCODER = {"model": "../../encoder/model.onnx", "tokenizer": "../
 #: The order of a manifest's keys on disk (keys not listed follow, in the order they were given).
 _KEY_ORDER = ("format", "format_version", "created_utc", "artifact", "spec", "precision", "corpus",
               "question_encoder", "shard", "cpu", "int8_verification", "counts", "shard_size", "shards", "vectors",
-              "store", "hnsw", "build", "versions", "files")
+              "store", "hnsw", "lexical", "build", "versions", "files")
+#: What the lexical side indexes of each passage (issue #23).
+LEXICAL_FIELDS = "title and text, joined by a newline"
+#: How a sharded index merges its shards' lexical hits (recorded for readers; nothing parses it).
+LEXICAL_MERGE = "each shard's hits by raw BM25 score (shard-local statistics)"
 
 
 def _ordered(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -99,6 +104,38 @@ class HnswSettings:
 
 
 @dataclass(frozen=True)
+class LexicalSettings:
+    """A lexical side's method and how it tokenizes and scores (issue #23): all a question needs to be
+    tokenized as the passages were. A sharded index's top level records its shards' this way."""
+
+    method: str
+    bm25: BM25Settings
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``lexical`` keys that say how (``method``, ``bm25``, ``tokenizer``, ``fields``)."""
+        return {"method": self.method, **self.bm25.to_dict(), "fields": LEXICAL_FIELDS}
+
+
+@dataclass(frozen=True)
+class LexicalFiles:
+    """The lexical side an index directory holds (``--lexical bm25``): its settings, its directory and the
+    files bm25s opens there (each in the file table), and its size."""
+
+    settings: LexicalSettings
+    dir: str
+    files: tuple[str, ...]
+    passages: int
+    vocabulary: int
+    #: Recorded, never read: the library versions and the build time.
+    provenance: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``lexical`` object."""
+        return {**self.settings.to_dict(), "dir": self.dir, "files": list(self.files), "passages": self.passages,
+                "vocabulary": self.vocabulary, **self.provenance}
+
+
+@dataclass(frozen=True)
 class ShardEntry:
     """One shard as the top-level manifest of a sharded index lists it."""
 
@@ -134,6 +171,8 @@ class IndexManifest:
     shard_label_offset: int | None
     files: FileTable
     raw: dict[str, Any]
+    #: The BM25 side (None: built without ``--lexical``, dense search only).
+    lexical: LexicalFiles | None = None
 
     def path(self, rel: str) -> Path:
         """The path of a file the manifest lists (refuses anything else)."""
@@ -149,6 +188,7 @@ class IndexManifest:
             "counts": _counts(self.count, self.raw),
             "vectors": {"file": self.vectors, "dtype": "float32", "shape": [self.count, self.spec.dim]},
             "store": self.store, "hnsw": self.hnsw.to_dict(), "files": self.files.to_dict(),
+            "lexical": None if self.lexical is None else self.lexical.to_dict(),
         }
         if self.shard_label_offset is not None:
             typed["shard"] = {**self.raw.get("shard", {}), "label_offset": self.shard_label_offset}
@@ -169,6 +209,9 @@ class ShardedIndexManifest:
     shards: tuple[ShardEntry, ...]
     files: FileTable
     raw: dict[str, Any]
+    #: The lexical side every shard holds (None: none does; :func:`fastdpr.index.load.load_sharded_manifest`
+    #: checks that the shards agree).
+    lexical: LexicalSettings | None = None
 
     def path(self, rel: str) -> Path:
         """The path of a file the manifest lists (refuses anything else)."""
@@ -180,6 +223,8 @@ class ShardedIndexManifest:
                          "spec": self.spec.to_dict(), "precision": self.precision,
                          "question_encoder": self.question_encoder.to_dict(), "counts": _counts(self.count, self.raw),
                          "shards": [entry.to_dict() for entry in self.shards], "hnsw": self.hnsw.to_dict(),
+                         "lexical": None if self.lexical is None else {
+                             **self.lexical.to_dict(), "per_shard": True, "merge": LEXICAL_MERGE},
                          "files": self.files.to_dict()})
 
 
@@ -215,6 +260,45 @@ def _hnsw(fields: Fields, files: FileTable, with_file: bool) -> HnswSettings:
                         ef_search=hnsw.integer("ef_search", minimum=1))
 
 
+def _lexical_settings(entry: Fields) -> LexicalSettings:
+    bm25, tokenizer = entry.obj("bm25"), entry.obj("tokenizer")
+    stemmer = tokenizer.optional_string("stemmer")
+    if stemmer is not None:
+        if not stemmer.startswith(STEMMER_PREFIX):
+            tokenizer.fail(f"{tokenizer.where}.stemmer must be {STEMMER_PREFIX!r} and a language, got {stemmer!r}")
+        stemmer = stemmer.removeprefix(STEMMER_PREFIX)
+    lower = tokenizer.raw("lower")
+    if not isinstance(lower, bool):
+        tokenizer.fail(f"{tokenizer.where}.lower must be true or false, got {lower!r}")
+    return LexicalSettings(method=entry.one_of("method", LEXICAL_METHODS), bm25=BM25Settings(
+        method=bm25.string("method"), k1=bm25.number("k1"), b=bm25.number("b"), lower=lower,
+        token_pattern=tokenizer.string("token_pattern"), stopwords=tokenizer.optional_string("stopwords"),
+        stemmer=stemmer))
+
+
+def _lexical_files(fields: Fields, files: FileTable, count: int) -> LexicalFiles | None:
+    entry = fields.optional_obj("lexical")
+    if entry is None:
+        return None
+    directory = entry.string("dir")
+    if problem := confined_name(directory):
+        entry.fail(f"lexical.dir {directory!r} {problem}")
+    names = entry.array("files")
+    if not names:
+        entry.fail("lexical.files lists no files")
+    for name in names:
+        # Every file bm25s opens is in the file table, so it is checked at load like the vectors.
+        if not isinstance(name, str) or not name.startswith(f"{directory}/"):
+            entry.fail(f"lexical.files lists {name!r} outside {directory}/")
+        files.require(name, "lexical.files")
+    passages = entry.integer("passages", minimum=1)
+    if passages != count:
+        entry.fail(f"lexical.passages is {passages}, the index holds {count} (counts.indexed)")
+    return LexicalFiles(settings=_lexical_settings(entry), dir=directory, files=tuple(names), passages=passages,
+                        vocabulary=entry.integer("vocabulary"),
+                        provenance={key: entry.data[key] for key in ("versions", "build_seconds") if key in entry.data})
+
+
 def parse_index_manifest(fields: Fields, root: Path) -> IndexManifest:
     """Every key the runtime reads, typed and checked; referenced files must be in the file table."""
     files = FileTable.parse(fields, root)
@@ -233,7 +317,7 @@ def parse_index_manifest(fields: Fields, root: Path) -> IndexManifest:
         # A shard's manifest records the shared encoder as ../../encoder/...: informational, never opened.
         question_encoder=None if shard is not None else _question_encoder(fields, files),
         shard_label_offset=None if shard is None else shard.integer("label_offset"),
-        files=files, raw=fields.data)
+        files=files, raw=fields.data, lexical=_lexical_files(fields, files, count))
 
 
 def parse_sharded_manifest(fields: Fields, root: Path) -> ShardedIndexManifest:
@@ -253,7 +337,8 @@ def parse_sharded_manifest(fields: Fields, root: Path) -> ShardedIndexManifest:
     return ShardedIndexManifest(
         root=root, spec=_spec(fields), precision=fields.one_of("precision", PRECISIONS),
         count=fields.obj("counts").integer("indexed", minimum=1), hnsw=_hnsw(fields, files, with_file=False),
-        question_encoder=_question_encoder(fields, files), shards=tuple(shards), files=files, raw=fields.data)
+        question_encoder=_question_encoder(fields, files), shards=tuple(shards), files=files, raw=fields.data,
+        lexical=None if (lexical := fields.optional_obj("lexical")) is None else _lexical_settings(lexical))
 
 
 def load_index_manifest(index_dir: Path | str, integrity: Integrity = "fingerprint") -> IndexManifest:

@@ -27,6 +27,7 @@ from fastdpr.common.errors import CorpusError, IndexLoadError
 from fastdpr.common.integrity import MANIFEST_NAME, FileTable, library_versions, write_json
 from fastdpr.corpus.reader import CorpusReport
 from fastdpr.index.backend import BuildBackend, OnGraphProgress, PassageSource
+from fastdpr.index.lexical_side import lexical_settings, write_lexical_side
 from fastdpr.index.load import load_sharded_manifest
 from fastdpr.index.manifest import (
     HnswSettings,
@@ -73,6 +74,8 @@ class BuildRecord:
     int8_check: Int8Verification | None
     batch_size: int
     threads: int | None
+    #: The lexical side every index directory of the build gets (issue #23): None, or ``"bm25"``.
+    lexical: str | None
 
     def provenance(self) -> dict[str, Any]:
         """When and from what: the keys every manifest of the build starts with."""
@@ -149,7 +152,8 @@ def _write_vectors(directory: Path, pieces: Iterable[Piece], dim: int) -> int:
 
 def write_index(directory: Path, pieces: Iterable[Piece], backend: BuildBackend, record: BuildRecord,
                 shard: ShardPlace | None = None, graph_progress: GraphProgress | None = None) -> dict[str, Any]:
-    """Write an index directory from encoded ``pieces``: store, vectors, HNSW graph, manifest.
+    """Write an index directory from encoded ``pieces``: store, vectors, HNSW graph, the lexical side
+    when the build has one (BM25 from the stored passages, :mod:`fastdpr.index.lexical_side`), manifest.
 
     ``shard`` None: a whole index, which carries the question encoder and the build's records; else one
     shard of a sharded index (whose top level holds those). Returns the manifest.
@@ -165,6 +169,10 @@ def write_index(directory: Path, pieces: Iterable[Piece], backend: BuildBackend,
         backend.build_graph(vectors, directory / "hnsw.bin", on_progress)
     del vectors
     build = {"encode_seconds": round(encode_seconds, 2), "graph_seconds": round(time.perf_counter() - started, 2)}
+    # Every build path (unsharded, each shard of a sharded, resumed or Ray build) writes its directories
+    # here, so each one gets its lexical side the same way, over the labels of its passage store (its
+    # own build time is in the manifest's lexical entry).
+    lexical = write_lexical_side(directory, record.lexical)
     if shard is None:
         question_encoder: QuestionEncoderFiles | None = record.copy_question_encoder(directory)
         raw = {**record.provenance(), **record.whole_index(),
@@ -178,7 +186,7 @@ def write_index(directory: Path, pieces: Iterable[Piece], backend: BuildBackend,
         store="passages.sqlite", hnsw=record.hnsw, question_encoder=question_encoder,
         shard_label_offset=None if shard is None else shard.label_offset,
         # The sha256 of every file, read back from disk after the last write: the full check of a build.
-        files=FileTable.scan(directory, IndexLoadError), raw=raw)
+        files=FileTable.scan(directory, IndexLoadError), raw=raw, lexical=lexical)
     data = manifest.to_dict()
     write_json(directory / MANIFEST_NAME, data)
     load_index_manifest(directory, "sizes")  # what we wrote parses under the schema every load applies
@@ -198,7 +206,8 @@ def write_sharded_manifest(root: Path, record: BuildRecord, shards: list[ShardEn
                           ef_search=record.hnsw.ef_search),
         # Shards are vouched for by their manifests' sha256 (in ``shards``), so the table lists the encoder.
         question_encoder=question_encoder, shards=tuple(shards),
-        files=FileTable.scan(root, IndexLoadError, under="encoder"), raw=raw)
+        files=FileTable.scan(root, IndexLoadError, under="encoder"), raw=raw,
+        lexical=lexical_settings(record.lexical))
     data = manifest.to_dict()
     write_json(root / MANIFEST_NAME, data)
     load_sharded_manifest(root, "sizes")  # what we wrote parses under the schema every load applies

@@ -131,7 +131,8 @@ def _index_report(path: Path, kind: str, typed: IndexManifest | ShardedIndexMani
                   "model": manifest["question_encoder"]["model"] if question_precision == "int8" else None,
                   "this_machine": here.int8_class,
                   "built_on": built_on,
-                  "exact_on_every_x86_class": graph["exact_on_every_x86_class"] if graph else None}}
+                  "exact_on_every_x86_class": graph["exact_on_every_x86_class"] if graph else None},
+              "lexical": lexical_report(typed)}
     if verify and question_precision == "int8":
         from fastdpr.search.retriever import check_index_int8, open_question_encoder
 
@@ -139,6 +140,44 @@ def _index_report(path: Path, kind: str, typed: IndexManifest | ShardedIndexMani
         report["verified"] = {"passed": check is None or check.passed, "results": [],
                               "int8_here": None if check is None else check.to_dict()}
     return report
+
+
+def lexical_report(typed: IndexManifest | ShardedIndexManifest) -> dict[str, Any] | None:
+    """The index's lexical side (issue #23), None when it has none: method, tokenizer, stemmer, BM25
+    variant, ``k1`` and ``b``, passages, vocabulary (per shard in a sharded index), and its bytes on disk
+    beside the whole index's."""
+    from fastdpr.index.load import shards_of
+    from fastdpr.index.manifest import ShardedIndexManifest
+
+    shards = shards_of(typed.root, typed.shards) if isinstance(typed, ShardedIndexManifest) else [(0, typed)]
+    sides = [manifest.lexical for _, manifest in shards]
+    first = sides[0]
+    if first is None:
+        return None
+    lexical_bytes = sum(manifest.files.entries[name].bytes
+                        for _, manifest in shards if manifest.lexical for name in manifest.lexical.files)
+    index_bytes = sum(entry.bytes for _, manifest in shards for entry in manifest.files.entries.values())
+    if isinstance(typed, ShardedIndexManifest):
+        index_bytes += sum(entry.bytes for entry in typed.files.entries.values())
+    settings = first.settings.bm25
+    return {**first.settings.to_dict(), "k1": settings.k1, "b": settings.b, "stemmer": settings.stemmer,
+            "parts": len(sides), "passages": sum(side.passages for side in sides if side),
+            "vocabulary": [side.vocabulary for side in sides if side], "bytes": lexical_bytes,
+            "index_bytes": index_bytes}
+
+
+def _lexical_line(lexical: dict[str, Any] | None) -> str:
+    if lexical is None:
+        return "  lexical: none (dense search only; `fastdpr index ... --lexical bm25` builds one)"
+    tokenizer = lexical["tokenizer"]
+    vocabulary = lexical["vocabulary"]
+    words = (f"vocabulary {vocabulary[0]}" if len(vocabulary) == 1 else
+             f"{lexical['parts']} shards, vocabulary {min(vocabulary)}-{max(vocabulary)} per shard")
+    share = lexical["bytes"] / max(lexical["index_bytes"], 1)
+    return (f"  lexical: {lexical['method']} ({lexical['bm25']['method']}, k1 {lexical['k1']}, b {lexical['b']}); "
+            f"tokenizer {tokenizer['library']} (lower={tokenizer['lower']}, stop words {tokenizer['stopwords']}, "
+            f"stemmer {tokenizer['stemmer']}); {lexical['passages']} passages, {words}; "
+            f"{lexical['bytes'] / 1e6:.1f} MB ({share:.0%} of the index)")
 
 
 def render(report: dict[str, Any]) -> str:
@@ -183,6 +222,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"  precision: passages {report.get('precision')}, questions {question}; one input per ONNX "
                      f"Runtime call; hnsw: {report.get('hnsw')}")
         lines.append(f"  artifact: {report.get('artifact', {}).get('path')}")
+        lines.append(_lexical_line(report.get("lexical")))
         if "shards" in report:
             sizes = [shard["count"] for shard in report["shards"]]
             lines.append(f"  shards: {len(sizes)} of up to {report.get('shard_size')} passages "

@@ -29,11 +29,13 @@ from fastdpr.model.batching import DEFAULT_QUESTION_BATCH_SIZE
 from fastdpr.model.encoder import OnnxEncoder
 from fastdpr.model.tokenization import SpecTokenizer
 from fastdpr.model.verify import Int8Verification, verify_int8_questions
+from fastdpr.search.hybrid import DENSE, HybridSearch, Ranking
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One retrieved passage. ``score`` is the dot product of question and passage embeddings."""
+    """One retrieved passage. ``score`` is the dot product of question and passage embeddings (``mode="dense"``),
+    the BM25 score (``"lexical"``) or the fused score (``"hybrid"``, see :mod:`fastdpr.lexical.fusion`)."""
 
     id: str
     title: str
@@ -86,7 +88,7 @@ class Retriever:
     """
 
     def __init__(self, index_dir: Path, manifest: IndexManifest | ShardedIndexManifest, encoder: OnnxEncoder,
-                 searcher: Searcher, store: ShardedStore, ef: int) -> None:
+                 searcher: Searcher, store: ShardedStore, ef: int, shards: Sequence[Shard]) -> None:
         self.index_dir = index_dir
         #: The manifest as read (JSON); :attr:`typed_manifest` is the checked, typed form.
         self.manifest: dict[str, Any] = manifest.raw
@@ -97,6 +99,8 @@ class Retriever:
         self.ef = ef
         #: The int8 question encoder checked on this machine at load (None: fp32, or not checked).
         self.int8_check: Int8Verification | None = None
+        #: Lexical and hybrid search (issue #23): the index's lexical side, opened at its first use.
+        self.hybrid = HybridSearch(index_dir, shards)
 
     @property
     def question_precision(self) -> str:
@@ -159,7 +163,7 @@ class Retriever:
         except BaseException:
             searcher.close()
             raise
-        retriever = cls(root, manifest, encoder, searcher, store, ef)
+        retriever = cls(root, manifest, encoder, searcher, store, ef, shards)
         if check_int8:
             try:
                 retriever.int8_check = check_index_int8(manifest, encoder, "load")
@@ -225,18 +229,62 @@ class Retriever:
                  for p, score in zip(passages[row * width:(row + 1) * width], row_scores, strict=True)]
                 for row, row_scores in enumerate(scores.tolist())]
 
-    def search(self, question: str, k: int = 10, *, ef: int | None = None) -> list[Hit]:
-        """The ``k`` best passages for one question, best first (fewer if the index is smaller)."""
-        return self.search_batch([question], k, ef=ef)[0]
+    def search(self, question: str, k: int = 10, *, ef: int | None = None, mode: str = "dense",
+               fusion: str = "weighted", weight: float | None = None) -> list[Hit]:
+        """The ``k`` best passages for one question, best first (fewer if the index is smaller).
+
+        ``mode``: ``dense`` (embeddings), ``lexical`` (BM25) or ``hybrid`` (both, fused by ``fusion``
+        with the lexical ``weight``); the last two need an index built with ``--lexical bm25``
+        (:mod:`fastdpr.search.hybrid`).
+        """
+        return self.search_batch([question], k, ef=ef, mode=mode, fusion=fusion, weight=weight)[0]
 
     def search_batch(self, questions: Sequence[str], k: int = 100, batch_size: int = DEFAULT_QUESTION_BATCH_SIZE, *,
-                     ef: int | None = None) -> list[list[Hit]]:
-        """The ``k`` best passages for each question, in input order (``ef``: see :meth:`search_vectors`)."""
+                     ef: int | None = None, mode: str = "dense", fusion: str = "weighted",
+                     weight: float | None = None) -> list[list[Hit]]:
+        """The ``k`` best passages for each question, in input order (``ef``: see :meth:`search_vectors`;
+        ``mode``, ``fusion``, ``weight``: see :meth:`search`)."""
         if isinstance(questions, str):
             raise FastDPRError("search_batch takes a list of questions; use search() for one")
+        ranking = Ranking(mode, fusion, weight)
         if not questions:
             return []
-        return self.search_vectors(self.encode_questions(questions, batch_size), k, ef=ef)
+        if ranking.mode == "dense":
+            return self.search_vectors(self.encode_questions(questions, batch_size), k, ef=ef)
+        # issue #23: lexical and hybrid search (fastdpr/search/hybrid.py); lexical search encodes nothing.
+        return self._ranked_hits(self.hybrid.search(
+            questions, k, ranking.mode,
+            lambda qs, depth: self.searcher.search(self.encode_questions(qs, batch_size), depth, ef=ef),
+            fusion=ranking.fusion, weight=ranking.weight))
+
+    def search_encoded(self, questions: Sequence[str], vectors: np.ndarray, k: int, ranking: Ranking = DENSE, *,
+                       ef: int | None = None) -> list[list[Hit]]:
+        """As :meth:`search_batch`, for questions already encoded (``vectors``, one row per question, from
+        :meth:`encode_questions` or :meth:`encode_tokenized_questions`): what a server that batches the
+        encoding of many requests calls. ``ranking.mode`` dense searches the vectors alone, lexical the
+        question texts alone."""
+        if ranking.mode == "dense":
+            return self.search_vectors(vectors, k, ef=ef)
+        if len(vectors) != len(questions):
+            raise FastDPRError(f"{len(questions)} questions but {len(vectors)} question vectors")
+        return self._ranked_hits(self.hybrid.search(
+            questions, k, ranking.mode, lambda _qs, depth: self.searcher.search(vectors, depth, ef=ef),
+            fusion=ranking.fusion, weight=ranking.weight))
+
+    @property
+    def has_lexical(self) -> bool:
+        """True when the index has a lexical side (built with ``--lexical bm25``): lexical and hybrid
+        search need one."""
+        return self.typed_manifest.lexical is not None
+
+    def _ranked_hits(self, ranked: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
+        # issue #23: lexical or fused (labels, scores) per question, as hits; rows may differ in length
+        # (a question with few lexical hits), and the whole batch is still one store lookup.
+        passages = self.store.get(np.concatenate([labels for labels, _ in ranked]))
+        ends = np.cumsum([len(labels) for labels, _ in ranked]).tolist()
+        return [[Hit(p.id, p.title, p.text, score)
+                 for p, score in zip(passages[end - len(scores):end], scores.tolist(), strict=True)]
+                for end, (_, scores) in zip(ends, ranked, strict=True)]
 
     def close(self) -> None:
         """Release the passage store and the searcher (stopping the Ray actors serving the shards, if any)."""

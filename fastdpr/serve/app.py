@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from fastdpr import __version__
+from fastdpr.search.hybrid import Ranking
 from fastdpr.serve import openai_api, routes
 from fastdpr.serve.batcher import QuestionBatcher, QueueFull, ShuttingDown, run_batch
 from fastdpr.serve.errors import OPENAI_PREFIX, ClientError, error_response
@@ -55,9 +56,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     started = time.perf_counter()
     # Straight to the pool, not through the batcher: a first batch waits up to --max-wait-ms for
     # company, and readiness must not wait for that (measured: 30 s late at --max-wait-ms 30000).
+    # An index with a lexical side is probed in hybrid mode: its BM25 files are opened (and read once) before
+    # /ready says 200, not by the first client's request.
     with state.generations.use() as generation:
+        probe = [Ranking("hybrid")] if generation.retriever.has_lexical else None
         await state.loop.run_in_executor(state.executor, run_batch, generation.retriever, [READY_PROBE], [1],
-                                         options.max_batch)
+                                         options.max_batch, probe)
     state.probe_ms = round((time.perf_counter() - started) * 1000, 2)
     state.ready = True
     if state.reloader is not None:

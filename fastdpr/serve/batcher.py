@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastdpr.common.errors import FastDPRError
+from fastdpr.search.hybrid import DENSE, Ranking
 from fastdpr.search.retriever import Hit, Retriever
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class _Job:
     questions: list[str]
     k: int | None  # None: embed only
     future: asyncio.Future[list[QuestionResult]]
+    ranking: Ranking = DENSE
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -71,16 +73,21 @@ BatchObserver = Callable[[int, float, float], None]
 
 
 def run_batch(retriever: Retriever, questions: Sequence[str], ks: Sequence[int | None],
-              max_batch: int) -> list[QuestionResult]:
+              max_batch: int, rankings: Sequence[Ranking] | None = None) -> list[QuestionResult]:
     """Encode ``questions`` in one session call (``max_batch`` per call) and search each with its own
-    ``k`` (a group per distinct ``k``, so a question's hits are what ``Retriever.search(q, k)`` ranks).
-    Each question is tokenized once: the same encodings give the vectors and the token counts."""
+    ``k`` and ranking (default dense; a group per distinct pair, so a question's hits are what
+    ``Retriever.search(q, k, mode=...)`` ranks). Each question is tokenized once: the same encodings give
+    the vectors and the token counts (a lexical question is encoded too: its tokens are reported)."""
     encodings = retriever.tokenize_questions(questions)
     vectors = retriever.encode_tokenized_questions(encodings, batch_size=max_batch)
     hits: list[list[Hit] | None] = [None] * len(questions)
-    for k in sorted({k for k in ks if k is not None}):
-        rows = [i for i, row_k in enumerate(ks) if row_k == k]
-        for row, row_hits in zip(rows, retriever.search_vectors(vectors[rows], k), strict=True):
+    groups: dict[tuple[int, Ranking], list[int]] = {}
+    for row, k in enumerate(ks):
+        if k is not None:
+            groups.setdefault((k, rankings[row] if rankings else DENSE), []).append(row)
+    for (k, ranking), rows in groups.items():
+        found = retriever.search_encoded([questions[i] for i in rows], vectors[rows], k, ranking)
+        for row, row_hits in zip(rows, found, strict=True):
             hits[row] = row_hits
     return [QuestionResult(vectors[i], hits[i], len(enc.ids), bool(enc.overflowing))
             for i, enc in enumerate(encodings)]
@@ -127,8 +134,10 @@ class QuestionBatcher:
         self._wakeup.set()
         await asyncio.gather(*self._tasks)
 
-    def submit(self, questions: list[str], k: int | None) -> asyncio.Future[list[QuestionResult]]:
-        """Queue questions (searched with ``k``, or only embedded when ``k`` is None); await the future.
+    def submit(self, questions: list[str], k: int | None,
+               ranking: Ranking = DENSE) -> asyncio.Future[list[QuestionResult]]:
+        """Queue questions (searched with ``k`` and ``ranking``, or only embedded when ``k`` is None); await
+        the future.
 
         Raises :class:`QueueFull` when they do not fit in the queue, :class:`ShuttingDown` when draining.
         """
@@ -137,7 +146,7 @@ class QuestionBatcher:
         if self._pending_questions + len(questions) > self.max_queue:
             raise QueueFull(f"the queue holds {self._pending_questions} of {self.max_queue} questions")
         future: asyncio.Future[list[QuestionResult]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Job(questions, k, future))
+        self._pending.append(_Job(questions, k, future, ranking))
         self._pending_questions += len(questions)
         self._wakeup.set()
         return future
@@ -185,10 +194,12 @@ class QuestionBatcher:
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Job]) -> None:
         questions = [q for job in batch for q in job.questions]
         ks = [job.k for job in batch for _ in job.questions]
+        rankings = [job.ranking for job in batch for _ in job.questions]
         waited = time.perf_counter() - batch[0].enqueued
         started = time.perf_counter()
         try:
-            generation, results = await loop.run_in_executor(self._executor, self._answer, questions, ks)
+            generation, results = await loop.run_in_executor(self._executor, self._answer, questions, ks,
+                                                                    rankings)
         except Exception as exc:  # delivered to every caller of the batch; the worker keeps serving
             for job in batch:
                 if not job.future.done():
@@ -207,10 +218,11 @@ class QuestionBatcher:
                 job.future.set_result(part)
 
 
-    def _answer(self, questions: list[str], ks: list[int | None]) -> tuple[Generation, list[QuestionResult]]:
+    def _answer(self, questions: list[str], ks: list[int | None],
+                rankings: list[Ranking]) -> tuple[Generation, list[QuestionResult]]:
         """One batch, answered entirely by the current generation (kept open until it is done)."""
         with self.generations.use() as generation:
-            return generation, run_batch(generation.retriever, questions, ks, self.max_batch)
+            return generation, run_batch(generation.retriever, questions, ks, self.max_batch, rankings)
 
 
 def describe_batching(batcher: QuestionBatcher) -> dict[str, Any]:

@@ -16,6 +16,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
+from fastdpr.common.errors import FastDPRError
+from fastdpr.lexical.fusion import DEFAULT_WEIGHT, FUSIONS
+from fastdpr.search.hybrid import MODES, Ranking
 from fastdpr.serve.batcher import QuestionResult
 from fastdpr.serve.errors import ClientError, check_count, check_text
 from fastdpr.serve.generation import IndexVersion
@@ -25,6 +28,13 @@ router = APIRouter()
 
 #: The response header naming the index version that answered (``index_version.version`` in /info).
 INDEX_VERSION_HEADER = "X-Index-Version"
+
+#: The search parameters of issue #23, as ``fastdpr search --mode/--fusion/--weight`` describes them.
+MODE_HELP = ("Rank by embeddings (dense), by BM25 (lexical) or by both fused (hybrid); lexical and hybrid need "
+             "an index built with --lexical bm25 (a 400 otherwise).")
+FUSION_HELP = "With mode hybrid: min-max normalised weighted score sum, or reciprocal rank fusion (rrf)."
+WEIGHT_HELP = (f"With mode hybrid and fusion weighted: the lexical side's weight, 0 to 1 (default "
+               f"{DEFAULT_WEIGHT}, tuned on held-out questions: docs/hybrid.md).")
 
 
 # --- request and response bodies (they also make the published OpenAPI schema) ---
@@ -37,6 +47,9 @@ class SearchRequest(BaseModel):
     question: str | None = Field(None, examples=["how are default argument values evaluated?"])
     questions: list[str] | None = Field(None, description="Many questions, answered in one response, in order.")
     k: int = Field(10, strict=True, description="Passages per question (1 to the server's --max-k).")
+    mode: str = Field("dense", description=MODE_HELP, json_schema_extra={"enum": list(MODES)})
+    fusion: str = Field("weighted", description=FUSION_HELP, json_schema_extra={"enum": list(FUSIONS)})
+    weight: float | None = Field(None, description=WEIGHT_HELP)
 
 
 class HitOut(BaseModel):
@@ -46,7 +59,8 @@ class HitOut(BaseModel):
     id: str
     title: str
     text: str
-    score: float = Field(description="Dot product of the question and passage embeddings.")
+    score: float = Field(description="Dot product of the question and passage embeddings (mode dense), BM25 "
+                                     "score (lexical) or fused score (hybrid).")
 
 
 class SearchResult(BaseModel):
@@ -100,7 +114,8 @@ class ErrorOut(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "Malformed request (not JSON, not UTF-8)."},
+    400: {"model": ErrorOut, "description": "Malformed request (not JSON, not UTF-8), or mode lexical or hybrid on an "
+                                            "index without a lexical side."},
     401: {"model": ErrorOut, "description": "No or a wrong API key (servers started with --api-key)."},
     413: {"model": ErrorOut, "description": "Body larger than the server's limit."},
     422: {"model": ErrorOut, "description": "Invalid field (empty question, k out of bounds, ...)."},
@@ -123,6 +138,19 @@ def version_header(version: IndexVersion) -> dict[str, str]:
     return {INDEX_VERSION_HEADER: version.tag}
 
 
+def check_ranking(state: ServerState, mode: str, fusion: str, weight: float | None) -> Ranking:
+    """The ranking a request asks for, checked as the CLI checks it (422 for a bad value); 400 for lexical or
+    hybrid on an index built without a lexical side."""
+    try:
+        ranking = Ranking(mode, fusion, weight)
+    except FastDPRError as exc:
+        raise ClientError(422, str(exc)) from exc
+    if ranking.mode != "dense" and not state.retriever.has_lexical:
+        raise ClientError(400, f"this index has no lexical side, so mode {mode} is not available: rebuild it with "
+                               "`fastdpr index ... --lexical bm25` (mode dense works as before)")
+    return ranking
+
+
 def timing(results: list[QuestionResult]) -> dict[str, str]:
     """``Server-Timing`` (ms in the queue, ms to encode and search the batch), the batch's size (what a
     client needs to tell the time spent on HTTP from the time spent on retrieval), and the index version."""
@@ -141,11 +169,12 @@ def hits_json(question: str, k: int, result: QuestionResult) -> dict[str, Any]:
                      for rank, hit in enumerate(result.hits or [], 1)]}
 
 
-async def answer(state: ServerState, questions: list[str], k: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
+async def answer(state: ServerState, questions: list[str], k: int,
+                 ranking: Ranking) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Each question's response body, and the timing headers of the response."""
     if len(questions) > state.options.max_queue:
         raise ClientError(422, f"at most {state.options.max_queue} questions per request, got {len(questions)}")
-    results = await state.search(questions, k)
+    results = await state.search(questions, k, ranking)
     return [hits_json(q, k, result) for q, result in zip(questions, results, strict=True)], timing(results)
 
 
@@ -161,29 +190,36 @@ def search_page() -> str:
 @router.post("/search", responses={200: {"model": SearchResult | SearchListResult}, **ERRORS},
              summary="The k best passages for a question (or each of a list of questions)")
 async def post_search(body: SearchRequest, state: State) -> JSONResponse:
-    """``{"question"}`` answers one question, ``{"questions"}`` a list, in order."""
+    """``{"question"}`` answers one question, ``{"questions"}`` a list, in order; ``mode`` (``fusion``,
+    ``weight``) as ``fastdpr search``."""
     k = check_k(state, body.k)
     if (body.question is None) == (body.questions is None):
         raise ClientError(422, "give either question or questions (a list)")
+    ranking = check_ranking(state, body.mode, body.fusion, body.weight)
     if body.question is not None:
-        bodies, headers = await answer(state, [check_text(body.question)], k)
+        bodies, headers = await answer(state, [check_text(body.question)], k, ranking)
         return JSONResponse(bodies[0], headers=headers)
     if not body.questions:
         raise ClientError(422, "questions is an empty list")
-    bodies, headers = await answer(state, [check_text(q) for q in body.questions], k)
+    bodies, headers = await answer(state, [check_text(q) for q in body.questions], k, ranking)
     return JSONResponse({"results": bodies}, headers=headers)
 
 
 @router.get("/search", responses={200: {"model": SearchResult}, **ERRORS},
             summary="The k best passages for the question q")
 async def get_search(request: Request, state: State, q: str = Query(..., description="The question."),
-                     k: int = Query(10, description="Passages (1 to --max-k).")) -> JSONResponse:
+                     k: int = Query(10, description="Passages (1 to --max-k)."),
+                     mode: str = Query("dense", description=MODE_HELP, json_schema_extra={"enum": list(MODES)}),
+                     fusion: str = Query("weighted", description=FUSION_HELP,
+                                         json_schema_extra={"enum": list(FUSIONS)}),
+                     weight: float | None = Query(None, description=WEIGHT_HELP)) -> JSONResponse:
     """One question from the query string."""
     try:  # Starlette decodes %FF as U+FFFD: parse the raw query again, strictly, to refuse it instead
         parse_qsl(request.scope["query_string"].decode("latin-1"), encoding="utf-8", errors="strict")
     except UnicodeDecodeError as exc:
         raise ClientError(400, "the query string is not valid UTF-8") from exc
-    bodies, headers = await answer(state, [check_text(q)], check_k(state, k))
+    bodies, headers = await answer(state, [check_text(q)], check_k(state, k),
+                                   check_ranking(state, mode, fusion, weight))
     return JSONResponse(bodies[0], headers=headers)
 
 

@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from fastdpr import __version__
 from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE
 from fastdpr.model.encoder import OnnxEncoder
+from fastdpr.search.hybrid import DENSE, Ranking
 from fastdpr.search.retriever import Retriever
 from fastdpr.serve.batcher import QuestionBatcher, QuestionResult, ShuttingDown, describe_batching
 from fastdpr.serve.errors import ClientError
@@ -122,9 +123,9 @@ class ServerState:
             report["batching"] = describe_batching(self.batcher)
         return report
 
-    async def search(self, questions: list[str], k: int) -> list[QuestionResult]:
-        """The hits of each question (batched with other requests' questions)."""
-        results = await self.require_batcher().submit(questions, k)
+    async def search(self, questions: list[str], k: int, ranking: Ranking = DENSE) -> list[QuestionResult]:
+        """The hits of each question (batched with other requests' questions), ranked by ``ranking``."""
+        results = await self.require_batcher().submit(questions, k, ranking)
         truncated = sum(result.truncated for result in results)
         if truncated:
             self.metrics.truncated.inc(truncated)
