@@ -1,10 +1,11 @@
-"""``python -m benchmarks parity|latency|encode-dump|serve|scale|scale-projection``: run from a checkout
+"""``python -m benchmarks parity|latency|encode-dump|serve|scale|scale-projection|append``: run from a checkout
 (benchmarks are not installed)."""
 
 from __future__ import annotations
 
 import click
 
+from benchmarks.append import append_command
 from benchmarks.encode_dump import encode_dump_command
 from benchmarks.latency import latency_command
 from benchmarks.parity import parity_command
@@ -24,6 +25,7 @@ main.add_command(encode_dump_command)
 main.add_command(serve_command)
 main.add_command(scale_command)
 main.add_command(projection_command)
+main.add_command(append_command)
 
 if __name__ == "__main__":
     main()

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import default_sigint, run_cli
+from doc_blocks import block, shell_commands
 
 from fastdpr.common.errors import FastDPRError
 from fastdpr.corpus.builtin import pydoc_topic_passages
@@ -283,3 +284,29 @@ def test_nothing_to_do_is_refused(tmp_path: Path) -> None:
         update_index(tmp_path / "idx")
     result = run_cli(["index", "--out", tmp_path / "idx"], code=2)
     assert "give ARTIFACT and CORPUS" in result.output
+
+
+def test_the_docs_block_works(tmp_path: Path, tiny_artifact: Path, passages: list[Passage]) -> None:
+    rows, new = passages[:600], passages[600:]
+    revised = [Passage(rows[0].id, "revised", "a revised text on exceptions and cleanup"),
+               Passage("brand-new", "new", "a brand new passage on metaclasses")]
+    (tmp_path / "retired.txt").write_text(f"{rows[0].id}\n{rows[1].id}\n")
+    names = {"dpr-nq": str(tiny_artifact), "psgs_w100.tsv": str(corpus(tmp_path / "rows.jsonl", rows)),
+             "wiki-index": str(tmp_path / "wiki"), "new-passages.tsv": str(corpus(tmp_path / "new.jsonl", new)),
+             "17": rows[17].id, "4242": rows[242].id, "retired-ids.txt": str(tmp_path / "retired.txt"),
+             "revised.tsv": str(corpus(tmp_path / "revised.jsonl", revised))}
+    commands = [[names.get(arg, arg) for arg in command]
+                for command in shell_commands(block("docs/scale.md: Appending and deleting passages #1").text)]
+    assert [command[:2] for command in commands] == [["fastdpr", "index"]] * 4 + [["fastdpr", "info"]]
+    for command in commands[:4]:
+        run_cli([*command[1:], "--threads", 1])
+    info = run_cli(commands[4][1:]).output
+    assert "version: 4 (from version 3" in info and "2 appended, 2 deleted" in info
+    gone = {rows[0].id, rows[1].id, rows[17].id, rows[242].id}
+    result = [p for p in rows if p.id not in gone] + new + revised
+    assert_same_as_fresh(tmp_path / "wiki", fresh_build(tmp_path, tiny_artifact, result, "fresh"))
+
+
+def test_the_help_documents_updates() -> None:
+    text = run_cli(["index", "--help"]).output
+    assert all(flag in text for flag in ("--append CORPUS", "--delete ID", "--delete-file FILE", "run again"))

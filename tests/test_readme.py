@@ -73,6 +73,7 @@ ELSEWHERE: dict[str, str] = {
     "docs/scale.md: Sharded indexes and resumable builds #1": "tests/test_shards.py::test_the_readme_commands_work",
     "docs/scale.md: Ray (optional: `pip install 'fastdpr[ray]'`) #1":
         "tests/test_ray.py::test_the_readme_commands_work",
+    "docs/scale.md: Appending and deleting passages #1": "tests/test_append.py::test_the_docs_block_works",
     "docs/serve.md: OpenAI-compatible embeddings, API keys and CORS #1":
         "tests/test_serve_api.py::test_the_docs_block_works",
 }

@@ -187,7 +187,9 @@ def index_command(artifact: Path | None, corpus: Path | None, out: Path, fmt: st
                       delete_ids, delete_file)
         return
     if artifact is None or corpus is None:
-        raise click.UsageError("give ARTIFACT and CORPUS to build an index (or --append/--delete to update one)")
+        missing = "ARTIFACT" if artifact is None else "CORPUS"
+        raise click.UsageError(f"Missing argument '{missing}': give ARTIFACT and CORPUS to build an index (or "
+                               "--append/--delete to update one)")
     if resume and shard_size is None:
         raise click.UsageError("--resume continues a sharded build: give the same --shard-size as before")
     if ray_address is not None and shard_size is None:

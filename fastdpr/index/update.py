@@ -233,9 +233,11 @@ def _prepare_parts(staging: Path, state: dict[str, Any], ids: list[str]) -> list
     return kept
 
 
-def _encode_parts(staging: Path, appending: Appending, options: IndexOptions, log: Callable[[str], None]) -> list[Path]:
+def _encode_parts(staging: Path, appending: Appending, options: IndexOptions, log: Callable[[str], None],
+                  timings: dict[str, float]) -> list[Path]:
     """Every appended passage encoded into ``staging/encoded/NNNNN.npy`` (+ ``.ids.json``), reusing the parts
-    of an interrupted run of the same update."""
+    of an interrupted run of the same update. ``timings`` gets ``setup`` (the int8 check, the session)
+    and ``encode`` seconds."""
     parts = _prepare_parts(staging, _state(appending, options), appending.ids)
     done = sum(len(json.loads(p.with_name(p.name.replace(".npy", ".ids.json")).read_text())) for p in parts)
     if parts:
@@ -243,8 +245,10 @@ def _encode_parts(staging: Path, appending: Appending, options: IndexOptions, lo
     if done == len(appending.ids):
         return parts
     inputs = appending.inputs
+    started = time.perf_counter()
     int8_check_for_build(inputs, options)  # as a build: refuse int8 kernels that miss the export's thresholds
     encoder = local_backend(inputs.artifact, inputs.precision, options).encoder
+    timings["setup"] = time.perf_counter() - started
     bar = corpus_bar(appending.corpus, options.progress, initial=done, desc="encoding")
     try:
         passages = islice(iter(appending.reader(options)), done, None)
@@ -258,6 +262,7 @@ def _encode_parts(staging: Path, appending: Appending, options: IndexOptions, lo
             os.replace(partial, staging / "encoded" / f"{name}.npy")  # the part counts once it is whole
             parts.append(staging / "encoded" / f"{name}.npy")
         finish(bar)
+        timings["encode"] = time.perf_counter() - started - timings["setup"]
     finally:
         bar.close()
     return parts
@@ -530,6 +535,7 @@ def update_index(index_dir: Path | str, *, append: Path | str | None = None, fmt
                                                                   None if artifact is None else Path(artifact),
                                                                   set(delete), options)
         appended = 0 if appending is None else len(appending.ids)
+        timings = {"checks": time.perf_counter() - started, "setup": 0.0, "encode": 0.0}
         if current.top.count - len(drop) + appended == 0:
             raise CorpusError(f"the update would leave {index} without passages")
         staging = updating_dir(index)
@@ -538,8 +544,8 @@ def update_index(index_dir: Path | str, *, append: Path | str | None = None, fmt
             staging.mkdir()
             parts: list[Path] = []
         else:
-            parts = _encode_parts(staging, appending, options, log)
-        encode_seconds = time.perf_counter() - started
+            parts = _encode_parts(staging, appending, options, log, timings)
+        writing = time.perf_counter()
         new = staging / "new"
         shutil.rmtree(new, ignore_errors=True)  # a killed run's half-written version
         rows: Appended | None = None
@@ -558,19 +564,22 @@ def update_index(index_dir: Path | str, *, append: Path | str | None = None, fmt
         except FastDPRError:
             shutil.rmtree(new, ignore_errors=True)
             raise
-        changes = _changes(outcome, rows, encode_seconds, time.perf_counter() - started)
+        timings["write"] = time.perf_counter() - writing
+        changes = _changes(outcome, rows, timings, time.perf_counter() - started)
         manifest = _record_changes(new, manifest, dataclasses.replace(version, changes=changes))
         publish(new, index)
         shutil.rmtree(staging, ignore_errors=True)  # the previous version and the encoded parts
     return manifest
 
 
-def _changes(outcome: Outcome, rows: Appended | None, encode_seconds: float, seconds: float) -> dict[str, Any]:
+def _changes(outcome: Outcome, rows: Appended | None, timings: dict[str, float], seconds: float) -> dict[str, Any]:
     changes: dict[str, Any] = {
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "appended": outcome.appended, "deleted": outcome.deleted, "graphs_extended": outcome.graphs_extended,
         "graphs_rebuilt": outcome.graphs_rebuilt, "new_shards": outcome.new_shards,
-        "seconds": {"encode": round(encode_seconds, 2), "total": round(seconds, 2)}}
+        # checks: reading the index and the corpus's ids; setup: int8 check and session; write: the new
+        # version (copies, graphs, hashes); total also counts the publishing swap.
+        "seconds": {**{key: round(value, 2) for key, value in timings.items()}, "total": round(seconds, 2)}}
     if rows is not None:
         report = rows.source.report
         changes["corpus"] = {"path": str(rows.appending.corpus.resolve()), "format": rows.appending.fmt,
