@@ -172,6 +172,16 @@ def test_sharded_append_and_delete(tmp_path: Path, tiny_artifact: Path, passages
     result = [p for p in rows if p.id not in gone] + new
     assert_same_as_fresh(index, fresh_build(tmp_path, tiny_artifact, result, "fresh"))
 
+    # A shard that loses every passage goes; the shards after it move down.
+    second = [p.id for p in result[190:390]]
+    update_index(index, delete=second, options=OPTIONS)
+    assert [s["count"] for s in json.loads((index / "manifest.json").read_text())["shards"]] == [190, 200, len(
+        passages) - 600]
+    rest = [p for p in result if p.id not in set(second)]
+    assert_same_as_fresh(index, fresh_build(tmp_path, tiny_artifact, rest, "fresh-rest"))
+    with Retriever.load(index, threads=1) as retriever:  # HNSW over shards with label maps finds every passage
+        assert {h.id for h in retriever.search(QUESTIONS[0], k=len(rest))} == {p.id for p in rest}
+
 
 @pytest.mark.parametrize("case", ["duplicate in corpus", "already indexed", "unknown id", "other artifact",
                                   "missing index", "everything deleted"])

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from fastdpr.common.cpu import this_cpu
 from fastdpr.common.errors import ArtifactError, CorpusError, FastDPRError, IndexLoadError
 from fastdpr.common.integrity import MANIFEST_NAME, FileTable, sha256_file, write_json
 from fastdpr.common.progress import corpus_bar, finish
@@ -575,6 +576,8 @@ def update_index(index_dir: Path | str, *, append: Path | str | None = None, fmt
 def _changes(outcome: Outcome, rows: Appended | None, timings: dict[str, float], seconds: float) -> dict[str, Any]:
     changes: dict[str, Any] = {
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        # Appended vectors come from this CPU's kernels (int8 ones differ between classes: fastdpr.common.cpu).
+        "int8_class": this_cpu().int8_class,
         "appended": outcome.appended, "deleted": outcome.deleted, "graphs_extended": outcome.graphs_extended,
         "graphs_rebuilt": outcome.graphs_rebuilt, "new_shards": outcome.new_shards,
         # checks: reading the index and the corpus's ids; setup: int8 check and session; write: the new
