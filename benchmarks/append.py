@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -258,7 +259,7 @@ def append_command(artifact: Path, label: str, passages: int, percent: float, qu
               "machine": machine(), "versions": versions(),
               "settings": {"passages": passages, "percent": percent, "questions": questions,
                            "graph_vectors": graph_vectors, "graph_dim": graph_dim, "threads": threads},
-              "command": "python -m benchmarks append " + " ".join(sys.argv[2:]),
+              "command": "python -m benchmarks append " + shlex.join(sys.argv[2:]),
               "end_to_end": e2e, "graph": graph, "projection": projection(e2e, graph)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
