@@ -1,10 +1,11 @@
-"""``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection``: run from a
-checkout (benchmarks are not installed)."""
+"""``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``:
+run from a checkout (benchmarks are not installed)."""
 
 from __future__ import annotations
 
 import click
 
+from benchmarks.append import append_command
 from benchmarks.encode_dump import encode_dump_command
 from benchmarks.hybrid import hybrid_command
 from benchmarks.hybrid_latency import hybrid_latency_command
@@ -28,6 +29,7 @@ main.add_command(encode_dump_command)
 main.add_command(serve_command)
 main.add_command(scale_command)
 main.add_command(projection_command)
+main.add_command(append_command)
 
 if __name__ == "__main__":
     main()

@@ -75,6 +75,7 @@ ELSEWHERE: dict[str, str] = {
         "tests/test_ray.py::test_the_readme_commands_work",
     "docs/hybrid.md: Hybrid retrieval: BM25 and DPR in one index #1": "tests/test_hybrid.py::test_the_docs_block",
     "docs/serve.md: Lexical and hybrid search #1": "tests/test_serve_hybrid.py::test_the_docs_block_works",
+    "docs/scale.md: Appending and deleting passages #1": "tests/test_append.py::test_the_docs_block_works",
     "docs/serve.md: OpenAI-compatible embeddings, API keys and CORS #1":
         "tests/test_serve_api.py::test_the_docs_block_works",
     "docs/serve.md: Reloading a republished index #1": "tests/test_serve_reload.py::test_the_docs_block_works",

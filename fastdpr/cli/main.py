@@ -107,9 +107,10 @@ def collect_index_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 @main.command("index")
-@click.argument("artifact", type=click.Path(path_type=Path))
-@click.argument("corpus", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Index directory to create.")
+@click.argument("artifact", type=click.Path(path_type=Path), required=False)
+@click.argument("corpus", type=click.Path(path_type=Path), required=False)
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Index directory to create (with --append/--delete: the index to update).")
 @click.option("--format", "fmt", type=click.Choice(["auto", "dpr-tsv", "jsonl", "beir"]), default="auto",
               show_default=True, help="Corpus format (auto: detected from the content).")
 @click.option("--precision", type=click.Choice(["int8", "fp32"]),
@@ -146,10 +147,17 @@ def collect_index_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--lexical", type=click.Choice(["bm25"]), default=None,
               help="Also build a lexical side (BM25, in each shard of a sharded index) for `fastdpr search --mode "
                    "lexical|hybrid` [default: dense only].")
+@click.option("--append", "append", type=click.Path(path_type=Path), metavar="CORPUS",
+              help="Add CORPUS's passages to the existing index --out (a new version; see below).")
+@click.option("--delete", "delete_ids", multiple=True, metavar="ID",
+              help="Delete the passage ID from the existing index --out (repeatable; a new version).")
+@click.option("--delete-file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Delete the passages whose ids FILE lists, one per line (blank lines ignored).")
 @user_errors
 @collect_index_options
-def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, options: IndexOptions, as_json: bool,
-                  shard_size: int | None, resume: bool, ray_address: str | None) -> None:
+def index_command(artifact: Path | None, corpus: Path | None, out: Path, fmt: str, options: IndexOptions,
+                  as_json: bool, shard_size: int | None, resume: bool, ray_address: str | None,
+                  append: Path | None, delete_ids: tuple[str, ...], delete_file: Path | None) -> None:
     """Encode CORPUS with ARTIFACT's context encoder into a searchable index.
 
     \b
@@ -162,10 +170,29 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, options: In
     thresholds.
     With --shard-size, an interrupted build is kept next to --out and --resume continues it.
     With --ray, the same sharded index is encoded on a Ray cluster (pip install 'fastdpr[ray]').
+
+    \b
+    Updating an index (unsharded or sharded) instead of building one:
+      fastdpr index [ARTIFACT] --append NEW.tsv --out INDEX
+      fastdpr index --delete ID [--delete ID ...] [--delete-file IDS.txt] --out INDEX
+    (both at once: a deleted id may come back, re-encoded, from the appended corpus). Only the appended
+    passages are encoded, by the artifact INDEX records (ARTIFACT, when given, must be that one), at
+    INDEX's precision; HNSW graphs are extended, keeping the index's graph settings. The result equals
+    a fresh build of INDEX's passages less the deleted ones, then the appended ones. INDEX is replaced
+    by its next version atomically (a kill leaves the old or the new one); killed while encoding, the
+    same command run again reuses what was encoded. `fastdpr info INDEX` shows the version.
     """
     from fastdpr.common.outputs import check_output_dir
     from fastdpr.index.build import BackendFactory, build_index, local_backend
 
+    if append is not None or delete_ids or delete_file is not None:
+        _update_index(artifact, corpus, out, fmt, options, as_json, shard_size, resume, ray_address, append,
+                      delete_ids, delete_file)
+        return
+    if artifact is None or corpus is None:
+        missing = "ARTIFACT" if artifact is None else "CORPUS"
+        raise click.UsageError(f"Missing argument '{missing}': give ARTIFACT and CORPUS to build an index (or "
+                               "--append/--delete to update one)")
     if resume and shard_size is None:
         raise click.UsageError("--resume continues a sharded build: give the same --shard-size as before")
     if ray_address is not None and shard_size is None:
@@ -206,6 +233,46 @@ def index_command(artifact: Path, corpus: Path, out: Path, fmt: str, options: In
         click.echo(f"skipped {counts['skipped_total']} rows: {detail}", err=True)
     if counts["no_title"]:
         click.echo(f"{counts['no_title']} passages have no title (encoded from their text alone)", err=True)
+
+
+def _update_index(artifact: Path | None, corpus: Path | None, out: Path, fmt: str, options: IndexOptions,
+                  as_json: bool, shard_size: int | None, resume: bool, ray_address: str | None, append: Path | None,
+                  delete_ids: tuple[str, ...], delete_file: Path | None) -> None:
+    """``fastdpr index --append/--delete``: publish the next version of the index ``out``."""
+    from fastdpr.common.errors import CorpusError
+    from fastdpr.index.update import update_index
+
+    if corpus is not None:
+        raise click.UsageError("with --append the corpus is --append's value: give at most ARTIFACT")
+    if artifact is not None and append is None:
+        raise click.UsageError("ARTIFACT is only used to encode an --append corpus")
+    refused = [flag for flag, given in (("--shard-size", shard_size is not None), ("--resume", resume),
+                                        ("--ray", ray_address is not None), ("--force", options.force),
+                                        ("--precision", options.precision is not None),
+                                        ("--question-precision", options.question_precision is not None)) if given]
+    if refused:
+        raise click.UsageError(f"{refused[0]} does not apply to --append/--delete (an update keeps the index's "
+                               "settings; rerun the same command to continue an interrupted one)")
+    ids = list(delete_ids)
+    if delete_file is not None:
+        try:
+            ids += [line.strip() for line in delete_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CorpusError(f"cannot read --delete-file {delete_file}: {exc}") from exc
+        if not ids:
+            raise CorpusError(f"--delete-file {delete_file} lists no ids")
+    manifest = update_index(out, append=append, fmt=fmt, delete=ids, artifact=artifact, options=options,
+                            log=lambda line: click.echo(line, err=True))
+    if as_json:
+        echo_json(manifest)
+        return
+    version, changes = manifest["version"], manifest["version"]["changes"]
+    click.echo(f"{out} is now version {version['number']}: {changes['appended']} passages appended, "
+               f"{changes['deleted']} deleted, {manifest['counts']['indexed']} in all "
+               f"({changes['seconds']['total']} s)")
+    skipped = changes.get("corpus", {}).get("skipped_total", 0)
+    if skipped:
+        click.echo(f"skipped {skipped} rows of {append}: {changes['corpus']['skipped']}", err=True)
 
 
 def _print_hits(hits: list[Any], width: int = 100) -> None:

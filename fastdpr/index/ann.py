@@ -149,6 +149,40 @@ def build_hnsw(
     return index
 
 
+def extend_hnsw(
+    source: Path,
+    dim: int,
+    elements: int,
+    *,
+    delete: np.ndarray,
+    vectors: np.ndarray,
+    first_label: int,
+    threads: int | None = None,
+) -> hnswlib.Index:
+    """A saved graph of ``elements`` elements, loaded with room for ``len(vectors)`` more: the graph
+    labels ``delete`` marked deleted (they keep routing searches and are never returned), then
+    ``vectors`` added under labels ``first_label, first_label + 1, ...``.
+
+    Insertion is what :func:`build_hnsw` does for every vector, so an appended vector is linked as it
+    would be in a graph built in this order (``docs/scale.md`` measures recall against a fresh build).
+    """
+    index = hnswlib.Index(space="ip", dim=dim)
+    try:
+        index.load_index(str(source), max_elements=elements + len(vectors))
+    except (RuntimeError, MemoryError) as exc:
+        raise IndexLoadError(f"cannot load HNSW index {source}: {exc}") from exc
+    for label in delete:
+        index.mark_deleted(int(label))
+    workers = threads if threads is not None else _usable_cores()
+    for start in range(0, len(vectors), BUILD_CHUNK):
+        chunk = np.ascontiguousarray(vectors[start : start + BUILD_CHUNK], dtype=np.float32)
+        if not np.isfinite(chunk).all():
+            raise FastDPRError(f"an appended vector near row {start} contains NaN or infinity")
+        labels = np.arange(first_label + start, first_label + start + len(chunk), dtype=np.int64)
+        index.add_items(chunk, labels, num_threads=workers)
+    return index
+
+
 def save_hnsw(index: hnswlib.Index, path: str | Path) -> None:
     """Writes ``index`` to ``path`` in hnswlib's own binary format (``ef`` is not part of it)."""
     index.save_index(str(path))
@@ -232,11 +266,24 @@ def _check_hnsw_header(path: Path, dim: int, count: int) -> None:
         raise IndexLoadError(f"HNSW index {path} is truncated ({size} bytes for {elements} vectors)")
 
 
+def _check_label_map(path: Path, labels: np.ndarray, elements: int, count: int) -> None:
+    # Deleted elements map to -1 and are never returned by hnswlib; every live row appears exactly once.
+    live = labels[labels >= 0]
+    if (labels.dtype != np.int64 or labels.shape != (elements,) or len(live) != count
+            or (live >= count).any() or len(np.unique(live)) != count):
+        raise IndexLoadError(f"the label map of HNSW index {path} does not match it "
+                             f"({labels.dtype} {list(labels.shape)}, expected int64 [{elements}] over {count} rows)")
+
+
 class HnswSearcher:
     """Approximate inner-product search over a saved hnswlib index.
 
     Safe to call :meth:`search` from many threads at once, with the same or different ``ef``
     (see :class:`_EfGate`); searches at the same ``ef`` run in parallel.
+
+    ``elements`` and ``labels``: a graph that passages were deleted from holds ``elements`` graph
+    elements (deleted ones included), and ``labels`` maps a graph label to the row it stands for (see
+    :class:`fastdpr.index.manifest.HnswSettings`); None: ``count`` elements labelled by row.
 
     ``threads`` is hnswlib's ``num_threads`` per :meth:`search` call; ``None`` means every usable
     core. hnswlib itself runs a call inline when it has at most ``4 * threads`` queries, so single
@@ -252,21 +299,28 @@ class HnswSearcher:
         count: int,
         ef: int = DEFAULT_EF,
         threads: int | None = None,
+        *,
+        elements: int | None = None,
+        labels: np.ndarray | None = None,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise IndexLoadError(f"HNSW index {self.path} is missing")
         if ef < 1:
             raise FastDPRError(f"ef must be at least 1, got {ef}")
-        _check_hnsw_header(self.path, dim, count)
+        graph_count = count if elements is None else elements
+        if labels is not None:
+            _check_label_map(self.path, labels, graph_count, count)
+        self._rows = labels
+        _check_hnsw_header(self.path, dim, graph_count)
         index = hnswlib.Index(space="ip", dim=dim)
         try:
             index.load_index(str(self.path))
         except (RuntimeError, MemoryError) as exc:
             raise IndexLoadError(f"cannot load HNSW index {self.path}: {exc}") from exc
         loaded = index.get_current_count()
-        if loaded != count:
-            raise IndexLoadError(f"HNSW index {self.path} holds {loaded} vectors, expected {count}")
+        if loaded != graph_count:
+            raise IndexLoadError(f"HNSW index {self.path} holds {loaded} vectors, expected {graph_count}")
         self._index = index
         self._dim = dim
         self._count = count
@@ -313,7 +367,8 @@ class HnswSearcher:
             effective = min(effective * 4, self._count)
         # hnswlib's ip "distance" is 1 - dot; undo it in float64 so the float32 score loses no extra bit.
         scores = (1.0 - distances.astype(np.float64)).astype(np.float32)
-        return labels.astype(np.int64), scores
+        rows = labels.astype(np.int64)
+        return (rows if self._rows is None else self._rows[rows]), scores
 
     def close(self) -> None:
         """Nothing to release: the graph is freed with the searcher."""

@@ -49,6 +49,7 @@ __all__ = [
     "ShardedSearcher",
     "ShardedStore",
     "is_sharded_index",
+    "load_label_map",
     "load_sharded_manifest",
     "merge_top_k",
     "open_searcher",
@@ -122,9 +123,20 @@ def open_searcher(shards: Sequence[Shard], *, ef: int, exact: bool, threads: int
         else:
             assert manifest.hnsw.file is not None  # always set in an index's manifest (parse_index_manifest)
             searcher = HnswSearcher(manifest.path(manifest.hnsw.file), manifest.spec.dim, manifest.count, ef=ef,
-                                    threads=threads)
+                                    threads=threads, elements=manifest.hnsw.elements, labels=load_label_map(manifest))
         searchers.append((offset, searcher))
     return ShardedSearcher(searchers, ef)
+
+
+def load_label_map(manifest: IndexManifest) -> np.ndarray | None:
+    """The graph-label-to-row map of an index that passages were deleted from (None: label = row)."""
+    if manifest.hnsw.labels is None:
+        return None
+    path = manifest.path(manifest.hnsw.labels)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise IndexLoadError(f"label map {path} is corrupt or not a .npy array: {exc}") from exc
 
 
 def open_store(shards: Sequence[Shard]) -> ShardedStore:

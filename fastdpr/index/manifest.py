@@ -32,8 +32,8 @@ HNSW_SPACE = {"space": "ip", "score": "dot product (1 - hnswlib distance)"}
 SHARD_QUESTION_ENCODER = {"model": "../../encoder/model.onnx", "tokenizer": "../../encoder/tokenizer.json"}
 #: The order of a manifest's keys on disk (keys not listed follow, in the order they were given).
 _KEY_ORDER = ("format", "format_version", "created_utc", "artifact", "spec", "precision", "corpus",
-              "question_encoder", "shard", "cpu", "int8_verification", "counts", "shard_size", "shards", "vectors",
-              "store", "hnsw", "lexical", "build", "versions", "files")
+              "question_encoder", "shard", "cpu", "int8_verification", "counts", "version", "shard_size", "shards",
+              "vectors", "store", "hnsw", "lexical", "build", "versions", "files")
 #: What the lexical side indexes of each passage (issue #23).
 LEXICAL_FIELDS = "title and text, joined by a newline"
 #: How a sharded index merges its shards' lexical hits (recorded for readers; nothing parses it).
@@ -90,17 +90,63 @@ class QuestionEncoderFiles:
 
 @dataclass(frozen=True)
 class HnswSettings:
-    """The HNSW graph's settings (``file``: None in a sharded manifest, whose shards hold the graphs)."""
+    """The HNSW graph's settings (``file``: None in a sharded manifest, whose shards hold the graphs).
+
+    A graph that passages were deleted from (``fastdpr index --delete``) keeps them, marked deleted
+    (hnswlib's ``mark_deleted``: they still route searches, never come back as hits), so its graph
+    labels are no longer the rows of ``vectors.npy``: ``labels`` then names an ``int64 [elements]``
+    .npy that maps each graph label to its row (-1: deleted), and ``elements`` counts the graph's
+    elements, deleted ones included. Both None: graph label = row, as every fresh build writes.
+    """
 
     file: str | None
     m: int
     ef_construction: int
     ef_search: int
+    labels: str | None = None
+    elements: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest's ``hnsw`` object (without ``file`` when there is none)."""
         return {**({} if self.file is None else {"file": self.file}), **HNSW_SPACE, "m": self.m,
-                "ef_construction": self.ef_construction, "ef_search": self.ef_search}
+                "ef_construction": self.ef_construction, "ef_search": self.ef_search,
+                **({} if self.labels is None else {"labels": self.labels, "elements": self.elements})}
+
+
+@dataclass(frozen=True)
+class IndexVersion:
+    """Which version of an index this is (``fastdpr index --append/--delete`` publishes the next one).
+
+    ``number`` 1 is a fresh build (and every index written before versions were recorded); ``parent``
+    is the version it was made from, ``parent_manifest_sha256`` that version's manifest, ``changes``
+    what the update did (appended and deleted counts, the appended corpus and its skipped rows).
+    """
+
+    number: int = 1
+    parent: int | None = None
+    parent_manifest_sha256: str | None = None
+    changes: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``version`` object."""
+        return {"number": self.number, "parent": self.parent, "parent_manifest_sha256": self.parent_manifest_sha256,
+                "changes": self.changes}
+
+    @classmethod
+    def parse(cls, fields: Fields) -> IndexVersion:
+        """The ``version`` object of a manifest; absent: version 1."""
+        version = fields.optional_obj("version")
+        if version is None:
+            return cls()
+        number = version.integer("number", minimum=1)
+        return cls(number=number, parent=version.integer("parent", minimum=1) if version.has("parent") else None,
+                   parent_manifest_sha256=version.optional_string("parent_manifest_sha256"),
+                   changes=version.obj("changes").data if version.has("changes") else None)
+
+
+def _with_version(typed: dict[str, Any], version: IndexVersion) -> dict[str, Any]:
+    # Version 1 is implied by its absence, so a fresh build writes the manifest it always wrote.
+    return typed if version.number == 1 else {**typed, "version": version.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -173,6 +219,7 @@ class IndexManifest:
     raw: dict[str, Any]
     #: The BM25 side (None: built without ``--lexical``, dense search only).
     lexical: LexicalFiles | None = None
+    version: IndexVersion = IndexVersion()
 
     def path(self, rel: str) -> Path:
         """The path of a file the manifest lists (refuses anything else)."""
@@ -192,7 +239,7 @@ class IndexManifest:
         }
         if self.shard_label_offset is not None:
             typed["shard"] = {**self.raw.get("shard", {}), "label_offset": self.shard_label_offset}
-        return _ordered({**self.raw, **typed})
+        return _ordered(_with_version({**self.raw, **typed}, self.version))
 
 
 @dataclass(frozen=True)
@@ -212,6 +259,7 @@ class ShardedIndexManifest:
     #: The lexical side every shard holds (None: none does; :func:`fastdpr.index.load.load_sharded_manifest`
     #: checks that the shards agree).
     lexical: LexicalSettings | None = None
+    version: IndexVersion = IndexVersion()
 
     def path(self, rel: str) -> Path:
         """The path of a file the manifest lists (refuses anything else)."""
@@ -219,13 +267,14 @@ class ShardedIndexManifest:
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as JSON data: the typed fields over ``raw``'s provenance keys."""
-        return _ordered({**self.raw, "format": SHARDED_INDEX_FORMAT, "format_version": SHARDED_INDEX_FORMAT_VERSION,
-                         "spec": self.spec.to_dict(), "precision": self.precision,
-                         "question_encoder": self.question_encoder.to_dict(), "counts": _counts(self.count, self.raw),
-                         "shards": [entry.to_dict() for entry in self.shards], "hnsw": self.hnsw.to_dict(),
-                         "lexical": None if self.lexical is None else {
-                             **self.lexical.to_dict(), "per_shard": True, "merge": LEXICAL_MERGE},
-                         "files": self.files.to_dict()})
+        return _ordered(_with_version(
+            {**self.raw, "format": SHARDED_INDEX_FORMAT, "format_version": SHARDED_INDEX_FORMAT_VERSION,
+             "spec": self.spec.to_dict(), "precision": self.precision,
+             "question_encoder": self.question_encoder.to_dict(), "counts": _counts(self.count, self.raw),
+             "shards": [entry.to_dict() for entry in self.shards], "hnsw": self.hnsw.to_dict(),
+             "lexical": None if self.lexical is None else {
+                 **self.lexical.to_dict(), "per_shard": True, "merge": LEXICAL_MERGE},
+             "files": self.files.to_dict()}, self.version))
 
 
 def _spec(fields: Fields) -> EncoderSpec:
@@ -255,9 +304,12 @@ def _question_encoder(fields: Fields, files: FileTable) -> QuestionEncoderFiles:
 
 def _hnsw(fields: Fields, files: FileTable, with_file: bool) -> HnswSettings:
     hnsw = fields.obj("hnsw")
+    labels = hnsw.optional_string("labels") if with_file else None
     return HnswSettings(file=files.require(hnsw.string("file"), "hnsw.file") if with_file else None,
                         m=hnsw.integer("m", minimum=2), ef_construction=hnsw.integer("ef_construction", minimum=1),
-                        ef_search=hnsw.integer("ef_search", minimum=1))
+                        ef_search=hnsw.integer("ef_search", minimum=1),
+                        labels=None if labels is None else files.require(labels, "hnsw.labels"),
+                        elements=None if labels is None else hnsw.integer("elements", minimum=1))
 
 
 def _lexical_settings(entry: Fields) -> LexicalSettings:
@@ -317,7 +369,7 @@ def parse_index_manifest(fields: Fields, root: Path) -> IndexManifest:
         # A shard's manifest records the shared encoder as ../../encoder/...: informational, never opened.
         question_encoder=None if shard is not None else _question_encoder(fields, files),
         shard_label_offset=None if shard is None else shard.integer("label_offset"),
-        files=files, raw=fields.data, lexical=_lexical_files(fields, files, count))
+        files=files, raw=fields.data, lexical=_lexical_files(fields, files, count), version=IndexVersion.parse(fields))
 
 
 def parse_sharded_manifest(fields: Fields, root: Path) -> ShardedIndexManifest:
@@ -338,7 +390,8 @@ def parse_sharded_manifest(fields: Fields, root: Path) -> ShardedIndexManifest:
         root=root, spec=_spec(fields), precision=fields.one_of("precision", PRECISIONS),
         count=fields.obj("counts").integer("indexed", minimum=1), hnsw=_hnsw(fields, files, with_file=False),
         question_encoder=_question_encoder(fields, files), shards=tuple(shards), files=files, raw=fields.data,
-        lexical=None if (lexical := fields.optional_obj("lexical")) is None else _lexical_settings(lexical))
+        lexical=None if (lexical := fields.optional_obj("lexical")) is None else _lexical_settings(lexical),
+        version=IndexVersion.parse(fields))
 
 
 def load_index_manifest(index_dir: Path | str, integrity: Integrity = "fingerprint") -> IndexManifest:

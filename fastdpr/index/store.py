@@ -103,6 +103,35 @@ class PassageStoreWriter:
         """Rows committed so far (buffered rows not included)."""
         return self._written
 
+    def copy_from(self, source: Path, drop: Iterable[int]) -> int:
+        """Copy every passage of the store at ``source`` except the labels ``drop``, renumbered
+        ``0..n-1`` in label order (what an index update keeps of its previous version); the number copied.
+
+        Must come before any :meth:`add`. Done inside SQLite (ATTACH + INSERT ... SELECT), so a store of
+        millions of passages is copied without a row passing through Python.
+        """
+        conn = self._connection()
+        if self._pending or self._written:
+            raise FastDPRError(f"passage store {self.path}: copy_from must come before any passage is added")
+        conn.execute("ATTACH DATABASE ? AS old", (Path(source).resolve().as_uri() + "?mode=ro",))
+        try:
+            conn.execute("BEGIN")
+            conn.execute("CREATE TEMP TABLE dropped (label INTEGER PRIMARY KEY)")
+            conn.executemany("INSERT INTO temp.dropped VALUES (?)", ((operator.index(label),) for label in drop))
+            conn.execute("INSERT INTO passages (label, id, title, text) "
+                         "SELECT row_number() OVER (ORDER BY label) - 1, id, title, text FROM old.passages "
+                         "WHERE label NOT IN (SELECT label FROM temp.dropped) ORDER BY label")
+            (copied,) = conn.execute("SELECT count(*) FROM passages").fetchone()
+            conn.execute("DROP TABLE temp.dropped")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise IndexLoadError(f"cannot copy passage store {source}: {exc}") from exc
+        finally:
+            conn.execute("DETACH DATABASE old")
+        self._written = int(copied)
+        return self._written
+
     def add(self, label: int, id: str, title: str, text: str) -> None:
         """Buffers one passage; the buffer is written when it reaches ``batch_size`` rows."""
         self._pending.append((int(label), id, title, text))
@@ -234,6 +263,17 @@ class PassageStore:
             with self._lock:
                 (self._count,) = self._fetch("SELECT count(*) FROM passages", ())[0]
         return self._count
+
+    def labels_of(self, ids: Iterable[str]) -> dict[str, int]:
+        """The labels of those of ``ids`` that the store holds (ids it lacks are left out)."""
+        unique = list(dict.fromkeys(ids))
+        found: dict[str, int] = {}
+        with self._lock:
+            for start in range(0, len(unique), _MAX_PARAMS):
+                chunk = unique[start : start + _MAX_PARAMS]
+                sql = f"SELECT id, label FROM passages WHERE id IN ({','.join('?' * len(chunk))})"
+                found.update((pid, int(label)) for pid, label in self._fetch(sql, chunk))
+        return found
 
     def get(self, labels: Iterable[SupportsIndex]) -> list[StoredPassage]:
         """The passages with these labels (ints or an integer array), in the given order (repeats allowed).

@@ -125,6 +125,8 @@ def _index_report(path: Path, kind: str, typed: IndexManifest | ShardedIndexMani
               **{k: v for k, v in manifest.items() if k not in ("files", "cpu")},
               "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
               "integrity": "ok", "integrity_check": "sha256" if verify else "fingerprint",
+              # Every index has a version: 1 (a fresh build) unless `fastdpr index --append/--delete` made it.
+              "version": typed.version.to_dict(),
               "built_on": manifest.get("cpu"), "cpu": here.to_dict(),
               "int8": None if "int8" not in (typed.precision, question_precision) else {
                   "passages": typed.precision == "int8",
@@ -218,6 +220,7 @@ def render(report: dict[str, Any]) -> str:
         counts = report.get("counts", {})
         lines.append(f"  passages: {counts.get('indexed')} indexed, {counts.get('skipped_total', 0)} skipped "
                      f"{counts.get('skipped', {})}")
+        lines.append("  " + _version_line(report.get("version") or {}))
         question = report.get("question_encoder", {}).get("precision", report.get("precision"))
         lines.append(f"  precision: passages {report.get('precision')}, questions {question}; one input per ONNX "
                      f"Runtime call; hnsw: {report.get('hnsw')}")
@@ -249,6 +252,14 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"    [{mark}] {r['precision']:4s} {r['side']:8s} min cosine {r['min_cosine']:.6f} "
                          f"(>= {r['min_cosine_threshold']}) mean {r['mean_cosine']:.6f} max |diff| {r['max_abs']:.2e}")
     return "\n".join(lines)
+
+
+def _version_line(version: dict[str, Any]) -> str:
+    changes = version.get("changes") or {}
+    if version.get("number", 1) == 1:
+        return "version: 1 (a fresh build)"
+    return (f"version: {version['number']} (from version {version.get('parent')} on {changes.get('created_utc')}: "
+            f"{changes.get('appended', 0)} appended, {changes.get('deleted', 0)} deleted)")
 
 
 def _encoding_line(encoding: dict[str, Any]) -> str:
