@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 
 sys.path.insert(0, str(Path(__file__).parent))
 from export_reuse import ReferenceCache
-from head_start import Job, Runner, fastdpr_command, last_the_tests_needing, needed, new_runner
+from head_start import Job, Runner, fastdpr_command, last_the_tests_needing, needed
 from requires import require_module
 from shared_data import shared_data_path
 
@@ -137,7 +137,6 @@ def tiny_recipe_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_dpr_pair
 # ---------------------------------------------------------------------------------------------------
 # The real-MiniLM exports: started in the background when the tests are collected (head_start.py).
 HEAD_STARTS = {"minilm_dpr_artifact", "demo_run"}
-RUNNER: Runner = new_runner()
 DEMO_ARGS = ("demo",)
 
 
@@ -160,7 +159,7 @@ def head_start_jobs(root: Path) -> dict[str, Job]:
     }
 
 
-RUNNER.jobs.update(head_start_jobs(RUNNER.root))
+RUNNER = Runner(head_start_jobs)
 
 
 @pytest.hookimpl(trylast=True)  # after -m/-k deselection: only the tests that will run are moved

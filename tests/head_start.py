@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,19 +46,31 @@ class Finished:
 
 @dataclass
 class Runner:
-    """Runs the jobs of a session one after the other in a thread, each in its own process."""
+    """Runs the jobs of a session one after the other in a thread, each in its own process.
 
-    root: Path
-    jobs: dict[str, Job] = field(default_factory=dict)
+    Its directory (and so its jobs, from ``make_jobs``) is made when first needed, not at import: Ray
+    workers and other processes import the test modules, and so conftest, without running a session."""
+
+    make_jobs: Callable[[Path], dict[str, Job]]
+    root: Path | None = None
     done: dict[str, threading.Event] = field(default_factory=dict)
     finished: dict[str, Finished] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     thread: threading.Thread | None = None
     stopping: bool = False
+    _jobs: dict[str, Job] | None = None
+
+    @property
+    def jobs(self) -> dict[str, Job]:
+        """The session's jobs by fixture name (their directory is created on first use)."""
+        if self._jobs is None:
+            self.root = Path(tempfile.mkdtemp(prefix="fastdpr-head-start-"))
+            self._jobs = self.make_jobs(self.root)
+        return self._jobs
 
     def start(self, names: list[str]) -> None:
         """Run the named jobs in the background, in this order (each job once per session)."""
-        todo = [name for name in names if name not in self.done]
+        todo = [name for name in names if name not in self.done and name in self.jobs]
         for name in todo:
             self.done[name] = threading.Event()
         self.thread = threading.Thread(target=self._run_all, args=(todo,), name="head-start", daemon=True)
@@ -78,7 +91,8 @@ class Runner:
             self.process.wait()
         if self.thread is not None:
             self.thread.join(timeout=30)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def _run_all(self, names: list[str]) -> None:
         for name in names:
@@ -98,6 +112,7 @@ class Runner:
                 env.pop(key, None)
             else:
                 env[key] = value
+        assert self.root is not None  # made with the jobs
         log_path = self.root / f"{name}.log"
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(job.argv, cwd=job.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -112,11 +127,6 @@ def fastdpr_command() -> list[str]:
     if script.is_file():
         return [str(script)]
     return [sys.executable, "-c", "from fastdpr.cli.main import main; main()"]
-
-
-def new_runner() -> Runner:
-    """A runner whose jobs write under a fresh temporary directory (removed by :meth:`Runner.stop`)."""
-    return Runner(Path(tempfile.mkdtemp(prefix="fastdpr-head-start-")))
 
 
 def needed(items: list[pytest.Item], names: set[str]) -> list[str]:
