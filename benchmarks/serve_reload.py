@@ -28,6 +28,7 @@ import click
 
 from benchmarks.common import percentiles
 from benchmarks.serve_client import AnswerCheck, LoadResult, run_load
+from benchmarks.serve_server import Server
 
 #: Seconds a reload may take before the benchmark gives up on it.
 RELOAD_TIMEOUT_S = 300.0
@@ -107,8 +108,6 @@ def reload_phase(index: Path, server_args: list[str], threads: int, questions: l
                  cycles: int, steady_seconds: float, gap_seconds: float, k: int) -> dict[str, Any]:
     """``clients`` clients: ``steady_seconds`` without reloads, then ``cycles`` republish + SIGHUP reloads
     ``gap_seconds`` apart; failed requests, inconsistent answers and latencies of both."""
-    from benchmarks.serve import Server
-
     load_start = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="fastdpr-reload-bench-"))
     try:
