@@ -39,7 +39,7 @@ KS = (1, 5, 20, 50, 100)
 #: here, not imported from the benchmark, so that loosening the benchmark's goal cannot loosen this test.
 GOAL_MAX_LOSS_POINTS = {1: 1.0, 5: 1.0, 20: 0.5, 50: 0.5, 100: 0.5}
 #: The speed side of issue #19's goal (int8 passages >= 1.45x fused fp32 on AVX2) is reported by this run
-#: (``speedup_vs_fp32``, interleaved, median of 3 rounds), not asserted: a speed goal is checked by a
+#: (``speedup_vs_fp32``, interleaved; one round here), not asserted: a speed goal is checked by a
 #: benchmark that prints its ratio, never by a test, and it is not met on every class (CI on x86-avx2,
 #: 2026-12-04, load ~2: 1.07x one passage per call, 1.21x batched; benchmarks/results/parity-x86-avx2).
 # HNSW against exact search, fp32: the largest loss (fraction of questions) tolerated at any k.
@@ -59,8 +59,10 @@ def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: 
     # Without the pre-issue-#19 row (int8 calls holding whole batches: every passage and question encoded
     # once more): it says what invariance changed, not whether the deployed system keeps parity. The
     # batched calls' invariance and speed are still measured (report["invariance"], the interleaved run).
+    # Speed is reported here, not asserted (below): one round over 64 passages says the ratio's order and
+    # saves a minute of CI; the published figure comes from the benchmark's 3 rounds over 256.
     report = run_parity(squad_path, tmp_path, {"default": minilm_dpr_artifact}, None, seed=0, threads=2,
-                        batched_calls=False)
+                        batched_calls=False, speed_rounds=1, speed_passages=64)
     # Its int8 index is the session's minilm_squad_index (built by build_index with these very options).
     assert len(parity_reuses_squad_index) == 1, parity_reuses_squad_index
     assert report["dataset"]["passages"] == 2067 and report["dataset"]["questions"] == QUESTIONS
