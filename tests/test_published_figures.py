@@ -542,6 +542,42 @@ def test_invariance_table_recall_columns_are_the_logs() -> None:
         assert row[2:7] == [signed(v) for v in logs[log][line]], (row[0], row[1])
 
 
+QUESTION_SIDE = "question-side-x86-avx512-vnni"
+
+
+def question_side_logs() -> tuple[dict[str, list[float]], dict[str, float]]:
+    """recall.log: one line per question model (its path, the points vs PyTorch by k, seconds);
+    latency.log: the 1-thread line of p50 ms by model."""
+    recall = {}
+    for line in (RESULTS / QUESTION_SIDE / "recall.log").read_text(encoding="utf-8").splitlines():
+        if line.startswith(("/", "q/")):
+            path, deltas = line.split(" ", 1)
+            values = json.loads(deltas[: deltas.rindex("}") + 1].replace("'", '"'))
+            recall[path] = [values[k] for k in KS]
+    one_thread = next(line for line in (RESULTS / QUESTION_SIDE / "latency.log").read_text(encoding="utf-8")
+                      .splitlines() if line.startswith("1 "))
+    return recall, json.loads(one_thread[2:].replace("'", '"'))
+
+
+def test_question_side_table_is_the_logs() -> None:
+    rows = table_under("docs/benchmarks.md", "The question side, on x86-avx512-vnni: two MatMuls stay fp32",
+                       "question encoder")
+    recall, p50 = question_side_logs()
+    sources = {  # the table's row -> (recall.log's model, latency.log's model or None)
+        "int8, per-call scales (the previous default)": ("/tmp/s22/exp/minilm/question/model.int8.onnx", "int8"),
+        "fp32": ("/tmp/s22/exp/minilm/question/model.onnx", "fp32"),
+        "int8, per-row scales": ("q/rows.onnx", "rows"),
+        "int8, the 2 most sensitive MatMuls fp32 (the default now)": ("q/keep2.onnx", "keep2"),
+        "int8, the 4 most sensitive MatMuls fp32": ("q/keep4.onnx", None),
+    }
+    assert [row[0] for row in rows[1:]] == list(sources)
+    for row in rows[1:]:
+        model, latency = sources[row[0]]
+        assert row[1:6] == [f"{v:.2f}" for v in recall[model]], row[0]
+        expected = "not measured" if latency is None else f"{p50[latency]:.2f} ms ({p50[latency] / p50['int8']:.2f}x)"
+        assert row[6] == expected, row[0]
+
+
 SERVE_ROWS = {"batched, wait 0, 2 workers x 1 thread (default)": "http-batched-2x1-wait0",
               "batched, wait 0, 2 x 1 (default)": "http-batched-2x1-wait0",
               "unbatched (`--max-batch 1`), 2 x 1": "http-unbatched-2x1", "unbatched, 2 x 1": "http-unbatched-2x1",

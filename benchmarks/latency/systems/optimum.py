@@ -86,9 +86,11 @@ class UnpooledBackbone:
                      int(config["num_hidden_layers"]))
         quantization = artifact.manifest["quantization"]
         model_dir = artifact.manifest["sides"][side]["dir"]
-        calibration = artifact_calibration_batches(artifact, served_sides(artifact, side))
-        quantized = quantize(out_dir / "model.onnx", out_dir / "model_quantized.onnx",
-                             get_recipe(quantization["recipe"]), calibration,
+        sides = served_sides(artifact, side)
+        calibration = artifact_calibration_batches(artifact, sides)
+        # The recipe as the export applied it to this model (a question-only model has its own settings).
+        recipe = get_recipe(quantization["recipe"]).for_model(encodes_passages="context" in sides)
+        quantized = quantize(out_dir / "model.onnx", out_dir / "model_quantized.onnx", recipe, calibration,
                              decisions=quantization["per_model"][model_dir])
         raw.unlink()
         (out_dir / "model.onnx").unlink()  # only the int8 graph is benchmarked
