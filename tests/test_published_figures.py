@@ -167,6 +167,7 @@ def op_share(op_type: str) -> Callable[[Any], float]:
 LATENCY = "latency-minilm/latency.json"
 PARITY_VNNI = "parity/parity.json"  # 2026-11-23, x86-avx512-vnni, recipe dynamic-per-channel-smooth-auto (8-bit)
 PARITY_AMX = "parity-x86-amx/parity.json"  # 2026-11-30, x86-amx, recipe -7bit
+PARITY_QKEEP2_VNNI = "parity-x86-avx512-vnni/parity.json"  # 2026-12-04, x86-avx512-vnni, recipe -7bit-rows-qkeep2
 OPENVINO = "parity-openvino-x86-amx/parity.json"
 RANKED = "parity-ranked-ids-x86-amx/parity.json"
 SERVE = "serve-x86-amx-quiet/serve.json"
@@ -302,6 +303,14 @@ FIGURES: tuple[Figure, ...] = (
            tuple(f"answer_recall/onnx-fp32-exact/{k}" for k in KS), percent),
     Figure("README.md", "the same at Top-1/5/20/50/100: {} / {} / {} / {} / {}", PARITY_AMX,
            tuple(f"answer_recall/onnx-fp32-exact/{k}" for k in KS), percent),
+    Figure("README.md", "int8 + HNSW {} / {} / {} / {} / {} at Top-1/5/20/50/100 (issue #5's goal met, issue #19's "
+           "0.25 not met); question p50 {} ms int8 vs {} ms fp32", PARITY_QKEEP2_VNNI,
+           (*(f"delta_vs_pytorch/onnx-int8-hnsw/{k}" for k in KS), "question_p50_ms/int8", "question_p50_ms/fp32"),
+           lambda v: points(v) if abs(v) < 1 else f"{v:.1f}"),
+    Figure("docs/benchmarks.md", "int8 + HNSW as deployed: {} / {} / {} / {} / {}", PARITY_QKEEP2_VNNI,
+           tuple(f"delta_vs_pytorch/onnx-int8-hnsw/{k}" for k in KS), points),
+    Figure("docs/benchmarks.md", "1-minute load average {} at the start and {} at the end", PARITY_QKEEP2_VNNI,
+           ("load_average/start/0", "load_average/end/0"), "{}"),
     Figure("README.md", "{} / {} / {} / {} / {} at Top-1/5/20/50/100 (issue #19's 0.25 target not met)",
            DEFAULT_AVX2, tuple(f"q=deployed p=final/{i}" for i in range(5)), signed),
     Figure("README.md", "{} / {} / {} / {} / {} at Top-1/5/20/50/100; passage encoding {}x fused fp32", PARITY_AMX,
