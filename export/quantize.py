@@ -129,10 +129,10 @@ RECIPES: dict[str, QuantRecipe] = {
 }
 DEFAULT_RECIPE = "dynamic-per-channel-smooth-auto-7bit-rows-qkeep2"
 #: The precision questions run at by default (the artifact manifest's ``encoding`` plan; passages run
-#: int8). Chosen by the side-by-side frontier of issue #19 (docs/benchmarks.md, "Same input, same
-#: vector"): over the default's per-row passages, fp32 questions changed answer recall by no more than
-#: the measurement's noise (+0.24/-0.56/-0.23/-0.23/-0.17 vs -0.01/-0.61/-0.26/-0.27/-0.09 points at
-#: Top-1/5/20/50/100, all SQuAD dev questions) and cost 1.7x the question latency, so int8.
+#: int8). Chosen by the side-by-side frontiers of issue #19 (docs/benchmarks.md, "Same input, same vector"
+#: and "The question side"): on x86-avx2 fp32 questions changed answer recall by no more than the
+#: measurement's noise; on x86-avx512-vnni the default's int8 questions (2 MatMuls fp32) lost less than fp32
+#: questions at Top-5 (-0.65 vs -0.72 points, exact search) for a third of fp32's latency. So int8.
 DEFAULT_QUESTION_PRECISION = "int8"
 
 
