@@ -42,7 +42,7 @@ from fastdpr.index.manifest import (
     load_index_manifest,
     parse_sharded_manifest,
 )
-from fastdpr.index.store import PassageStore, StoredPassage
+from fastdpr.index.store import PassageStore, PassageText, StoredPassage
 
 __all__ = [
     "Shard",
@@ -222,6 +222,8 @@ class ShardedStore:
     def get(self, labels: Iterable[SupportsIndex]) -> list[StoredPassage]:
         """The passages with these global labels, in the given order (see :meth:`PassageStore.get`):
         one lookup per shard that holds any of them, however many labels are asked for at once."""
+        if len(self._stores) == 1:  # an unsharded index: global labels are the store's own
+            return self._stores[0].get(labels)
         wanted = [int(label) for label in labels]
         by_shard: dict[int, list[int]] = {}
         for label in wanted:
@@ -235,6 +237,12 @@ class ShardedStore:
             for p in self._stores[shard].get(label - offset for label in shard_labels):
                 found[p.label + offset] = StoredPassage(p.label + offset, p.id, p.title, p.text)
         return [found[label] for label in wanted]
+
+    def texts(self, labels: Iterable[SupportsIndex]) -> list[PassageText]:
+        """As :meth:`get`, as ``(id, title, text)`` tuples (:meth:`PassageStore.texts`): what hits are made of."""
+        if len(self._stores) == 1:
+            return self._stores[0].texts(labels)
+        return [(p.id, p.title, p.text) for p in self.get(labels)]
 
     def close(self) -> None:
         """Closes every shard's store."""

@@ -223,10 +223,10 @@ class Retriever:
         labels, scores = self.searcher.search(vectors, k, ef=ef)
         # One lookup for the whole batch, not one per question: a SQLite statement per shard (or per 900
         # labels), and a passage that several questions retrieve is read once.
-        passages = self.store.get(labels.ravel())
+        passages = self.store.texts(labels.ravel())
         width = labels.shape[1]  # every row has min(k, count) hits
-        return [[Hit(p.id, p.title, p.text, score)
-                 for p, score in zip(passages[row * width:(row + 1) * width], row_scores, strict=True)]
+        return [[Hit(pid, title, text, score)
+                 for (pid, title, text), score in zip(passages[row * width:(row + 1) * width], row_scores, strict=True)]
                 for row, row_scores in enumerate(scores.tolist())]
 
     def search(self, question: str, k: int = 10, *, ef: int | None = None, mode: str = "dense",
@@ -280,10 +280,10 @@ class Retriever:
     def _ranked_hits(self, ranked: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
         # issue #23: lexical or fused (labels, scores) per question, as hits; rows may differ in length
         # (a question with few lexical hits), and the whole batch is still one store lookup.
-        passages = self.store.get(np.concatenate([labels for labels, _ in ranked]))
+        passages = self.store.texts(np.concatenate([labels for labels, _ in ranked]))
         ends = np.cumsum([len(labels) for labels, _ in ranked]).tolist()
-        return [[Hit(p.id, p.title, p.text, score)
-                 for p, score in zip(passages[end - len(scores):end], scores.tolist(), strict=True)]
+        return [[Hit(pid, title, text, score)
+                 for (pid, title, text), score in zip(passages[end - len(scores):end], scores.tolist(), strict=True)]
                 for end, (_, scores) in zip(ends, ranked, strict=True)]
 
     def close(self) -> None:

@@ -54,7 +54,7 @@ class FastdprSystem(System):
         encoder.session = _Timed(encoder.session, "run", "encode", self._record)
         retriever.encoder = _Timed(encoder, "encode_questions", "_encoder", self._record)
         retriever.searcher = _Timed(retriever.searcher, "search", "search", self._record)
-        retriever.store = _Timed(retriever.store, "get", "fetch", self._record)
+        retriever.store = _Timed(retriever.store, "texts", "fetch", self._record)  # what search_vectors reads
 
     def encode_passages(self, passages: Sequence[tuple[str, str]]) -> np.ndarray:
         return self.context.encode_passages(passages, self.batch_size)

@@ -1,0 +1,49 @@
+"""A lone input takes a shorter path through tokenization and the encoder (issue #21): the same
+encoding, the same model inputs and the same vector as the batch path, bit for bit."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastdpr.model.artifact import Artifact
+from fastdpr.model.spec import Side
+from fastdpr.model.tokenization import SpecTokenizer
+
+QUESTIONS = ["who wrote the iliad", "what does the yield statement do?", "x", "a" * 600]
+PASSAGES = [("Iliad", "An epic poem attributed to Homer."), ("", "A passage without a title."),
+            ("Long", "word " * 400)]
+
+
+def _tokenizer(artifact: Artifact, side: Side, token_types: str) -> SpecTokenizer:
+    spec = replace(artifact.spec, token_types=token_types)  # type: ignore[arg-type]
+    return SpecTokenizer(artifact.tokenizer_path(side), spec, side)
+
+
+@pytest.mark.parametrize("token_types", ["zeros", "pair"])
+@pytest.mark.parametrize("side", ["question", "context"])
+def test_one_input_has_the_batch_paths_encoding_and_feeds(tiny_artifact: Path, side: Side, token_types: str) -> None:
+    tokenizer = _tokenizer(Artifact.load(tiny_artifact), side, token_types)
+    inputs: list[object] = list(QUESTIONS) if side == "question" else list(PASSAGES)
+    batch = tokenizer.encode(inputs)  # type: ignore[arg-type]
+    for item, in_batch in zip(inputs, batch, strict=True):
+        (alone,) = tokenizer.encode([item])  # type: ignore[list-item]
+        assert alone.ids == in_batch.ids and alone.type_ids == in_batch.type_ids
+        single = tokenizer.feeds([alone])
+        # The batch path for one row: a batch of two padded to the longer, cut back to this row.
+        padded = tokenizer.feeds([alone, tokenizer.encode([inputs[0]])[0]])  # type: ignore[list-item]
+        width = len(alone.ids)
+        for name, array in single.items():
+            assert array.dtype == np.int64 and array.shape == (1, width)
+            assert np.array_equal(array[0], padded[name][0, :width]), name
+
+
+def test_a_lone_question_is_the_batch_paths_vector(tiny_artifact: Path) -> None:
+    encoder = Artifact.load(tiny_artifact).encoder("question", "int8", threads=1)
+    batched = encoder.encode_questions(QUESTIONS)
+    alone = np.concatenate([encoder.encode_questions([q]) for q in QUESTIONS])
+    assert alone.dtype == np.float32 and alone.shape == batched.shape
+    assert np.array_equal(alone, batched)
