@@ -1,4 +1,4 @@
-"""``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``:
+"""``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append|query-ab``:
 run from a checkout (benchmarks are not installed)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from benchmarks.hybrid import hybrid_command
 from benchmarks.hybrid_latency import hybrid_latency_command
 from benchmarks.latency import latency_command
 from benchmarks.parity import parity_command
+from benchmarks.query_ab import query_ab_command
 from benchmarks.scale import scale_command
 from benchmarks.scale_projection import projection_command
 from benchmarks.serve import serve_command
@@ -30,6 +31,7 @@ main.add_command(serve_command)
 main.add_command(scale_command)
 main.add_command(projection_command)
 main.add_command(append_command)
+main.add_command(query_ab_command)
 
 if __name__ == "__main__":
     main()

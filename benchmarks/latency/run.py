@@ -79,6 +79,9 @@ class LatencyConfig:
     systems: tuple[str, ...] = SYSTEMS
     profile: bool = True
     work: Path | None = None  # None: a temporary directory, removed at the end
+    #: An artifact this benchmark exported before (``--work DIR/artifact``, same model and recipe): reused
+    #: instead of exported again. None: export.
+    artifact: Path | None = None
 
     def check(self) -> None:
         """Raise :class:`click.UsageError` for a request that names no model, two kinds, or unknown systems."""
@@ -103,7 +106,7 @@ class LatencyConfig:
         args = ["python", "-m", "benchmarks", "latency"]
         for key in ("question_encoder", "context_encoder", "encoder", "shape", "initializer_range", "squad", "threads",
                     "passages",
-                    "queries", "rounds", "batch_size", "seed", "quantize", "out"):
+                    "queries", "rounds", "batch_size", "seed", "quantize", "out", "artifact"):
             value = getattr(self, key)
             if value is not None:
                 args += [f"--{key.replace('_', '-')}", str(value)]
@@ -209,11 +212,18 @@ def _export_models(config: LatencyConfig, workdir: Path) -> Models:
         log(f"[latency] building random-weight shape {config.shape}")
         dirs = build_shape(config.shape, workdir / "models", config.seed, config.initializer_range)
         question_encoder, context_encoder = str(dirs["question"]), str(dirs["context"])
-    artifact_dir = workdir / "artifact"
-    log(f"[latency] exporting {'encoder ' + str(encoder) if encoder else f'{question_encoder} / {context_encoder}'}"
-        f" with {config.recipe()}")
-    export_source(artifact_dir, question_encoder, context_encoder, encoder, config.recipe())
+    if config.artifact is not None:
+        artifact_dir = config.artifact
+        log(f"[latency] reusing the artifact {artifact_dir}")
+    else:
+        artifact_dir = workdir / "artifact"
+        log(f"[latency] exporting {'encoder ' + str(encoder) if encoder else f'{question_encoder} / {context_encoder}'}"
+            f" with {config.recipe()}")
+        export_source(artifact_dir, question_encoder, context_encoder, encoder, config.recipe())
     artifact = Artifact.load(artifact_dir)
+    recipe = artifact.manifest["quantization"]["recipe"]
+    if recipe != config.recipe():
+        raise click.UsageError(f"--artifact {artifact_dir} was exported with {recipe}, not {config.recipe()}")
     sources: dict[Side, str] = {side: artifact.manifest["sides"][side]["source"]["source"] for side in SIDES}
     (workdir / "sources").mkdir(exist_ok=True)
     resolved = {side: resolve_source(sources[side], side, workdir / "sources") for side in SIDES}
@@ -401,19 +411,22 @@ def _systems_option(_ctx: click.Context, _param: click.Parameter, value: str) ->
               help="Profile fastdpr-int8 passage encoding with ORT's profiler.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               help="Keep exported models and indexes here (default: a temporary directory, removed).")
+@click.option("--artifact", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Reuse an artifact an earlier run exported (its --work DIR/artifact) instead of exporting.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Results directory (latency.json, latency.md, latency.png).")
 def latency_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None,
                     shape: str | None, initializer_range: float | None, squad: Path | None, threads: int,
                     passages: int, queries: int, rounds: int, batch_size: int, seed: int, quantize: str | None,
-                    systems: tuple[str, ...], profile: bool, work: Path | None, out: Path) -> None:
+                    systems: tuple[str, ...], profile: bool, work: Path | None, artifact: Path | None,
+                    out: Path) -> None:
     """Passages/s and single-question latency of fastdpr against PyTorch, optimum and OpenVINO, interleaved in
     one run."""
     run_latency(LatencyConfig(out=out, question_encoder=question_encoder, context_encoder=context_encoder,
                               encoder=encoder, shape=shape, initializer_range=initializer_range, squad=squad,
                               threads=threads, passages=passages, queries=queries, rounds=rounds,
                               batch_size=batch_size, seed=seed, quantize=quantize, systems=systems,
-                              profile=profile, work=work))
+                              profile=profile, work=work, artifact=artifact))
 
 
 if __name__ == "__main__":
