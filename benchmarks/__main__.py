@@ -1,5 +1,5 @@
-"""``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append|query-ab``:
-run from a checkout (benchmarks are not installed)."""
+"""``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``
+and ``query-ab``: run from a checkout (benchmarks are not installed)."""
 
 from __future__ import annotations
 

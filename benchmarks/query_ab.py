@@ -1,4 +1,4 @@
-"""``python -m benchmarks query-ab``: one index, two source trees, ``Retriever.search`` interleaved question by question.
+"""``python -m benchmarks query-ab``: one index, two source trees, ``Retriever.search`` interleaved per question.
 
     python -m benchmarks query-ab --index INDEX --base ../main --squad dev-v1.1.json [--threads 1] \
         [--queries 300] --out benchmarks/results/query-ab-<int8 class>/<name>

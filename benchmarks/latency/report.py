@@ -102,6 +102,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"median of {workload['rounds']} interleaved rounds",
         f"- questions: {workload['questions']['count']} ({workload['questions']['note']}), tokens "
         f"{workload['questions']['tokens']['min']}..{workload['questions']['tokens']['max']}, top-{workload['k']}",
+        *_background_lines(workload, report.get("search_recall_at_k") or {}),
         f"- timing: {report['procedure']['latency']}",
         f"- warm-up (every system, same inputs, interleaved; timed and shown below, never in the measured "
         f"numbers): {workload['warmup']['passages']} passages spread over the length range, then "
@@ -153,6 +154,20 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     elif profile:
         lines += ["", f"Profile failed: {profile['error']}"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _background_lines(workload: dict[str, Any], recall: dict[str, float]) -> list[str]:
+    """The searched corpus (measured + SYNTHETIC background) and each system's search recall."""
+    lines = []
+    background = workload.get("background")
+    if background:
+        lines.append(f"- searched corpus: **{workload['searched_passages']:,} passages** = the measured passages + "
+                     f"{background['passages']:,} SYNTHETIC background passages ({background['text']}; vectors: "
+                     f"{background['vectors']}), the same passages in the same order for every system")
+    if recall:
+        lines.append("- recall@k of each system's search against exact search over its own vectors (its own "
+                     "question vectors): " + ", ".join(f"{name} {value:.4f}" for name, value in recall.items()))
+    return lines
 
 
 def write_plot(report: dict[str, Any], path: Path) -> None:

@@ -65,9 +65,11 @@ def rotated(names: Sequence[str], shift: int) -> tuple[str, ...]:
 def measure(systems: Mapping[str, System], passages: list[Passage], warmup_passages: list[Passage],
             questions: Sequence[str], warmup_questions: Sequence[str], procedure: Procedure, *,
             clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
-            log: Callable[[str], None] = lambda _line: None) -> Measurements:
+            log: Callable[[str], None] = lambda _line: None,
+            background: tuple[list[Passage], np.ndarray] | None = None) -> Measurements:
     """Measure every system by the same procedure (module docstring); ``clock`` and ``sleep`` are
-    parameters so the procedure itself can be tested without timing anything."""
+    parameters so the procedure itself can be tested without timing anything. ``background``: passages
+    and vectors every system searches beside the measured passages (after its own embeddings of them)."""
     names = list(systems)
     result = Measurements()
     pairs = [(p.title, p.text) for p in passages]
@@ -90,7 +92,10 @@ def measure(systems: Mapping[str, System], passages: list[Passage], warmup_passa
             result.embeddings.setdefault(name, vectors)
             log(f"[latency] round {r + 1}/{procedure.rounds} {name:20s} {len(pairs) / seconds:9.1f} passages/s")
     for name, system in systems.items():
-        system.attach(passages, result.embeddings[name])
+        if background is None:
+            system.attach(passages, result.embeddings[name])
+        else:
+            system.attach([*passages, *background[0]], np.concatenate([result.embeddings[name], background[1]]))
 
     log(f"[latency] warm-up: {len(warmup_questions)} questions per system, interleaved")
     for i, question in enumerate(warmup_questions):

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.latency.background import build_index_with_background
 from benchmarks.latency.systems.base import K, SetupContext, System, SystemSpec
 
 
@@ -44,8 +45,12 @@ class FastdprSystem(System):
         self.batch_size = context.batch_size
         self.context = context.artifact.encoder("context", precision, context.threads)
         index_dir = context.workdir / f"index-{precision}"
-        build_index(context.artifact_dir, context.corpus, index_dir, "jsonl",
-                    IndexOptions(precision=precision, threads=context.threads, force=True, progress=False))
+        if context.background is None:
+            build_index(context.artifact_dir, context.corpus, index_dir, "jsonl",
+                        IndexOptions(precision=precision, threads=context.threads, force=True, progress=False))
+        else:
+            build_index_with_background(context.artifact_dir, context.corpus, index_dir, precision, context.threads,
+                                        context.batch_size, context.background)
         self.retriever = Retriever.load(index_dir, threads=context.threads)
         self._record: dict[str, float] = {}
         retriever: Any = self.retriever
@@ -68,6 +73,18 @@ class FastdprSystem(System):
 
     def question_vectors(self, questions: Sequence[str]) -> np.ndarray:
         return np.stack([self._question_encoder.encode_questions([question])[0] for question in questions])
+
+    def search_recall(self, question_vectors: np.ndarray) -> float:
+        from fastdpr.index.ann import ExactSearcher
+        from fastdpr.index.manifest import IndexManifest
+
+        manifest = self.retriever.typed_manifest
+        assert isinstance(manifest, IndexManifest)  # the benchmark builds one unsharded index
+        exact = ExactSearcher.load(manifest.path(manifest.vectors), manifest.spec.dim, manifest.count)
+        found, _ = self.retriever.searcher.search(question_vectors, K)
+        truth, _ = exact.search(question_vectors, K)
+        hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(found, truth, strict=True))
+        return hits / truth.size
 
     def close(self) -> None:
         self.retriever.close()
