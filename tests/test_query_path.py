@@ -1,5 +1,6 @@
-"""A lone input takes a shorter path through tokenization and the encoder (issue #21): the same
-encoding, the same model inputs and the same vector as the batch path, bit for bit."""
+"""The shorter paths a single question takes (issue #21), each giving exactly what the general path gives:
+a lone input through tokenization and the encoder (same encoding, model inputs and vector, bit for bit),
+and an unsharded index's hits without the shard merge (same labels, same order, ties included)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastdpr.index.load import ShardedSearcher, merge_top_k
 from fastdpr.model.artifact import Artifact
 from fastdpr.model.spec import Side
 from fastdpr.model.tokenization import SpecTokenizer
@@ -47,3 +49,29 @@ def test_a_lone_question_is_the_batch_paths_vector(tiny_artifact: Path) -> None:
     alone = np.concatenate([encoder.encode_questions([q]) for q in QUESTIONS])
     assert alone.dtype == np.float32 and alone.shape == batched.shape
     assert np.array_equal(alone, batched)
+
+
+class _FixedSearcher:
+    """A searcher that returns the hits it was given (best first, as every searcher does)."""
+
+    def __init__(self, labels: list[list[int]], scores: list[list[float]]) -> None:
+        self.labels = np.array(labels, dtype=np.int64)
+        self.scores = np.array(scores, dtype=np.float32)
+        self.count = 10
+
+    def search(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.labels[:, :k], self.scores[:, :k]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("scores", [[[0.9, 0.5, 0.4], [0.8, 0.7, 0.1]],  # no ties: returned as they come
+                                    [[0.9, 0.5, 0.5], [0.8, 0.8, 0.8]]])  # ties: ordered by label, as merged
+def test_one_shard_gives_the_merged_order(scores: list[list[float]]) -> None:
+    labels = [[4, 9, 2], [7, 3, 5]]
+    searcher = ShardedSearcher([(0, _FixedSearcher(labels, scores))], ef=10)
+    got_labels, got_scores = searcher.search(np.zeros((2, 4), dtype=np.float32), 3)
+    want_labels, want_scores = merge_top_k([np.array(labels)], [np.array(scores, dtype=np.float32)], 3)
+    assert np.array_equal(got_labels, want_labels) and np.array_equal(got_scores, want_scores)
+    assert got_labels.dtype == np.int64 and got_scores.dtype == np.float32
