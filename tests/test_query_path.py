@@ -75,3 +75,12 @@ def test_one_shard_gives_the_merged_order(scores: list[list[float]]) -> None:
     want_labels, want_scores = merge_top_k([np.array(labels)], [np.array(scores, dtype=np.float32)], 3)
     assert np.array_equal(got_labels, want_labels) and np.array_equal(got_scores, want_scores)
     assert got_labels.dtype == np.int64 and got_scores.dtype == np.float32
+
+
+def test_a_retriever_with_passages_in_memory_gives_the_same_hits(tiny_index: Path) -> None:
+    from fastdpr.search.retriever import Retriever
+
+    with Retriever.load(tiny_index, threads=1) as on_disk, \
+            Retriever.load(tiny_index, threads=1, passages_in_memory=True) as in_memory:
+        for question in QUESTIONS:
+            assert in_memory.search(question, k=20) == on_disk.search(question, k=20)

@@ -164,3 +164,16 @@ def test_store_reads_through_sqlite_json_here(tmp_path: Path) -> None:
     """The fast lookup is the one this Python's SQLite takes (JSON functions: built in since 3.38)."""
     with PassageStore(_build(tmp_path / "passages.sqlite", ROWS)) as store:
         assert store._json_lookup or sqlite3.sqlite_version_info < (3, 38)
+
+
+def test_passages_in_memory_answer_as_the_store_does(tmp_path: Path) -> None:
+    rows = [(i, f"p{i}", f"title {i}", f"text {i}") for i in range(50)]
+    with PassageStore(_build(tmp_path / "passages.sqlite", rows)) as store:
+        wanted = np.array([49, 0, 7, 7], dtype=np.int64)
+        from_sqlite = store.texts(wanted)
+        store.load_into_memory()
+        assert store.texts(wanted) == from_sqlite == [rows[i][1:] for i in wanted.tolist()]
+        assert store.texts([]) == []
+        for bad in ([3, 50], [-1]):  # beyond the end, and negative (a list would wrap around)
+            with pytest.raises(IndexLoadError, match="not in passage store"):
+                store.texts(bad)

@@ -50,6 +50,8 @@ def ratio_pairs(names: list[str]) -> list[tuple[str, str]]:
     pairs = [(a, b) for a in targets for b in baselines]
     if "fastdpr-int8" in names:
         pairs += [("fastdpr-int8", b) for b in names if b != "fastdpr-int8" and kinds[b] in ("fastdpr", "peer")]
+    if "fastdpr-int8-memory" in names:  # the opt-in variant against the peers too
+        pairs += [("fastdpr-int8-memory", b) for b in names if kinds[b] == "peer"]
     return pairs
 
 

@@ -253,6 +253,11 @@ class ShardedStore:
             return self._stores[0].texts(labels)
         return [(p.id, p.title, p.text) for p in self.get(labels)]
 
+    def load_into_memory(self) -> None:
+        """Read every shard's passages into memory (:meth:`PassageStore.load_into_memory`)."""
+        for store in self._stores:
+            store.load_into_memory()
+
     def close(self) -> None:
         """Closes every shard's store."""
         for store in self._stores:

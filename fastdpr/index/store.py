@@ -264,6 +264,7 @@ class PassageStore:
             raise IndexLoadError(f"cannot open passage store {self.path}: {exc}") from exc
         self._lock = threading.Lock()
         self._count: int | None = None
+        self._memory: list[PassageText] | None = None  # see load_into_memory
         try:
             # SQLite opens lazily: the first statement is what notices a file that is not a database.
             (version,) = self._conn.execute("PRAGMA user_version").fetchone()
@@ -323,7 +324,26 @@ class PassageStore:
     def texts(self, labels: Iterable[SupportsIndex]) -> list[PassageText]:
         """As :meth:`get`, without the labels: ``(id, title, text)`` tuples, the light form a search's
         hits are made from (one object fewer per hit)."""
-        return self._rows(_labels(labels))
+        wanted = _labels(labels)
+        memory = self._memory
+        if memory is not None and (not wanted or min(wanted) >= 0):  # a negative index would wrap around
+            try:
+                return [memory[label] for label in wanted]
+            except IndexError:
+                pass  # a label the store lacks: the lookup below names it
+        return self._rows(wanted)
+
+    def load_into_memory(self) -> None:
+        """Read every passage into this process's memory; lookups then never touch SQLite.
+
+        Measured on a 200k-passage store after 20 ms idle (benchmarks/results/query-x86-avx512-vnni/): 100
+        passages in 0.09 ms instead of 0.55 ms. It costs memory: about the store's size again, per
+        process (Python strings), which is why it is asked for (``Retriever.load(passages_in_memory=True)``)
+        and not the default: a DPR-sized store is tens of GB.
+        """
+        with self._lock:
+            rows = self._fetch("SELECT id, title, text FROM passages ORDER BY label", ())
+        self._memory = rows
 
     def _rows(self, wanted: list[int]) -> list[PassageText]:
         if not wanted:

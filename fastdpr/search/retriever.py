@@ -111,7 +111,8 @@ class Retriever:
     @classmethod
     def load(cls, index_dir: Path | str, *, threads: int | None = None, ef: int | None = None,
              exact: bool = False, integrity: Integrity = "fingerprint", check_hashes: bool | None = None,
-             check_int8: bool = True, ray_address: str | None = None, ray_actors: int | None = None) -> Retriever:
+             check_int8: bool = True, ray_address: str | None = None, ray_actors: int | None = None,
+             passages_in_memory: bool = False) -> Retriever:
         """Open ``index_dir``. ``ef`` defaults to the value recorded at build time (hnswlib does not save
         it); ``exact=True`` searches by brute force instead of HNSW. A sharded index opens as one index.
 
@@ -128,6 +129,10 @@ class Retriever:
         on that cluster (``""``: a local one; a process already connected keeps its connection):
         ``ray_actors`` of them (default: the cluster's CPUs / ``threads``), each holding consecutive
         shards; questions are still encoded here. :meth:`close` stops the actors.
+
+        ``passages_in_memory``: read every passage's id, title and text into memory at load, so a search
+        fetches its hits from a list instead of the SQLite store (measured: 100 passages of a 200k store in
+        0.09 ms instead of 0.55 ms, ``docs/benchmarks.md``); costs about the store's size in memory.
         """
         root = Path(index_dir)
         if check_hashes is not None:
@@ -160,6 +165,12 @@ class Retriever:
             # shard's files, so its own copy answers a batch in one SQLite lookup per shard instead of
             # a second round trip to the actors.
             store = open_store(shards)
+            if passages_in_memory:
+                try:
+                    store.load_into_memory()
+                except BaseException:
+                    store.close()
+                    raise
         except BaseException:
             searcher.close()
             raise

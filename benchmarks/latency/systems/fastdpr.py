@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,25 +34,31 @@ class _Timed:
         return getattr(self._target, name)
 
 
+#: Index directories built in this process.
+_BUILT: set[Path] = set()
+
+
 class FastdprSystem(System):
     """``Artifact.encoder("context", ...)`` for passages; ``Retriever.search(q, k=100)`` over an index built
     with ``build_index`` (HNSW + SQLite store) for questions, its parts timed inside that one call."""
 
-    def __init__(self, context: SetupContext, precision: str) -> None:
+    def __init__(self, context: SetupContext, precision: str, passages_in_memory: bool = False) -> None:
         from fastdpr.index.build import IndexOptions, build_index
         from fastdpr.search.retriever import Retriever
 
-        self.name = f"fastdpr-{precision}"
+        self.name = f"fastdpr-{precision}" + ("-memory" if passages_in_memory else "")
         self.batch_size = context.batch_size
         self.context = context.artifact.encoder("context", precision, context.threads)
         index_dir = context.workdir / f"index-{precision}"
-        if context.background is None:
-            build_index(context.artifact_dir, context.corpus, index_dir, "jsonl",
-                        IndexOptions(precision=precision, threads=context.threads, force=True, progress=False))
-        else:
-            build_index_with_background(context.artifact_dir, context.corpus, index_dir, precision, context.threads,
-                                        context.batch_size, context.background)
-        self.retriever = Retriever.load(index_dir, threads=context.threads)
+        if index_dir not in _BUILT:  # the systems of one precision search the same index
+            if context.background is None:
+                build_index(context.artifact_dir, context.corpus, index_dir, "jsonl",
+                            IndexOptions(precision=precision, threads=context.threads, force=True, progress=False))
+            else:
+                build_index_with_background(context.artifact_dir, context.corpus, index_dir, precision,
+                                            context.threads, context.batch_size, context.background)
+            _BUILT.add(index_dir)
+        self.retriever = Retriever.load(index_dir, threads=context.threads, passages_in_memory=passages_in_memory)
         self._record: dict[str, float] = {}
         retriever: Any = self.retriever
         encoder = retriever.encoder
@@ -95,4 +102,7 @@ ADAPTERS = (
                "SQLite fetch", lambda context: FastdprSystem(context, "fp32"), order=20),
     SystemSpec("fastdpr-int8", "fastdpr", "fastdpr runtime, fused int8 ONNX; Retriever.search: HNSW top-100, "
                "SQLite fetch", lambda context: FastdprSystem(context, "int8"), order=21),
+    SystemSpec("fastdpr-int8-memory", "fastdpr", "fastdpr-int8 loaded with passages_in_memory=True: hits fetched "
+               "from a list instead of SQLite", lambda context: FastdprSystem(context, "int8", passages_in_memory=True),
+               order=22, default=False),
 )
