@@ -1,5 +1,5 @@
 """``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``
-and ``query-ab``: run from a checkout (benchmarks are not installed)."""
+``query-ab`` and ``store-fetch``: run from a checkout (benchmarks are not installed)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from benchmarks.query_ab import query_ab_command
 from benchmarks.scale import scale_command
 from benchmarks.scale_projection import projection_command
 from benchmarks.serve import serve_command
+from benchmarks.store_fetch import store_fetch_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -32,6 +33,7 @@ main.add_command(scale_command)
 main.add_command(projection_command)
 main.add_command(append_command)
 main.add_command(query_ab_command)
+main.add_command(store_fetch_command)
 
 if __name__ == "__main__":
     main()
