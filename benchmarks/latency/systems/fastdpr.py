@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +40,32 @@ class _Timed:
 _BUILT: set[Path] = set()
 
 
+def _built_before(index_dir: Path, context: SetupContext) -> bool:
+    """True when ``index_dir`` holds an index of this run's corpus file (same bytes: a seeded workload and
+    background write the same file) from this run's artifact, e.g. the 1-thread run's index reused by the
+    2-thread run in the same ``--work`` directory (building a 200k-passage graph takes minutes)."""
+    try:
+        manifest = json.loads((index_dir / "manifest.json").read_text(encoding="utf-8"))
+        recorded = _corpus_record(index_dir).read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        return False
+    return recorded == _sha256(context.corpus) and manifest.get("artifact", {}).get("identity") == \
+        context.artifact.identity
+
+
+def _corpus_record(index_dir: Path) -> Path:
+    # Beside the index, not in it: the index directory holds only what its manifest lists.
+    return index_dir.with_name(index_dir.name + ".corpus.sha256")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class FastdprSystem(System):
     """``Artifact.encoder("context", ...)`` for passages; ``Retriever.search(q, k=100)`` over an index built
     with ``build_index`` (HNSW + SQLite store) for questions, its parts timed inside that one call."""
@@ -50,6 +78,10 @@ class FastdprSystem(System):
         self.batch_size = context.batch_size
         self.context = context.artifact.encoder("context", precision, context.threads)
         index_dir = context.workdir / f"index-{precision}"
+        if index_dir not in _BUILT and _built_before(index_dir, context):
+            context.log(f"    reusing {index_dir} (built by an earlier run in this --work directory from the same "
+                        "corpus file)")
+            _BUILT.add(index_dir)
         if index_dir not in _BUILT:  # the systems of one precision search the same index
             if context.background is None:
                 build_index(context.artifact_dir, context.corpus, index_dir, "jsonl",
@@ -58,6 +90,7 @@ class FastdprSystem(System):
                 build_index_with_background(context.artifact_dir, context.corpus, index_dir, precision,
                                             context.threads, context.batch_size, context.background)
             _BUILT.add(index_dir)
+            _corpus_record(index_dir).write_text(_sha256(context.corpus), encoding="utf-8")
         self.retriever = Retriever.load(index_dir, threads=context.threads, passages_in_memory=passages_in_memory)
         self._record: dict[str, float] = {}
         retriever: Any = self.retriever
