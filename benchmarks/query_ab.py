@@ -72,6 +72,7 @@ class Worker:
 
 def _summary(answers: list[dict[str, Any]]) -> dict[str, Any]:
     return {"query_ms": percentiles([a["ms"] for a in answers]),
+            "query_cpu_ms": percentiles([a["cpu_ms"] for a in answers]),
             "parts_p50_ms": {p: round(float(np.median([a["parts"][p] for a in answers])), 3) for p in PARTS}}
 
 
@@ -122,6 +123,8 @@ def run_query_ab(index: Path, base: Path, head: Path, squad: Path, threads: int,
                          "per tree, order alternating per question, 20 ms idle before every call",
             "trees": summary,
             "head_vs_base_p50": round(summary["base"]["query_ms"]["p50"] / summary["head"]["query_ms"]["p50"], 3),
+            "head_vs_base_cpu_p50": round(summary["base"]["query_cpu_ms"]["p50"]
+                                          / summary["head"]["query_cpu_ms"]["p50"], 3),
             "median_paired_saving_ms": round(float(np.median(paired)), 3),
             "questions_with_different_hits": different,
             "seconds": round(time.perf_counter() - started, 1),
@@ -154,14 +157,16 @@ def _markdown(report: dict[str, Any]) -> str:
         f"dim {report['index']['dim']}, ef {report['index']['ef_search']}; k={report['k']}; "
         f"{report['questions']} questions; warm-up {report['warmup']['questions']} questions",
         f"- {report['procedure']}", f"- command: `{report['command']}`", "",
-        "| tree | query p50 ms | p95 | p99 | " + " | ".join(PARTS) + " |",
-        "|---|---:|---:|---:|" + "---:|" * len(PARTS),
+        "| tree | query p50 ms | p95 | p99 | CPU p50 ms | " + " | ".join(PARTS) + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(PARTS),
     ]
     for name, tree in report["trees"].items():
         q = tree["query_ms"]
         lines.append(f"| {name} (`{tree['tree']}`) | {q['p50']} | {q['p95']} | {q['p99']} | "
+                     f"{tree['query_cpu_ms']['p50']} | "
                      + " | ".join(str(tree["parts_p50_ms"][p]) for p in PARTS) + " |")
-    lines += ["", f"head vs base, query p50: **{report['head_vs_base_p50']}x**; median paired saving "
+    lines += ["", f"head vs base, query p50: **{report['head_vs_base_p50']}x** (CPU time p50: "
+              f"{report['head_vs_base_cpu_p50']}x); median paired saving "
               f"{report['median_paired_saving_ms']} ms; questions whose hits differ: "
               f"{report['questions_with_different_hits']} of {report['questions']}.", ""]
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -109,12 +110,14 @@ class ListSearch(System):
     ``ann=True``: the user's own hnswlib graph with fastdpr's default settings (M, ef_construction, ef),
     built when the passages are attached (the peer's "own ANN" at a realistic corpus size)."""
 
-    def __init__(self, ann: bool = False, threads: int = 1) -> None:
+    def __init__(self, ann: bool = False, threads: int = 1, graph_cache: Path | None = None) -> None:
         self.vectors: np.ndarray | None = None
         self.passages: list[Passage] = []
         self.ann = ann
         self.threads = threads
         self.graph: Any = None
+        #: Where the graph is kept for a later run over the same vectors (building 200k takes minutes).
+        self.graph_cache = graph_cache
 
     def attach(self, passages: list[Passage], vectors: np.ndarray) -> None:
         self.passages = passages
@@ -125,9 +128,18 @@ class ListSearch(System):
             from fastdpr.index.defaults import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
 
             self.graph = hnswlib.Index(space="ip", dim=self.vectors.shape[1])
-            self.graph.init_index(max_elements=len(self.vectors), M=DEFAULT_M, ef_construction=DEFAULT_EF_CONSTRUCTION,
-                                  random_seed=100)
-            self.graph.add_items(self.vectors, np.arange(len(self.vectors)), num_threads=self.threads)
+            digest = hashlib.sha256(self.vectors.tobytes()).hexdigest()
+            record = None if self.graph_cache is None else self.graph_cache.with_name(self.graph_cache.name + ".sha256")
+            if self.graph_cache is not None and record is not None and record.is_file() and \
+                    record.read_text(encoding="utf-8") == digest:
+                self.graph.load_index(str(self.graph_cache), max_elements=len(self.vectors))
+            else:
+                self.graph.init_index(max_elements=len(self.vectors), M=DEFAULT_M,
+                                      ef_construction=DEFAULT_EF_CONSTRUCTION, random_seed=100)
+                self.graph.add_items(self.vectors, np.arange(len(self.vectors)), num_threads=self.threads)
+                if self.graph_cache is not None and record is not None:
+                    self.graph.save_index(str(self.graph_cache))
+                    record.write_text(digest, encoding="utf-8")
             self.graph.set_ef(DEFAULT_EF)
 
     def top(self, vector: np.ndarray) -> np.ndarray:

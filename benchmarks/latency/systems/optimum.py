@@ -112,7 +112,7 @@ class OptimumSystem(ListSearch):
         from optimum.onnxruntime import ORTModelForFeatureExtraction
         from transformers import AutoTokenizer
 
-        super().__init__(ann=ann, threads=context.threads)
+        super().__init__(ann=ann, threads=context.threads, graph_cache=context.workdir / "optimum-hnsw.bin")
         self.name = "optimum-ort-int8-hnsw" if ann else "optimum-ort-int8"
         self.spec = context.spec
         self.batch_size = context.batch_size
