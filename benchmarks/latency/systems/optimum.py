@@ -7,6 +7,7 @@ model, not in the model.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -103,6 +104,32 @@ class UnpooledBackbone:
 _EXPORTED: dict[tuple[Path, Side], dict[str, Any]] = {}
 
 
+def _export(context: SetupContext, directory: Path, side: Side) -> dict[str, Any]:
+    """Export the peer's graph for ``side`` and record what it was made from, for :func:`_exported_before`."""
+    extra = UnpooledBackbone.export(context.resolved[side], directory, context.artifact, side, context.log)
+    projection = extra["projection"]
+    if projection is not None:
+        np.savez(directory / "projection.npz", **projection)
+    (directory / "peer.json").write_text(json.dumps({"artifact": context.artifact.identity,
+                                                     "projection": projection is not None}), encoding="utf-8")
+    return extra
+
+
+def _exported_before(directory: Path, artifact: Artifact) -> dict[str, Any] | None:
+    """What :func:`_export` returned, when an earlier run in the same ``--work`` directory exported the peer's
+    graph from this artifact (a BERT-base export takes minutes); None otherwise."""
+    try:
+        record = json.loads((directory / "peer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if record.get("artifact") != artifact.identity or not (directory / "model_quantized.onnx").is_file():
+        return None
+    if not record.get("projection"):
+        return {"projection": None}
+    with np.load(directory / "projection.npz") as saved:
+        return {"projection": {"weight": saved["weight"], "bias": saved["bias"]}}
+
+
 class OptimumSystem(ListSearch):
     """optimum's ``ORTModelForFeatureExtraction``: HF tokenizer, length-sorted batches padded to their
     longest (the batching every system gets), pooling (and DPR's projection, if any) in numpy."""
@@ -123,8 +150,7 @@ class OptimumSystem(ListSearch):
             directory = context.workdir / f"optimum-{side}"
             key = (directory, side)
             if key not in _EXPORTED:  # both optimum systems of a run load the same export
-                _EXPORTED[key] = UnpooledBackbone.export(context.resolved[side], directory, context.artifact, side,
-                                                         context.log)
+                _EXPORTED[key] = _exported_before(directory, context.artifact) or _export(context, directory, side)
             extra = _EXPORTED[key]
             options = ort.SessionOptions()
             options.intra_op_num_threads = context.threads
