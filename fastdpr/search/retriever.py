@@ -132,7 +132,8 @@ class Retriever:
 
         ``passages_in_memory``: read every passage's id, title and text into memory at load, so a search
         fetches its hits from a list instead of the SQLite store (measured: 100 passages of a 200k store in
-        0.09 ms instead of 0.55 ms, ``docs/benchmarks.md``); costs about the store's size in memory.
+        0.137 ms instead of 0.517 ms after 20 ms idle, ``docs/benchmarks.md``); costs about the store's size in
+        memory.
         """
         root = Path(index_dir)
         if check_hashes is not None:
