@@ -1,5 +1,5 @@
-"""``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``:
-run from a checkout (benchmarks are not installed)."""
+"""``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``
+``query-ab`` and ``store-fetch``: run from a checkout (benchmarks are not installed)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from benchmarks.hybrid import hybrid_command
 from benchmarks.hybrid_latency import hybrid_latency_command
 from benchmarks.latency import latency_command
 from benchmarks.parity import parity_command
+from benchmarks.query_ab import query_ab_command
 from benchmarks.scale import scale_command
 from benchmarks.scale_projection import projection_command
 from benchmarks.serve import serve_command
+from benchmarks.store_fetch import store_fetch_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -30,6 +32,8 @@ main.add_command(serve_command)
 main.add_command(scale_command)
 main.add_command(projection_command)
 main.add_command(append_command)
+main.add_command(query_ab_command)
+main.add_command(store_fetch_command)
 
 if __name__ == "__main__":
     main()
