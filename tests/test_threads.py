@@ -2,7 +2,11 @@
 
 hnswlib keeps ``ef`` in the index rather than in the query, so mixed ``ef`` values from concurrent
 threads are the dangerous case: the tests check (first) that the chosen ``ef`` values really change the
-results on these indexes, so a search that ran with another thread's ``ef`` would be caught.
+results on these indexes, so a search that ran with another thread's ``ef`` would be caught. The tiny
+index here is built with a deliberately sparse graph (m=4, ef_construction=8, one thread: the same graph
+every run), on which a small ``ef`` misses neighbours; on the session's default graph (m=32, built by
+two threads, so not the same graph every run) ``ef=1`` sometimes found every question's top hit and the
+check could not tell.
 """
 
 from __future__ import annotations
@@ -45,6 +49,17 @@ def run_together(tasks: list[Callable[[], T]]) -> list[T]:
         return [f.result(timeout=300) for f in futures]
 
 
+@pytest.fixture(scope="module")
+def ef_index(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, pydoc_corpus: Path) -> Path:
+    """The pydoc corpus indexed by the tiny artifact with a sparse graph on which ``ef`` matters."""
+    from fastdpr.index.build import IndexOptions, build_index
+
+    out = tmp_path_factory.mktemp("idx") / "sparse-graph"
+    build_index(tiny_artifact, pydoc_corpus, out, "jsonl", IndexOptions(
+        question_precision="int8", progress=False, hnsw_m=4, ef_construction=8, threads=1))
+    return out
+
+
 def tiny_questions() -> list[str]:
     return [p.title for p in pydoc_topic_passages()[::23]][:24]
 
@@ -85,21 +100,21 @@ def check_concurrent_batches(retriever: Retriever, questions: list[str]) -> None
     assert run_together([lambda b=b, k=k, ef=ef: worker(b, k, ef) for b, (k, ef) in plans]) == [True] * THREADS
 
 
-def test_threads_searching_with_different_k_and_ef_match_sequential(tiny_index: Path) -> None:
-    with Retriever.load(tiny_index) as retriever:
+def test_threads_searching_with_different_k_and_ef_match_sequential(ef_index: Path) -> None:
+    with Retriever.load(ef_index) as retriever:
         check_concurrent_single_searches(retriever, tiny_questions())
 
 
-def test_search_batch_from_threads_matches_sequential(tiny_index: Path) -> None:
-    with Retriever.load(tiny_index) as retriever:
+def test_search_batch_from_threads_matches_sequential(ef_index: Path) -> None:
+    with Retriever.load(ef_index) as retriever:
         check_concurrent_batches(retriever, tiny_questions())
 
 
-def test_search_vectors_from_threads_with_mixed_ef_match_sequential(tiny_index: Path) -> None:
+def test_search_vectors_from_threads_with_mixed_ef_match_sequential(ef_index: Path) -> None:
     # Without question encoding in between, the threads spend nearly all their time inside hnswlib, so
     # this is where a search running at another thread's ef would show most often.
     questions = tiny_questions()
-    with Retriever.load(tiny_index) as retriever:
+    with Retriever.load(ef_index) as retriever:
         vectors = retriever.encode_questions(questions)
         expected = {(i, k, ef): key(retriever.search_vectors(vectors[i:i + 1], k, ef=ef)[0])
                     for i in range(len(questions)) for k, ef in PLANS}
@@ -114,9 +129,9 @@ def test_search_vectors_from_threads_with_mixed_ef_match_sequential(tiny_index: 
         assert run_together([lambda k=k, ef=ef: worker(k, ef) for k, ef in PLANS]) == [0] * THREADS
 
 
-def test_exact_search_from_threads_matches_sequential(tiny_index: Path) -> None:
+def test_exact_search_from_threads_matches_sequential(ef_index: Path) -> None:
     questions = tiny_questions()[:12]
-    with Retriever.load(tiny_index, exact=True) as retriever:
+    with Retriever.load(ef_index, exact=True) as retriever:
         expected = {(q, k): key(retriever.search(q, k)) for q in questions for k in (1, 10, 100)}
 
         def worker(k: int) -> bool:
@@ -125,9 +140,9 @@ def test_exact_search_from_threads_matches_sequential(tiny_index: Path) -> None:
         assert run_together([lambda k=k: worker(k) for k in (1, 10, 100) * 3][:THREADS]) == [True] * THREADS
 
 
-def test_separate_retrievers_with_different_ef_in_threads(tiny_index: Path) -> None:
+def test_separate_retrievers_with_different_ef_in_threads(ef_index: Path) -> None:
     questions = tiny_questions()[:12]
-    retrievers = {ef: Retriever.load(tiny_index, ef=ef) for ef in (1, 400)}
+    retrievers = {ef: Retriever.load(ef_index, ef=ef) for ef in (1, 400)}
     try:
         expected = {(ef, q): key(r.search(q, 1)) for ef, r in retrievers.items() for q in questions}
         assert any(expected[(1, q)] != expected[(400, q)] for q in questions)
