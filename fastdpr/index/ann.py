@@ -414,6 +414,11 @@ class ExactSearcher:
         return int(self._vectors.shape[0])
 
     @property
+    def vectors(self) -> np.ndarray:
+        """The float32 ``[count, dim]`` vectors searched (a memory map when :meth:`load` opened them)."""
+        return self._vectors
+
+    @property
     def dim(self) -> int:
         """Vector dimension."""
         return int(self._vectors.shape[1])
@@ -447,20 +452,29 @@ class ExactSearcher:
         return np.take_along_axis(best_labels, order, axis=1), np.take_along_axis(best_scores, order, axis=1)
 
     def _rescore(self, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        # BLAS rounds a float32 matrix product differently depending on the matrix's shape (OpenBLAS
-        # switches kernels for small matrices), so the same passage could score a few ulps apart in an
-        # index and in a shard of it, and near-ties could swap. The winners' scores are recomputed one
-        # row at a time in float64 (float32 products are exact there) and rounded once: the correctly
-        # rounded dot product, whatever the corpus size or blocking. k rows per query: negligible cost.
         scores = np.empty(labels.shape, dtype=np.float32)
         for row, (query, row_labels) in enumerate(zip(queries, labels, strict=True)):
-            ascending = np.argsort(row_labels)  # read the memory map front to back
-            rows = np.asarray(self._vectors[row_labels[ascending]], dtype=np.float64)
-            scores[row, ascending] = (rows * query.astype(np.float64)).sum(axis=1)
+            scores[row] = correctly_rounded_scores(self._vectors, query, row_labels)
         return scores
 
     def close(self) -> None:
         """Nothing to release: the memory map is closed with the searcher."""
+
+
+def correctly_rounded_scores(vectors: np.ndarray, query: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The dot products of ``query`` with the rows ``labels`` of ``vectors`` (a memory map), each rounded
+    once to float32: what exact search returns, and what compressed search re-ranks by.
+
+    BLAS rounds a float32 matrix product differently depending on the matrix's shape (OpenBLAS switches
+    kernels for small matrices), so the same passage could score a few ulps apart in an index and in a
+    shard of it, and near-ties could swap. Computed in float64 (float32 products are exact there) and
+    rounded once: the correctly rounded dot product, whatever the corpus size, blocking or searcher.
+    """
+    ascending = np.argsort(labels)  # read the memory map front to back
+    rows = np.asarray(vectors[labels[ascending]], dtype=np.float64)
+    scores = np.empty(len(labels), dtype=np.float32)
+    scores[ascending] = (rows * query.astype(np.float64)).sum(axis=1)
+    return scores
 
 
 def _top_k_columns(scores: np.ndarray, k: int) -> np.ndarray:
