@@ -134,8 +134,8 @@ def test_resume_refuses_another_vectors_setting_and_continues_the_same(
     assert later["trained_on"] == "the codebook of 00000"  # the finished first shard's, read back on resume
 
 
-def test_resume_of_an_fp32_build_refuses_compressed_vectors(tmp_path: Path, tiny_artifact: Path,
-                                                            pydoc_corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_of_an_fp32_build_refuses_compressed_vectors(
+        tmp_path: Path, tiny_artifact: Path, pydoc_corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = interrupted_build(tmp_path, tiny_artifact, pydoc_corpus, monkeypatch)
     result = run_cli(["index", tiny_artifact, pydoc_corpus, "--out", out, "--shard-size", 300, "--resume",
                       "--vectors", "int8"], code=1)
