@@ -1,4 +1,5 @@
-"""``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``:
+"""``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|
+scale-vectors|append``:
 run from a checkout (benchmarks are not installed)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from benchmarks.latency import latency_command
 from benchmarks.parity import parity_command
 from benchmarks.scale import scale_command
 from benchmarks.scale_projection import projection_command
+from benchmarks.scale_vectors import scale_vectors_command
 from benchmarks.serve import serve_command
 
 
@@ -30,6 +32,7 @@ main.add_command(serve_command)
 main.add_command(scale_command)
 main.add_command(projection_command)
 main.add_command(append_command)
+main.add_command(scale_vectors_command)
 
 if __name__ == "__main__":
     main()

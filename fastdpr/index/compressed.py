@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from fastdpr.common.errors import CorpusError, FastDPRError, IndexLoadError, MissingDependencyError
-from fastdpr.index.ann import _as_queries, _empty_result, _usable_cores, check_search, correctly_rounded_scores
+from fastdpr.index.ann import as_queries, check_search, correctly_rounded_scores, empty_result, usable_cores
 from fastdpr.index.vector_settings import PQ_NBITS, CompressedFiles, VectorSettings, lists_for
 
 #: Vectors sampled (evenly spaced) to train the quantizers: bounds training time at any corpus size.
@@ -60,7 +60,7 @@ def build_compressed(vectors: np.ndarray, target: Path, settings: VectorSettings
     started = time.perf_counter()
     count, dim = vectors.shape
     settings.check(dim)
-    faiss.omp_set_num_threads(threads if threads is not None else _usable_cores())
+    faiss.omp_set_num_threads(threads if threads is not None else usable_cores())
     if codebook is not None:
         index = faiss.read_index(str(codebook))
         index.reset()  # keep the trained quantizers, drop the first shard's codes
@@ -118,10 +118,10 @@ class CompressedSearcher:
         """Top-``k`` labels and exact dot-product scores, best first; ``ef`` is checked and ignored (the IVF
         breadth is the manifest's ``nprobe``, the candidates its ``rerank``)."""
         check_search(k, ef)
-        array = _as_queries(queries, int(self._vectors.shape[1]))
+        array = as_queries(queries, int(self._vectors.shape[1]))
         k = min(k, self.count)
         if k == 0 or array.shape[0] == 0:
-            return _empty_result(array.shape[0])
+            return empty_result(array.shape[0])
         depth = min(max(k, self.files.settings.rerank), self.count)
         params = self._faiss.SearchParametersIVF(nprobe=self.files.settings.nprobe)
         _, candidates = self._index.search(array, depth, params=params)
