@@ -1,5 +1,5 @@
 """``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|
-scale-vectors|append``:
+scale-vectors|vectors-recall|append``:
 run from a checkout (benchmarks are not installed)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from benchmarks.scale import scale_command
 from benchmarks.scale_projection import projection_command
 from benchmarks.scale_vectors import scale_vectors_command
 from benchmarks.serve import serve_command
+from benchmarks.vectors_recall import vectors_recall_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -33,6 +34,7 @@ main.add_command(scale_command)
 main.add_command(projection_command)
 main.add_command(append_command)
 main.add_command(scale_vectors_command)
+main.add_command(vectors_recall_command)
 
 if __name__ == "__main__":
     main()
