@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import run_cli
+from doc_blocks import block, shell_commands
 
 import fastdpr.index.build_sharded as sharded_build
 from fastdpr.common.errors import IndexLoadError
@@ -187,3 +188,17 @@ def test_a_shard_with_other_vectors_is_refused(tmp_path: Path, tiny_artifact: Pa
     assert sha256_file(out / top_manifest["shards"][0]["dir"] / "manifest.json")
     with pytest.raises(IndexLoadError, match="holds int8 vectors, the index says fp32"):
         Retriever.load(out, check_int8=False)
+
+
+def test_the_docs_block_works(tmp_path: Path, tiny_artifact: Path, pydoc_corpus: Path) -> None:
+    names = {"dpr-nq": str(tiny_artifact), "psgs_w100.tsv": str(pydoc_corpus), "1000000": "300",
+             "wiki-index-int8": str(tmp_path / "int8"), "wiki-index-pq": str(tmp_path / "pq")}
+    commands = [[names.get(arg, arg) for arg in command]
+                for command in shell_commands(block("docs/scale.md: Compressed vectors #1").text)]
+    assert [command[:2] for command in commands] == [["fastdpr", "index"]] * 2 + [["fastdpr", "info"],
+                                                                                  ["fastdpr", "search"]]
+    for command in commands[:2]:
+        assert "indexed" in run_cli([*command[1:], "--threads", 1]).output
+    assert "vectors: pq, faiss IVF" in run_cli(commands[2][1:]).output
+    hits = [json.loads(line) for line in run_cli(commands[3][1:]).output.splitlines()]
+    assert len(hits) == 5 and all(isinstance(hit["score"], float) for hit in hits)

@@ -248,8 +248,9 @@ def render(report: dict[str, Any]) -> str:
                      f"{counts.get('skipped', {})}")
         lines.append("  " + _version_line(report.get("version") or {}))
         question = report.get("question_encoder", {}).get("precision", report.get("precision"))
+        compressed = (report.get("vector_search") or {}).get("kind", "fp32") != "fp32"
         lines.append(f"  precision: passages {report.get('precision')}, questions {question}; one input per ONNX "
-                     f"Runtime call; hnsw: {report.get('hnsw')}")
+                     f"Runtime call; hnsw: {'none (compressed vectors)' if compressed else report.get('hnsw')}")
         lines.append(f"  artifact: {report.get('artifact', {}).get('path')}")
         lines.append(_vectors_line(report.get("vector_search")))
         lines.append(_lexical_line(report.get("lexical")))
