@@ -182,6 +182,27 @@ def measured(built: dict[str, Any], served: dict[str, Any], passages: int, found
         "peak_above_interpreter": (memory["after_queries"]["VmHWM"] - memory["before_open"]["VmRSS"]) / passages}}
 
 
+def render_table(report: dict[str, Any]) -> str:
+    """The report as the Markdown table docs/scale.md publishes (tests/test_published_figures.py checks it)."""
+    kinds = report["kinds"]
+    title = f"{report['passages']:,} SYNTHETIC {report['dim']}-d vectors, 1 search thread"
+    rows = {
+        "build seconds (graph or compressed index)": lambda r: f"{r['build_seconds']:,.1f}",
+        "disk bytes per passage: searched file / vectors.npy": lambda r: (
+            f"{r['bytes_per_passage']['searched']:,.0f} / {r['bytes_per_passage']['vectors.npy']:,.0f}"),
+        "cold start, new process to first answer (s)": lambda r: f"{r['cold_start_s']:.2f}",
+        "search p50 / p99 ms, k=100, one question at a time": lambda r: (
+            f"{r['search_ms']['p50']:.2f} / {r['search_ms']['p99']:.2f}"),
+        "recall@100 vs exact": lambda r: f"{r['recall_at_100_vs_exact']:.3f}",
+        "RSS bytes per passage after the questions: anonymous / memory-mapped files": lambda r: (
+            f"{r['rss_bytes_per_passage']['anonymous']:,.0f} / {r['rss_bytes_per_passage']['file_backed']:,.0f}"),
+    }
+    lines = [f"| {title} | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
+    for name, cell in rows.items():
+        lines.append(f"| {name} | " + " | ".join(cell(kinds[kind]) for kind in kinds) + " |")
+    return "\n".join(lines)
+
+
 @click.command("scale-vectors")
 @click.option("--passages", type=click.IntRange(1000), required=True)
 @click.option("--dim", type=click.IntRange(8), default=768, show_default=True)
@@ -223,6 +244,7 @@ def scale_vectors_command(passages: int, dim: int, kinds: str, question_count: i
               "load_average_before_after": [load_before, os.getloadavg()], "kinds": results}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
+    out.with_suffix(".md").write_text(render_table(report) + "\n")
     log(f"wrote {out}")
 
 

@@ -43,6 +43,21 @@ SYSTEMS: dict[str, dict[str, Any]] = {
 }
 
 
+def render_table(report: dict[str, Any]) -> str:
+    """The report as the Markdown table docs/scale.md publishes (tests/test_published_figures.py checks it)."""
+    reference = report["systems"][REFERENCE]["answer_recall"]
+    lines = [f"| SQuAD dev, {report['questions']:,} questions, {report['passages']:,} passages | "
+             + " | ".join(f"Top-{k}" for k in KS) + " | recall@100 vs exact |", "|---|" + "---:|" * (len(KS) + 1),
+             f"| {REFERENCE} (answer recall, %) | " + " | ".join(f"{100 * reference[str(k)]:.2f}" for k in KS)
+             + " | - |"]
+    for name, system in report["systems"].items():
+        if name != REFERENCE:
+            lines.append(f"| {name} (points vs {REFERENCE}) | "
+                         + " | ".join(f"{system['points_vs_fp32_exact'][str(k)]:+.2f}" for k in KS)
+                         + f" | {system['recall_at_100_vs_exact']:.4f} |")
+    return "\n".join(lines)
+
+
 @click.command("vectors-recall")
 @click.option("--artifact", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--squad", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=DEFAULT_SQUAD,
@@ -97,4 +112,5 @@ def vectors_recall_command(artifact: Path, squad: Path, precision: str | None, t
               "load_average_before_after": [load_before, os.getloadavg()], "systems": systems}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
+    out.with_suffix(".md").write_text(render_table(report) + "\n")
     log(f"wrote {out}")
