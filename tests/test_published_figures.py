@@ -635,6 +635,28 @@ def test_projection_table_is_the_result_file() -> None:
                          f"{row['driver_memory_gib']:.1f}", f"{row['disk_gib']:.1f}"], row["model"]
 
 
+VECTORS = "vectors-x86-avx512-vnni"
+
+
+@pytest.mark.parametrize(("source", "module"), [
+    (f"{VECTORS}/bert-shape-200k.json", "scale_vectors"), (f"{VECTORS}/bert-shape-1m.json", "scale_vectors"),
+    (f"{VECTORS}/squad-minilm.json", "vectors_recall")])
+def test_vectors_tables_are_the_result_files(source: str, module: str) -> None:
+    """Issue #22's tables in docs/scale.md are what the benchmarks render from their result files."""
+    import importlib
+
+    render = importlib.import_module(f"benchmarks.{module}").render_table
+    expected = tables(render(result(source)))[0]
+    assert expected in tables(raw("docs/scale.md")), f"docs/scale.md should hold the table of {source}"
+
+
+def test_vectors_projection_table_is_the_result_file() -> None:
+    rows = result(f"{VECTORS}/projection-21m-serving.json")["serving"]
+    table = next(t for t in tables(raw("docs/scale.md")) if t[0][:2] == ["vectors", "resident B/passage"])
+    assert [row[:4] for row in table[1:]] == [
+        [r["kind"], f"{r['resident_bytes_per_passage']:,}", f"{r['resident_gib']}", str(r["machines"])] for r in rows]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The prose figures, and proof that the check can fail
 
