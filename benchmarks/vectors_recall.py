@@ -43,6 +43,21 @@ SYSTEMS: dict[str, dict[str, Any]] = {
 }
 
 
+def reused(index: Path, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of an index a previous run of this workdir built with these options (None: build it)."""
+    try:
+        manifest: dict[str, Any] = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
+    except OSError:
+        log(f"{index.name}: building")
+        return None
+    search = manifest["vectors"].get("search") or {"kind": "fp32", "nprobe": None}
+    if search["kind"] != options.get("vectors", "fp32") or options.get("nprobe", search["nprobe"]) != search["nprobe"]:
+        log(f"{index.name}: other settings, rebuilding")
+        return None
+    log(f"{index.name}: reusing the index a previous run built")
+    return manifest
+
+
 def render_table(report: dict[str, Any]) -> str:
     """The report as the Markdown table docs/scale.md publishes (tests/test_published_figures.py checks it)."""
     reference = report["systems"][REFERENCE]["answer_recall"]
@@ -83,8 +98,8 @@ def vectors_recall_command(artifact: Path, squad: Path, precision: str | None, t
     for name, options in {REFERENCE: {}, **SYSTEMS}.items():
         index = workdir / f"index-{'fp32' if name.startswith('fp32') else name}"
         if name != "fp32-hnsw":  # the fp32 index serves both fp32 systems
-            log(f"{name}: building")
-            manifest = build_index(artifact, corpus, index, "jsonl", IndexOptions(**shared, **options))
+            manifest = reused(index, options) or build_index(artifact, corpus, index, "jsonl",
+                                                             IndexOptions(**shared, **options))
             built[name] = {"vectors": manifest["vectors"], "build": manifest["build"],
                            "bytes": {rel: entry["bytes"] for rel, entry in manifest["files"].items()
                                      if rel.startswith(("vectors", "hnsw"))}}

@@ -202,3 +202,16 @@ def test_the_docs_block_works(tmp_path: Path, tiny_artifact: Path, pydoc_corpus:
     assert "vectors: pq, faiss IVF" in run_cli(commands[2][1:]).output
     hits = [json.loads(line) for line in run_cli(commands[3][1:]).output.splitlines()]
     assert len(hits) == 5 and all(isinstance(hit["score"], float) for hit in hits)
+
+
+def test_lists_too_small_for_k_are_widened(tmp_path: Path, tiny_artifact: Path, pydoc_corpus: Path,
+                                           tiny_index: Path) -> None:
+    out = tmp_path / "idx"
+    build_index(tiny_artifact, pydoc_corpus, out, "jsonl", IndexOptions(**OPTIONS, vectors="int8", nlist=16, nprobe=1))
+    with Retriever.load(out, check_int8=False) as retriever, Retriever.load(tiny_index, exact=True,
+                                                                             check_int8=False) as exact:
+        queries = retriever.encode_questions(QUESTIONS)
+        labels, _ = retriever.searcher.search(queries, 200)  # one list holds ~45 of the ~690 passages
+        assert labels.shape == (len(QUESTIONS), 200) and (labels >= 0).all()
+        assert len({tuple(row) for row in labels}) == len(QUESTIONS)  # distinct hits per question
+        assert retriever.searcher.search(queries, exact.count)[0].shape == (len(QUESTIONS), exact.count)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fastdpr.common.errors import CorpusError, FastDPRError, IndexLoadError, MissingDependencyError
+from fastdpr.common.errors import CorpusError, IndexLoadError, MissingDependencyError
 from fastdpr.index.ann import as_queries, check_search, correctly_rounded_scores, empty_result, usable_cores
 from fastdpr.index.vector_settings import PQ_NBITS, CompressedFiles, VectorSettings, lists_for
 
@@ -123,20 +123,25 @@ class CompressedSearcher:
         if k == 0 or array.shape[0] == 0:
             return empty_result(array.shape[0])
         depth = min(max(k, self.files.settings.rerank), self.count)
-        params = self._faiss.SearchParametersIVF(nprobe=self.files.settings.nprobe)
-        _, candidates = self._index.search(array, depth, params=params)
+        candidates = self._candidates(array, depth, k)
         labels = np.empty((len(array), k), dtype=np.int64)
         scores = np.empty((len(array), k), dtype=np.float32)
         for row, (query, found) in enumerate(zip(array, candidates, strict=True)):
             found = found[found >= 0]  # faiss pads with -1 when the probed lists hold fewer than depth
             exact = correctly_rounded_scores(self._vectors, query, found)
             order = np.lexsort((found, -exact))[:k]
-            width = len(order)
-            labels[row, :width], scores[row, :width] = found[order], exact[order]
-            if width < k:  # fewer candidates than k in the probed lists: the rest would be padding
-                raise FastDPRError(f"the {self.files.settings.nprobe} probed lists held only {width} candidates "
-                                   f"for k={k}; search with --exact or rebuild with a larger --nprobe")
+            labels[row], scores[row] = found[order], exact[order]
         return labels, scores
+
+    def _candidates(self, queries: np.ndarray, depth: int, k: int) -> np.ndarray:
+        # The probed lists may hold fewer than k vectors (small lists, a small index): probe 4x more lists
+        # until every question has k candidates, as HNSW search widens ef; all lists hold every vector.
+        nprobe, nlist = self.files.settings.nprobe, int(self._faiss.extract_index_ivf(self._index).nlist)
+        while True:
+            _, candidates = self._index.search(queries, depth, params=self._faiss.SearchParametersIVF(nprobe=nprobe))
+            if nprobe >= nlist or (candidates >= 0).sum(axis=1).min() >= k:
+                return np.asarray(candidates)
+            nprobe = min(nprobe * 4, nlist)
 
     def close(self) -> None:
         """Nothing to release: the maps are closed with the searcher."""
