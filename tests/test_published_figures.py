@@ -173,6 +173,7 @@ SERVE = "serve-x86-amx-quiet/serve.json"
 SCALE_L2 = "scale-x86-amx/l2-h128-1m.json"
 SCALE_MINILM = "scale-x86-amx/minilm-200k.json"
 PROJECTION = "scale-x86-amx/projection-21m.json"
+VECTORS = "vectors-x86-avx512-vnni"
 DEFAULT_AVX2 = "invariance-x86-avx2/recall-default.log"
 PREVIOUS_AVX2 = "invariance-x86-avx2/frontier-previous-default.log"
 ROWS_AVX2 = "invariance-x86-avx2/recall-rows-exported.log"
@@ -338,6 +339,12 @@ FIGURES: tuple[Figure, ...] = (
            "{} MiB at the end (max {}, slope {} MiB/min)", "serve-x86-amx/serve.json",
            ("soak/requests", "soak/errors", "soak/rss_start_mib", "soak/rss_end_mib", "soak/rss_max_mib",
             "soak/rss_slope_mib_per_min"), lambda v: f"{v:,}" if isinstance(v, int) else f"{v:.2f}".rstrip("0")),
+    # Issue #22: compressed vectors
+    Figure("README.md", "int8 {} at every k; pq {} / {} at Top-50 / Top-100", f"{VECTORS}/squad-minilm.json",
+           ("systems/int8/points_vs_fp32_exact/1", "systems/pq/points_vs_fp32_exact/50",
+            "systems/pq/points_vs_fp32_exact/100"), "{:+.2f}"),
+    Figure("README.md", "anonymous RSS {} (int8) / {} (pq) bytes per passage", f"{VECTORS}/bert-shape-1m.json",
+           ("kinds/int8/rss_bytes_per_passage/anonymous", "kinds/pq/rss_bytes_per_passage/anonymous"), "{:.0f}"),
     # docs/scale.md prose: local Ray against local, one machine
     Figure("docs/scale.md", "({}x the build time for L-2 H-128, {}x for MiniLM", SCALE_L2,
            (ray_over_local("build", "wall_seconds"), lambda _: ray_over_local("build", "wall_seconds")(
@@ -633,9 +640,6 @@ def test_projection_table_is_the_result_file() -> None:
         assert cells == [row["model"], str(row["machines"]), f"{row['encode_hours']:.1f}", f"{row['graph_hours']:.1f}",
                          f"{row['total_hours']:.1f}", f"{row['shard_size']:,}", str(row["shards"]),
                          f"{row['driver_memory_gib']:.1f}", f"{row['disk_gib']:.1f}"], row["model"]
-
-
-VECTORS = "vectors-x86-avx512-vnni"
 
 
 @pytest.mark.parametrize(("source", "module"), [
