@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 from doc_blocks import block, shell_commands
+from requires import require_module
 
 import fastdpr.index.build_sharded as sharded_build
 from fastdpr.common.errors import IndexLoadError
@@ -24,7 +25,7 @@ from fastdpr.index.build import IndexOptions, build_index
 from fastdpr.index.build_sharded import build_sharded_index
 from fastdpr.search.retriever import Retriever
 
-pytest.importorskip("faiss")
+require_module("faiss", "pip install 'fastdpr[compressed]'")
 
 QUESTIONS = ["how do I catch an exception?", "what does yield do?", "default argument values",
              "string formatting", "the with statement", "class definitions and inheritance"]
