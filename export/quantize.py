@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,10 @@ class QuantRecipe:
     A question-only model keeps per-call scales: per-row ops cost a short question ~12% of its latency
     (measured, x86-avx2) and bought no measurable recall there. Needs 7-bit weights to stay exact on
     AVX2 (``reduce_range``).
+    ``question_keep_fp32``: in a question-only model, how many of the most sensitive nodes stay fp32
+    instead of ``keep_fp32`` (None: the same). A question is short, so a few fp32 MatMuls cost it little
+    latency, and its int8 error is what moves the ranking most (measured: docs/benchmarks.md, "The
+    question side"). :meth:`for_model` gives the recipe one model is quantized with.
     """
 
     name: str
@@ -57,6 +61,7 @@ class QuantRecipe:
     keep_fp32: int = 0
     quantize_embeddings: bool = True
     row_scales: bool = False
+    question_keep_fp32: int | None = None
 
     def __post_init__(self) -> None:
         if self.row_scales and not self.reduce_range:
@@ -67,7 +72,16 @@ class QuantRecipe:
     @property
     def needs_calibration(self) -> bool:
         """Whether the recipe reads calibration inputs."""
-        return bool(self.smooth_alphas) or self.keep_fp32 > 0
+        return bool(self.smooth_alphas) or self.keep_fp32 > 0 or bool(self.question_keep_fp32)
+
+    def for_model(self, encodes_passages: bool) -> QuantRecipe:
+        """The recipe one model is quantized with: a model that encodes passages (a context encoder or
+        a shared one) takes the recipe as it is; a question-only model keeps per-call activation scales
+        and keeps ``question_keep_fp32`` nodes fp32 when that is set."""
+        if encodes_passages:
+            return self
+        keep = self.keep_fp32 if self.question_keep_fp32 is None else self.question_keep_fp32
+        return replace(self, row_scales=False, keep_fp32=keep, question_keep_fp32=None)
 
     def settings(self) -> dict[str, Any]:
         """What the manifest records (JSON types: tuples become lists)."""
@@ -107,14 +121,18 @@ RECIPES: dict[str, QuantRecipe] = {
                     "one activation scale per token row for every MatMul of the passage encoder (attention "
                     "inputs and a question-only encoder: one per call)",
                     smooth_alphas=AUTO_SMOOTH_ALPHAS, quantize_embeddings=False, reduce_range=True, row_scales=True),
+        QuantRecipe("dynamic-per-channel-smooth-auto-7bit-rows-qkeep2", "as dynamic-per-channel-smooth-auto-7bit-rows; "
+                    "the question encoder's 2 most sensitive MatMuls (per-node sensitivity pass on calibration "
+                    "questions) stay fp32", smooth_alphas=AUTO_SMOOTH_ALPHAS, quantize_embeddings=False,
+                    reduce_range=True, row_scales=True, question_keep_fp32=2),
     )
 }
-DEFAULT_RECIPE = "dynamic-per-channel-smooth-auto-7bit-rows"
+DEFAULT_RECIPE = "dynamic-per-channel-smooth-auto-7bit-rows-qkeep2"
 #: The precision questions run at by default (the artifact manifest's ``encoding`` plan; passages run
-#: int8). Chosen by the side-by-side frontier of issue #19 (docs/benchmarks.md, "Same input, same
-#: vector"): over the default's per-row passages, fp32 questions changed answer recall by no more than
-#: the measurement's noise (+0.24/-0.56/-0.23/-0.23/-0.17 vs -0.01/-0.61/-0.26/-0.27/-0.09 points at
-#: Top-1/5/20/50/100, all SQuAD dev questions) and cost 1.7x the question latency, so int8.
+#: int8). Chosen by the side-by-side frontiers of issue #19 (docs/benchmarks.md, "Same input, same vector"
+#: and "The question side"): on x86-avx2 fp32 questions changed answer recall by no more than the
+#: measurement's noise; on x86-avx512-vnni the default's int8 questions (2 MatMuls fp32) lost less than fp32
+#: questions at Top-5 (-0.65 vs -0.72 points, exact search) for a third of fp32's latency. So int8.
 DEFAULT_QUESTION_PRECISION = "int8"
 
 

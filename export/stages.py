@@ -11,7 +11,7 @@ Over the whole artifact, :func:`retrieval_gate` compares int8 retrieval with fp3
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -251,8 +251,8 @@ def quantization_stage(job: ExportJob, model: ModelSource, recipe: QuantRecipe, 
     if recipe.needs_calibration:
         rows = {side: job.inputs[side][job.probes.calibration_rows(side)] for side in model.sides}
         calibration = calibration_batches(tokenizers, rows)
-    # Per-row scales serve passages; a question-only model keeps per-call scales (see QuantRecipe).
-    model_recipe = recipe if "context" in model.sides else replace(recipe, row_scales=False)
+    # Per-row scales serve passages; a question-only model has its own settings (QuantRecipe.for_model).
+    model_recipe = recipe.for_model(encodes_passages="context" in model.sides)
     target = job.model_dir(model) / "model.int8.onnx"
     details = quantize(fused, target, model_recipe, calibration)
     report = QuantizationReport(path=target, recipe=model_recipe, details=details,

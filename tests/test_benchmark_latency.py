@@ -19,7 +19,8 @@ sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ runs from a checkout; it is no
 
 from benchmarks.latency.agreement import CONTROL, MIN_CENTERED_COSINE, MIN_MEAN_CENTERED_COSINE, agreement
 from benchmarks.latency.report import ratio_pairs
-from benchmarks.latency.systems import SYSTEMS, System
+from benchmarks.latency.systems import DEFAULT_SYSTEMS, SYSTEMS, System
+from benchmarks.latency.systems.base import K, ListSearch
 from benchmarks.latency.timing import Measurements, Procedure, measure
 from benchmarks.latency.workload import warmup_passages, warmup_questions
 from fastdpr.corpus.reader import Passage
@@ -123,6 +124,26 @@ def test_each_call_is_timed_once_from_outside_and_warmup_is_kept_apart() -> None
     assert clock.sleeps == [0.02] * 27
 
 
+def test_every_system_searches_the_same_background_after_its_own_passages() -> None:
+    clock = FakeClock()
+    systems = {name: FakeSystem(name, clock, 1.0, []) for name in ("a", "b")}
+    background = (_passages(3, "bg"), np.zeros((3, 4), dtype=np.float32))
+    measure(systems, _passages(2, "p"), _passages(1, "w"), ["q1"], ["w1"], Procedure(rounds=1), clock=clock,
+            sleep=clock.sleep, background=background)
+    assert all(s.attached == ["p0", "p1", "bg0", "bg1", "bg2"] for s in systems.values())
+
+
+@pytest.mark.parametrize("ann", [False, True])
+def test_a_peers_search_recall_is_measured_against_exact_search(ann: bool) -> None:
+    rng = np.random.default_rng(0)
+    peer = ListSearch(ann=ann)
+    peer.attach(_passages(500, "p"), rng.normal(size=(500, 16)).astype(np.float32))
+    questions = rng.normal(size=(5, 16)).astype(np.float32)
+    assert len(peer.top(questions[0])) == K
+    recall = peer.search_recall(questions)
+    assert recall == 1.0 if not ann else 0.9 <= recall <= 1.0
+
+
 def test_warmup_questions_cover_every_measured_length_from_spare_questions_first() -> None:
     measured = ["one two", "one two three", "x y z", "a b c d e"]
     spare = ["s1 s2 s3", "t1 t2", "u1 u2 u3", "v1 v2 v3 v4", "t3 t4", "w1 w2"]
@@ -139,8 +160,10 @@ def test_warmup_passages_span_the_length_range() -> None:
 
 
 def test_registry_finds_every_adapter_and_ratios_compare_targets_with_baselines() -> None:
-    assert SYSTEMS == ("pytorch-fp32-padded", "pytorch-fp32-sorted", "optimum-ort-int8", "openvino-int8",
-                       "fastdpr-fp32", "fastdpr-int8")
+    assert DEFAULT_SYSTEMS == ("pytorch-fp32-padded", "pytorch-fp32-sorted", "optimum-ort-int8", "openvino-int8",
+                               "fastdpr-fp32", "fastdpr-int8")
+    assert SYSTEMS == ("pytorch-fp32-padded", "pytorch-fp32-sorted", "optimum-ort-int8", "optimum-ort-int8-hnsw",
+                       "openvino-int8", "fastdpr-fp32", "fastdpr-int8", "fastdpr-int8-memory")
     assert ratio_pairs(["pytorch-fp32-sorted", "openvino-int8", "fastdpr-fp32", "fastdpr-int8"]) == [
         ("fastdpr-int8", "pytorch-fp32-sorted"), ("fastdpr-fp32", "pytorch-fp32-sorted"),
         ("openvino-int8", "pytorch-fp32-sorted"), ("fastdpr-int8", "openvino-int8"),
@@ -219,7 +242,7 @@ def test_latency_command_on_a_tiny_shape(tmp_path: Path) -> None:
     assert report["workload"]["passages"]["count"] == 32
     assert report["workload"]["questions"]["count"] == 10
     assert report["workload"]["warmup"]["passages"] == 32
-    assert set(report["systems"]) == set(SYSTEMS)
+    assert set(report["systems"]) == set(DEFAULT_SYSTEMS)
     for name, system in report["systems"].items():
         assert "error" not in system, f"{name}: {system.get('error')}"
         assert system["passages_per_s"] > 0
@@ -236,7 +259,7 @@ def test_latency_command_on_a_tiny_shape(tmp_path: Path) -> None:
     # nothing more. The model's weights are spread (--initializer-range 0.2) so that inputs differ, and the
     # run's control (the reference shifted by one input) proves the check could fail on these embeddings.
     check = report["agreement"]
-    assert set(check["systems"]) == set(SYSTEMS)
+    assert set(check["systems"]) == set(DEFAULT_SYSTEMS)
     assert all(set(sides) == {"passages", "questions"} for sides in check["systems"].values())
     assert check["failed"] == [], check["systems"]
     assert check["control_fails"] is True, check[CONTROL]
@@ -245,5 +268,5 @@ def test_latency_command_on_a_tiny_shape(tmp_path: Path) -> None:
 
     markdown = (out / "latency.md").read_text(encoding="utf-8")
     assert "RANDOM WEIGHTS: speed only" in markdown
-    assert all(name in markdown for name in SYSTEMS)
+    assert all(name in markdown for name in DEFAULT_SYSTEMS)
     assert (out / "latency.png").stat().st_size > 0

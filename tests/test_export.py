@@ -321,7 +321,7 @@ def test_tiny_pair_artifact_layout_manifest_and_graphs(tiny_artifact: Path, tiny
         details = quantization["per_model"][name]
         kept_attention = [node for node in details.get("kept_fp32", {}) if node.startswith("Attention")]
         assert details["operators"]["QAttention"] + len(kept_attention) == TINY_LAYERS
-        assert len(details.get("kept_fp32", {})) == RECIPES[DEFAULT_RECIPE].keep_fp32
+        assert len(details.get("kept_fp32", {})) == RECIPES[DEFAULT_RECIPE].for_model(name == "context").keep_fp32
     check_validation(manifest)
     check_probes(tiny_artifact, manifest, TINY_HIDDEN)
     check_versions(manifest)

@@ -1,20 +1,20 @@
-"""Issues #4, #5 and #10 in CI: real recall parity. MiniLM as a DPR pair, all 2,067 SQuAD dev paragraphs,
-all 10,570 questions: PyTorch fp32 (exact) against fastdpr as deployed (the default INT8 recipe, HNSW
-at the default ef).
+"""Issues #4, #5 and #10 in CI: real recall parity. MiniLM as a DPR pair, all 2,067 SQuAD dev paragraphs, all
+10,570 questions: PyTorch fp32 (exact) against fastdpr as deployed (the default INT8 recipe, HNSW at the
+default ef).
 
-Every question, not a sample: a 300-question sample has a standard error of ~1.4 points at Top-1
-(about sqrt(flip rate / n)), so it could not tell the default recipe (-0.16) from plain per-channel
-int8 (-1.74); all questions cost ~2 more minutes and make the run deterministic on this machine (the
-full run gave identical flips twice). So the thresholds are issue #5's goal itself (int8 + HNSW may
-lose at most 1.0 point at Top-1/Top-5 and 0.5 beyond). The default (7-bit weights) computes the same
-integers on every x86 int8 class (issue #10), so this test means the same wherever CI lands; measured
-for `-7bit` (the default until issue #19) on x86-amx: -0.61 / -0.46 / -0.43 / -0.34 / -0.33 with HNSW
-(docs/benchmarks.md, "INT8 on every CPU class"), for today's `-7bit-rows` on x86-avx2: +0.08 / -0.58 /
--0.27 / -0.29 / -0.15 exact ("Same input, same vector"). The speed goal is asserted too, as the ratio
-this run measures side by side, with a margin for noise (docs/benchmarks.md, "Recall parity"). fp32 must
-match PyTorch's answer recall exactly; HNSW may cost fp32 a few questions (measured: 3 of 10,570 at
-Top-100). fp32 is not bit-identical to PyTorch, so its ranked passage lists are counted against
-PyTorch's (issue #14): near-tied passages can swap places deep in the list, but rarely near the top.
+Every question, not a sample: a 300-question sample has a standard error of ~1.4 points at Top-1 (about
+sqrt(flip rate / n)), so it could not tell the default recipe (-0.16) from plain per-channel int8 (-1.74); all
+questions cost ~2 more minutes and make the run deterministic on this machine (the full run gave identical
+flips twice). So the thresholds are issue #5's goal itself (int8 + HNSW may lose at most 1.0 point at
+Top-1/Top-5 and 0.5 beyond). The int8 GEMMs compute the same integers on every x86 int8 class (7-bit weights,
+issue #10), but recall still moves (most likely the fp32 ops between them, which round differently per class;
+not traced op by op) by a few tenths between classes: `-7bit-rows` with int8 questions lost 0.60 at Top-5 on
+x86-avx2 and 1.12 on x86-avx512-vnni (this test failed there), which is why today's default keeps the question
+encoder's 2 most sensitive MatMuls fp32 (`-7bit-rows-qkeep2`; docs/benchmarks.md, "The question side"). Speed
+is reported, not asserted (below). fp32 must match PyTorch's answer recall exactly; HNSW may cost fp32 a few
+questions (measured: 3 of 10,570 at Top-100). fp32 is not bit-identical to PyTorch, so its ranked passage
+lists are counted against PyTorch's (issue #14): near-tied passages can swap places deep in the list, but
+rarely near the top.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ KS = (1, 5, 20, 50, 100)
 #: here, not imported from the benchmark, so that loosening the benchmark's goal cannot loosen this test.
 GOAL_MAX_LOSS_POINTS = {1: 1.0, 5: 1.0, 20: 0.5, 50: 0.5, 100: 0.5}
 #: The speed side of issue #19's goal (int8 passages >= 1.45x fused fp32 on AVX2) is reported by this run
-#: (``speedup_vs_fp32``, interleaved, median of 3 rounds), not asserted: a speed goal is checked by a
+#: (``speedup_vs_fp32``, interleaved; one round here), not asserted: a speed goal is checked by a
 #: benchmark that prints its ratio, never by a test, and it is not met on every class (CI on x86-avx2,
 #: 2026-12-04, load ~2: 1.07x one passage per call, 1.21x batched; benchmarks/results/parity-x86-avx2).
 # HNSW against exact search, fp32: the largest loss (fraction of questions) tolerated at any k.
@@ -59,8 +59,10 @@ def test_recall_parity_with_pytorch_on_all_squad_questions(minilm_dpr_artifact: 
     # Without the pre-issue-#19 row (int8 calls holding whole batches: every passage and question encoded
     # once more): it says what invariance changed, not whether the deployed system keeps parity. The
     # batched calls' invariance and speed are still measured (report["invariance"], the interleaved run).
+    # Speed is reported here, not asserted (below): one round over 64 passages says the ratio's order and
+    # saves a minute of CI; the published figure comes from the benchmark's 3 rounds over 256.
     report = run_parity(squad_path, tmp_path, {"default": minilm_dpr_artifact}, None, seed=0, threads=2,
-                        batched_calls=False)
+                        batched_calls=False, speed_rounds=1, speed_passages=64)
     # Its int8 index is the session's minilm_squad_index (built by build_index with these very options).
     assert len(parity_reuses_squad_index) == 1, parity_reuses_squad_index
     assert report["dataset"]["passages"] == 2067 and report["dataset"]["questions"] == QUESTIONS

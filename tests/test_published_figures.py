@@ -167,6 +167,7 @@ def op_share(op_type: str) -> Callable[[Any], float]:
 LATENCY = "latency-minilm/latency.json"
 PARITY_VNNI = "parity/parity.json"  # 2026-11-23, x86-avx512-vnni, recipe dynamic-per-channel-smooth-auto (8-bit)
 PARITY_AMX = "parity-x86-amx/parity.json"  # 2026-11-30, x86-amx, recipe -7bit
+PARITY_QKEEP2_VNNI = "parity-x86-avx512-vnni/parity.json"  # 2026-12-04, x86-avx512-vnni, recipe -7bit-rows-qkeep2
 OPENVINO = "parity-openvino-x86-amx/parity.json"
 RANKED = "parity-ranked-ids-x86-amx/parity.json"
 SERVE = "serve-x86-amx-quiet/serve.json"
@@ -303,6 +304,14 @@ FIGURES: tuple[Figure, ...] = (
            tuple(f"answer_recall/onnx-fp32-exact/{k}" for k in KS), percent),
     Figure("README.md", "the same at Top-1/5/20/50/100: {} / {} / {} / {} / {}", PARITY_AMX,
            tuple(f"answer_recall/onnx-fp32-exact/{k}" for k in KS), percent),
+    Figure("README.md", "int8 + HNSW {} / {} / {} / {} / {} at Top-1/5/20/50/100 (issue #5's goal met, issue #19's "
+           "0.25 not met); question p50 {} ms int8 vs {} ms fp32", PARITY_QKEEP2_VNNI,
+           (*(f"delta_vs_pytorch/onnx-int8-hnsw/{k}" for k in KS), "question_p50_ms/int8", "question_p50_ms/fp32"),
+           lambda v: points(v) if abs(v) < 1 else f"{v:.1f}"),
+    Figure("docs/benchmarks.md", "int8 + HNSW as deployed: {} / {} / {} / {} / {}", PARITY_QKEEP2_VNNI,
+           tuple(f"delta_vs_pytorch/onnx-int8-hnsw/{k}" for k in KS), points),
+    Figure("docs/benchmarks.md", "1-minute load average {} at the start and {} at the end", PARITY_QKEEP2_VNNI,
+           ("load_average/start/0", "load_average/end/0"), "{}"),
     Figure("README.md", "{} / {} / {} / {} / {} at Top-1/5/20/50/100 (issue #19's 0.25 target not met)",
            DEFAULT_AVX2, tuple(f"q=deployed p=final/{i}" for i in range(5)), signed),
     Figure("README.md", "{} / {} / {} / {} / {} at Top-1/5/20/50/100; passage encoding {}x fused fp32", PARITY_AMX,
@@ -591,6 +600,42 @@ def test_invariance_table_recall_columns_are_the_logs() -> None:
         assert row[2:7] == [signed(v) for v in logs[log][line]], (row[0], row[1])
 
 
+QUESTION_SIDE = "question-side-x86-avx512-vnni"
+
+
+def question_side_logs() -> tuple[dict[str, list[float]], dict[str, float]]:
+    """recall.log: one line per question model (its path, the points vs PyTorch by k, seconds);
+    latency.log: the 1-thread line of p50 ms by model."""
+    recall = {}
+    for line in (RESULTS / QUESTION_SIDE / "recall.log").read_text(encoding="utf-8").splitlines():
+        if line.startswith(("/", "q/")):
+            path, deltas = line.split(" ", 1)
+            values = json.loads(deltas[: deltas.rindex("}") + 1].replace("'", '"'))
+            recall[path] = [values[k] for k in KS]
+    one_thread = next(line for line in (RESULTS / QUESTION_SIDE / "latency.log").read_text(encoding="utf-8")
+                      .splitlines() if line.startswith("1 "))
+    return recall, json.loads(one_thread[2:].replace("'", '"'))
+
+
+def test_question_side_table_is_the_logs() -> None:
+    rows = table_under("docs/benchmarks.md", "The question side, on x86-avx512-vnni: two MatMuls stay fp32",
+                       "question encoder")
+    recall, p50 = question_side_logs()
+    sources = {  # the table's row -> (recall.log's model, latency.log's model or None)
+        "int8, per-call scales (the previous default)": ("/tmp/s22/exp/minilm/question/model.int8.onnx", "int8"),
+        "fp32": ("/tmp/s22/exp/minilm/question/model.onnx", "fp32"),
+        "int8, per-row scales": ("q/rows.onnx", "rows"),
+        "int8, the 2 most sensitive MatMuls fp32 (the default now)": ("q/keep2.onnx", "keep2"),
+        "int8, the 4 most sensitive MatMuls fp32": ("q/keep4.onnx", None),
+    }
+    assert [row[0] for row in rows[1:]] == list(sources)
+    for row in rows[1:]:
+        model, latency = sources[row[0]]
+        assert row[1:6] == [f"{v:.2f}" for v in recall[model]], row[0]
+        expected = "not measured" if latency is None else f"{p50[latency]:.2f} ms ({p50[latency] / p50['int8']:.2f}x)"
+        assert row[6] == expected, row[0]
+
+
 SERVE_ROWS = {"batched, wait 0, 2 workers x 1 thread (default)": "http-batched-2x1-wait0",
               "batched, wait 0, 2 x 1 (default)": "http-batched-2x1-wait0",
               "unbatched (`--max-batch 1`), 2 x 1": "http-unbatched-2x1", "unbatched, 2 x 1": "http-unbatched-2x1",
@@ -739,3 +784,182 @@ def test_every_result_file_a_figure_names_exists_and_names_its_cpu_class() -> No
         data = result(source)  # the projection is computed from the scale runs, which record it
         machine = data.get("machine") or {"int8_class": data.get("cpu")}
         assert machine.get("int8_class") or machine.get("avx512_vnni"), source
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue #21's query runs: fastdpr against optimum at 200k passages, the query-path A/B, the fetch variants
+
+QUERY = "query-x86-avx512-vnni"
+QUERY_HEADING = "Query latency at 200k passages (issue #21)"
+#: The run column of the query tables -> its result file.
+QUERY_RUNS = {
+    "MiniLM, 200k, 1 thread": f"{QUERY}/minilm-200k-t1/latency.json",
+    "MiniLM, 200k, 2 threads": f"{QUERY}/minilm-200k-t2/latency.json",
+    "MiniLM, 256, 1 thread": f"{QUERY}/minilm-256-t1/latency.json",
+    "MiniLM, 256, 2 threads": f"{QUERY}/minilm-256-t2/latency.json",
+    "BERT-base, 64, 1 thread": f"{QUERY}/bert-base-64-t1/latency.json",
+    "BERT-base, 64, 2 threads": f"{QUERY}/bert-base-64-t2/latency.json",
+}
+QUERY_AB = {"256 passages": f"{QUERY}/ab-256-t1/query-ab.json", "200k passages": f"{QUERY}/ab-200k-t1/query-ab.json"}
+STORE_FETCH = f"{QUERY}/store-fetch/store-fetch.json"
+
+
+def _published_query_files() -> list[str]:
+    """The result files of the runs the query table publishes."""
+    rows = table_under("docs/benchmarks.md", QUERY_HEADING, "run", count=2, nth=0)
+    return [QUERY_RUNS[run] for run in _published_runs(rows)]
+
+
+def _published_runs(rows: list[list[str]]) -> list[str]:
+    runs = list(dict.fromkeys(row[0] for row in rows[1:]))
+    assert runs and set(runs) <= set(QUERY_RUNS), runs
+    return runs
+
+
+def test_query_table_is_the_result_files() -> None:
+    rows = table_under("docs/benchmarks.md", QUERY_HEADING, "run", count=2, nth=0)
+    assert rows[0][:3] == ["run", "system", "query p50 ms"]
+    for run in _published_runs(rows):
+        data = result(QUERY_RUNS[run])
+        published = [row for row in rows[1:] if row[0] == run]
+        assert [row[1] for row in published] == list(data["systems"]), run
+        for row in published:
+            system = data["systems"][row[1]]
+            b = system["breakdown_ms"]
+            recall = (data.get("search_recall_at_k") or {}).get(row[1])
+            cpu = format_figure(system["query_cpu_ms"]["p50"]) if "query_cpu_ms" in system else "-"
+            assert row[2:] == [format_figure(system["query_ms"]["p50"]), format_figure(system["query_ms"]["p95"]), cpu,
+                               *(format_figure(b[p]) for p in ("tokenize", "encode", "search", "fetch", "other")),
+                               "-" if recall is None else f"{recall:.4f}"], (run, row[1])
+
+
+def test_query_ratio_table_is_the_result_files() -> None:
+    rows = table_under("docs/benchmarks.md", QUERY_HEADING, "run", count=2, nth=1)
+    assert rows[0][:2] == ["run", "comparison"]
+    for run in _published_runs(rows):
+        data = result(QUERY_RUNS[run])
+        published = [row for row in rows[1:] if row[0] == run]
+        assert [row[1] for row in published] == [n for n in data["ratios"] if n.startswith("fastdpr-int8")], run
+        load = data["load_average"]
+        for row in published:
+            r = data["ratios"][row[1]]
+            cpu = f"{r['query_cpu_p50']:.2f}x" if "query_cpu_p50" in r else "-"
+            assert row[2:] == [f"{r['query_p50']:.2f}x", f"{r['query_p95']:.2f}x", cpu,
+                               f"{load['start'][0]:.1f} / {load['end'][0]:.1f}"], (run, row[1])
+
+
+def test_query_ab_table_is_the_result_files() -> None:
+    rows = table_under("docs/benchmarks.md", QUERY_HEADING, "index")
+    assert [row[0] for row in rows[1:]] == [name for name in QUERY_AB for _ in ("base", "head")]
+    for row in rows[1:]:
+        data = result(QUERY_AB[row[0]])
+        tree = data["trees"][row[1]]
+        parts = tree["parts_p50_ms"]
+        assert row[2:] == [f"{tree['query_ms']['p50']:.3f}", f"{tree['query_cpu_ms']['p50']:.3f}",
+                           *(f"{parts[p]:.3f}" for p in ("tokenize", "encode", "search", "fetch", "other")),
+                           f"{data['head_vs_base_p50']:.2f}x / {data['head_vs_base_cpu_p50']:.2f}x",
+                           f"{data['questions_with_different_hits']} of {data['questions']}",
+                           f"{data['load_average']['start'][0]:.1f}"], (row[0], row[1])
+
+
+def test_store_fetch_table_is_the_result_file() -> None:
+    data = result(STORE_FETCH)
+    rows = table_under("docs/benchmarks.md", QUERY_HEADING, "variant")
+    assert [row[0] for row in rows[1:]] == list(data["cold_ms"])
+    for row in rows[1:]:
+        cold, warm = data["cold_ms"][row[0]], data["warm_ms"][row[0]]
+        assert row[1:] == [f"{cold['p50']:.3f}", f"{cold['p95']:.3f}", f"{warm['p50']:.3f}", f"{warm['p95']:.3f}"]
+
+
+def test_every_query_result_names_its_cpu_class() -> None:
+    for source in (*QUERY_RUNS.values(), *QUERY_AB.values(), STORE_FETCH):
+        if (RESULTS / source).is_file():
+            assert result(source)["machine"]["int8_class"]["int8_class"] == "x86-avx512-vnni", source
+
+
+M1, M2 = QUERY_RUNS["MiniLM, 200k, 1 thread"], QUERY_RUNS["MiniLM, 200k, 2 threads"]
+B1, B2 = QUERY_RUNS["BERT-base, 64, 1 thread"], QUERY_RUNS["BERT-base, 64, 2 threads"]
+EXACT, OWN_ANN = "fastdpr-int8 vs optimum-ort-int8", "fastdpr-int8 vs optimum-ort-int8-hnsw"
+MEMORY_ANN = "fastdpr-int8-memory vs optimum-ort-int8-hnsw"
+
+
+def _part(system: str, part: str) -> str:
+    return f"systems/{system}/breakdown_ms/{part}"
+
+
+QUERY_FIGURES: tuple[Figure, ...] = (
+    Figure("docs/benchmarks.md", "fastdpr-int8 vs optimum-ort-int8 {}x query p50 with 1 thread ({}x in CPU time)",
+           M1, (f"ratios/{EXACT}/query_p50", f"ratios/{EXACT}/query_cpu_p50")),
+    Figure("docs/benchmarks.md", "{}x with 2 threads ({}x). The peer's exact search", M2,
+           (f"ratios/{EXACT}/query_p50", f"ratios/{EXACT}/query_cpu_p50")),
+    Figure("docs/benchmarks.md", "recall@100 {} at the default ef=400", M1, ("search_recall_at_k/fastdpr-int8",),
+           "{:.4f}"),
+    Figure("docs/benchmarks.md", "same recall {}): the lead is not 1.2x", M1,
+           ("search_recall_at_k/optimum-ort-int8-hnsw",), "{:.4f}"),
+    Figure("docs/benchmarks.md", "fastdpr-int8 vs optimum-ort-int8-hnsw {}x with 1 thread ({}x CPU)", M1,
+           (f"ratios/{OWN_ANN}/query_p50", f"ratios/{OWN_ANN}/query_cpu_p50")),
+    Figure("docs/benchmarks.md", "and {}x with 2 threads ({}x CPU); with `passages_in_memory=True`", M2,
+           (f"ratios/{OWN_ANN}/query_p50", f"ratios/{OWN_ANN}/query_cpu_p50")),
+    Figure("docs/benchmarks.md", "`passages_in_memory=True` {}x and", M1, (f"ratios/{MEMORY_ANN}/query_p50",)),
+    Figure("docs/benchmarks.md", "and {}x ({}x and", M2, (f"ratios/{MEMORY_ANN}/query_p50",
+                                                          lambda d: result(M1)["ratios"][MEMORY_ANN]["query_cpu_p50"])),
+    Figure("docs/benchmarks.md", "and {}x CPU). Why, per part", M2, (f"ratios/{MEMORY_ANN}/query_cpu_p50",)),
+    Figure("docs/benchmarks.md", "the same work in both ({} vs {} ms p50", M1,
+           (_part("fastdpr-int8", "search"), _part("optimum-ort-int8-hnsw", "search"))),
+    Figure("docs/benchmarks.md", "fastdpr's tokenizer ({} vs {} ms) and model call ({} vs {} ms)", M1,
+           (_part("fastdpr-int8", "tokenize"), _part("optimum-ort-int8-hnsw", "tokenize"),
+            _part("fastdpr-int8", "encode"), _part("optimum-ort-int8-hnsw", "encode")), format_figure),
+    Figure("docs/benchmarks.md", "SQLite fetch of 100 passages ({} vs {} ms for a list lookup)", M1,
+           (_part("fastdpr-int8", "fetch"), _part("optimum-ort-int8-hnsw", "fetch")), format_figure),
+    Figure("docs/benchmarks.md", "result objects and glue ({} vs {} ms)", M1,
+           (_part("fastdpr-int8", "other"), _part("optimum-ort-int8-hnsw", "other")), format_figure),
+    Figure("docs/benchmarks.md", "the gap a list closes ({} ms in memory)", M1,
+           (_part("fastdpr-int8-memory", "fetch"),), format_figure),
+    Figure("README.md", "load average {} / {} at start / end on 2 cores; 200k SYNTHETIC vectors) | {}x optimum with "
+           "exact numpy search; {}x optimum with its own hnswlib graph (same settings, same recall@100 {} on these "
+           "vectors; {}x with `passages_in_memory=True`)", M1,
+           (lambda d: round(d["load_average"]["start"][0]), lambda d: round(d["load_average"]["end"][0]),
+            f"ratios/{EXACT}/query_p50", f"ratios/{OWN_ANN}/query_p50",
+            lambda d: f"{d['search_recall_at_k']['fastdpr-int8']:.4f}", f"ratios/{MEMORY_ANN}/query_p50"), "{}"),
+    Figure("docs/benchmarks.md", "after vs before {}x query p50 ({}x in CPU time) with the same hits for every "
+           "question; the fetch went from {} to {} ms and tokenization from {} to {} ms", QUERY_AB["200k passages"],
+           ("head_vs_base_p50", "head_vs_base_cpu_p50", "trees/base/parts_p50_ms/fetch",
+            "trees/head/parts_p50_ms/fetch", "trees/base/parts_p50_ms/tokenize", "trees/head/parts_p50_ms/tokenize"),
+           format_figure),
+    Figure("docs/benchmarks.md", "one graph at the same settings reached {}, and 4 shards of 50k {}: x86-amx",
+           SCALE_MINILM, ("systems/local/serve/unsharded/recall_vs_exact", "systems/local/serve/recall_vs_exact"),
+           "{:.3f}"),
+    Figure("docs/benchmarks.md", "On the 256-passage index: {}x ({}x in CPU time), the same hits.",
+           QUERY_AB["256 passages"], ("head_vs_base_p50", "head_vs_base_cpu_p50")),
+    Figure("docs/benchmarks.md", "With 2 threads {}x ({}x CPU); in memory {}x ({}x CPU).",
+           QUERY_RUNS["MiniLM, 256, 2 threads"],
+           (f"ratios/{EXACT}/query_p50", f"ratios/{EXACT}/query_cpu_p50", "ratios/fastdpr-int8-memory vs "
+            "optimum-ort-int8/query_p50", "ratios/fastdpr-int8-memory vs optimum-ort-int8/query_cpu_p50")),
+    Figure("docs/benchmarks.md", "shared with other jobs: 1-minute load average {} to {} on 2 cores", M1,
+           (lambda _d: min(min(result(f)["load_average"]["start"][0], result(f)["load_average"]["end"][0])
+                           for f in _published_query_files()),
+            lambda _d: max(max(result(f)["load_average"]["start"][0], result(f)["load_average"]["end"][0])
+                           for f in _published_query_files())), "{:.0f}"),
+    Figure("docs/benchmarks.md", "by byte offsets fetched 100 passages of a 200k store in {} ms p50 after idle "
+           "against {} ms for the shipped SQLite lookup (and {} ms for the lookup before issue #21", STORE_FETCH,
+           ("cold_ms/mmap-side-file/p50", "cold_ms/store-texts/p50", "cold_ms/sqlite-in-list/p50"), "{:.3f}"),
+    Figure("docs/benchmarks.md", "at {}x of the store's size again on disk", STORE_FETCH,
+           (lambda d: d["bytes"]["passages.text (side file)"] / d["bytes"]["passages.sqlite"],)),
+    Figure("docs/benchmarks.md", "worth about {} ms a query here", STORE_FETCH,
+           (lambda d: d["cold_ms"]["store-texts"]["p50"] - d["cold_ms"]["mmap-side-file"]["p50"],)),
+    Figure("docs/benchmarks.md", "(Before issue #21 the same comparison was {}x on x86-amx", LATENCY,
+           ("ratios/fastdpr-int8 vs optimum-ort-int8/query_p50",)),
+    Figure("docs/benchmarks.md", "fastdpr-int8 vs optimum-ort-int8 {}x with 1 thread ({}x CPU); with passages in "
+           "memory {}x ({}x CPU)", QUERY_RUNS["MiniLM, 256, 1 thread"],
+           (f"ratios/{EXACT}/query_p50", f"ratios/{EXACT}/query_cpu_p50", "ratios/fastdpr-int8-memory vs "
+            "optimum-ort-int8/query_p50", "ratios/fastdpr-int8-memory vs optimum-ort-int8/query_cpu_p50")),
+    Figure("docs/benchmarks.md", "hardly shows: {}x with 1 thread ({}x CPU)", B1,
+           (f"ratios/{EXACT}/query_p50", f"ratios/{EXACT}/query_cpu_p50")),
+    Figure("docs/benchmarks.md", "and {}x with 2 threads ({}x CPU), from a faster", B2,
+           (f"ratios/{EXACT}/query_p50", f"ratios/{EXACT}/query_cpu_p50")),
+)
+
+
+@pytest.mark.parametrize("figure", QUERY_FIGURES, ids=lambda f: f"{f.page}: {f.phrase[:50]}")
+def test_query_figure_matches_its_result_file(figure: Figure) -> None:
+    assert figure.problem() is None, figure.problem()

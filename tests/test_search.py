@@ -454,8 +454,8 @@ def test_a_batch_reads_its_passages_in_one_store_lookup(tiny_index: Path, monkey
         vectors = retriever.encode_questions(questions)
         one_by_one = [retriever.search_vectors(vectors[i:i + 1], 20)[0] for i in range(len(questions))]
         lookups: list[int] = []
-        get = retriever.store.get
-        monkeypatch.setattr(retriever.store, "get", lambda labels: lookups.append(len(labels)) or get(labels))
+        texts = retriever.store.texts
+        monkeypatch.setattr(retriever.store, "texts", lambda labels: lookups.append(len(labels)) or texts(labels))
         assert retriever.search_vectors(vectors, 20) == one_by_one
     assert lookups == [20 * len(questions)]
 

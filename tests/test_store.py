@@ -144,3 +144,36 @@ def test_eight_threads_read_the_same_results(tmp_path: Path) -> None:
             got = list(pool.map(store.get, requests))
     assert got == expected
     assert all(p == StoredPassage(*rows[p.label]) for batch in got for p in batch)
+
+
+@pytest.mark.parametrize("json_lookup", [True, False])
+def test_texts_and_get_agree_in_order_with_and_without_sqlite_json(tmp_path: Path, json_lookup: bool) -> None:
+    rows = [(i, f"p{i}", f"title {i}", f"text {i}") for i in range(2000)]
+    path = _build(tmp_path / "passages.sqlite", rows, batch_size=500)
+    with PassageStore(path) as store:
+        store._json_lookup = json_lookup  # the fallback for SQLite builds without JSON functions
+        wanted = np.array([1999, 0, 7, 7, 1500, *range(1000)], dtype=np.int64)
+        assert store.texts(wanted) == [rows[i][1:] for i in wanted.tolist()]
+        assert store.get(wanted) == [StoredPassage(*rows[i]) for i in wanted.tolist()]
+        assert store.texts([]) == []
+        with pytest.raises(IndexLoadError, match=r"labels \[2000, 5000\] are not in"):
+            store.texts([3, 2000, 3, 5000, 2000])
+
+
+def test_store_reads_through_sqlite_json_here(tmp_path: Path) -> None:
+    """The fast lookup is the one this Python's SQLite takes (JSON functions: built in since 3.38)."""
+    with PassageStore(_build(tmp_path / "passages.sqlite", ROWS)) as store:
+        assert store._json_lookup or sqlite3.sqlite_version_info < (3, 38)
+
+
+def test_passages_in_memory_answer_as_the_store_does(tmp_path: Path) -> None:
+    rows = [(i, f"p{i}", f"title {i}", f"text {i}") for i in range(50)]
+    with PassageStore(_build(tmp_path / "passages.sqlite", rows)) as store:
+        wanted = np.array([49, 0, 7, 7], dtype=np.int64)
+        from_sqlite = store.texts(wanted)
+        store.load_into_memory()
+        assert store.texts(wanted) == from_sqlite == [rows[i][1:] for i in wanted.tolist()]
+        assert store.texts([]) == []
+        for bad in ([3, 50], [-1]):  # beyond the end, and negative (a list would wrap around)
+            with pytest.raises(IndexLoadError, match="not in passage store"):
+                store.texts(bad)

@@ -28,6 +28,7 @@ def summarize(measured: Measurements, count: int) -> dict[str, dict[str, Any]]:
             "passages_per_s": round(median([count / s for s in seconds]), 2),
             "passages_per_s_rounds": [round(count / s, 2) for s in seconds],
             "query_ms": percentiles(measured.totals_ms[name]),
+            **({"query_cpu_ms": percentiles(measured.cpu_ms[name])} if measured.cpu_ms.get(name) else {}),
             "breakdown_ms": {part: percentiles(parts[part])["p50"] for part in REPORTED_PARTS},
             "breakdown_mean_ms": {part: round(float(np.mean(parts[part])), 3) for part in REPORTED_PARTS},
             "warmup": {
@@ -50,6 +51,8 @@ def ratio_pairs(names: list[str]) -> list[tuple[str, str]]:
     pairs = [(a, b) for a in targets for b in baselines]
     if "fastdpr-int8" in names:
         pairs += [("fastdpr-int8", b) for b in names if b != "fastdpr-int8" and kinds[b] in ("fastdpr", "peer")]
+    if "fastdpr-int8-memory" in names:  # the opt-in variant against the peers too
+        pairs += [("fastdpr-int8-memory", b) for b in names if kinds[b] == "peer"]
     return pairs
 
 
@@ -65,6 +68,8 @@ def ratios(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
             "query_p50": round(sb["query_ms"]["p50"] / sa["query_ms"]["p50"], 2),
             "query_p95": round(sb["query_ms"]["p95"] / sa["query_ms"]["p95"], 2),
         }
+        if "query_cpu_ms" in sa and "query_cpu_ms" in sb:
+            out[f"{a} vs {b}"]["query_cpu_p50"] = round(sb["query_cpu_ms"]["p50"] / sa["query_cpu_ms"]["p50"], 2)
     return out
 
 
@@ -102,6 +107,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"median of {workload['rounds']} interleaved rounds",
         f"- questions: {workload['questions']['count']} ({workload['questions']['note']}), tokens "
         f"{workload['questions']['tokens']['min']}..{workload['questions']['tokens']['max']}, top-{workload['k']}",
+        *_background_lines(workload, report.get("search_recall_at_k") or {}),
         f"- timing: {report['procedure']['latency']}",
         f"- warm-up (every system, same inputs, interleaved; timed and shown below, never in the measured "
         f"numbers): {workload['warmup']['passages']} passages spread over the length range, then "
@@ -132,11 +138,18 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     notes = report.get("system_notes") or {}
     for name, note in notes.items():
         lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in note.items()))
+    cpu = {name: data["query_cpu_ms"]["p50"] for name, data in report["systems"].items() if "query_cpu_ms" in data}
+    if cpu:
+        lines += ["", "Query CPU time (the process's CPU time over the same calls; not the time spent waiting for "
+                  "a core on a loaded machine), p50 ms: "
+                  + ", ".join(f"{n} {format_figure(v)}" for n, v in cpu.items())]
     lines += ["",
               "## Ratios (same run; > 1 means the first system is faster)", "",
-              "| comparison | passages/s | query p50 | query p95 |", "|---|---:|---:|---:|"]
+              "| comparison | passages/s | query p50 | query p95 | query CPU p50 |", "|---|---:|---:|---:|---:|"]
     for name, r in report["ratios"].items():
-        lines.append(f"| {name} | {r['passages_per_s']:.2f}x | {r['query_p50']:.2f}x | {r['query_p95']:.2f}x |")
+        cpu_ratio = f"{r['query_cpu_p50']:.2f}x" if "query_cpu_p50" in r else "-"
+        lines.append(f"| {name} | {r['passages_per_s']:.2f}x | {r['query_p50']:.2f}x | {r['query_p95']:.2f}x | "
+                     f"{cpu_ratio} |")
     if report.get("agreement", {}).get("systems"):
         lines += ["", summary_line(report["agreement"])]
     profile = report.get("profile")
@@ -153,6 +166,20 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     elif profile:
         lines += ["", f"Profile failed: {profile['error']}"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _background_lines(workload: dict[str, Any], recall: dict[str, float]) -> list[str]:
+    """The searched corpus (measured + SYNTHETIC background) and each system's search recall."""
+    lines = []
+    background = workload.get("background")
+    if background:
+        lines.append(f"- searched corpus: **{workload['searched_passages']:,} passages** = the measured passages + "
+                     f"{background['passages']:,} SYNTHETIC background passages ({background['text']}; vectors: "
+                     f"{background['vectors']}), the same passages in the same order for every system")
+    if recall:
+        lines.append("- recall@k of each system's search against exact search over its own vectors (its own "
+                     "question vectors): " + ", ".join(f"{name} {value:.4f}" for name, value in recall.items()))
+    return lines
 
 
 def write_plot(report: dict[str, Any], path: Path) -> None:

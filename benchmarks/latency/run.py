@@ -29,9 +29,10 @@ import click
 
 from benchmarks.common import export_source, log, machine, versions
 from benchmarks.latency.agreement import agreement
+from benchmarks.latency.background import Background, make_background
 from benchmarks.latency.profile import profile_passage_encoding
 from benchmarks.latency.report import RANDOM_WEIGHTS_LINE, ratios, summarize, write_markdown, write_plot
-from benchmarks.latency.systems import REGISTRY, SYSTEMS, SetupContext, System
+from benchmarks.latency.systems import DEFAULT_SYSTEMS, REGISTRY, SYSTEMS, SetupContext, System
 from benchmarks.latency.systems.base import K
 from benchmarks.latency.timing import Measurements, Procedure, measure
 from benchmarks.latency.workload import (
@@ -76,9 +77,14 @@ class LatencyConfig:
     batch_size: int = DEFAULT_PASSAGE_BATCH_SIZE
     seed: int = 0
     quantize: str | None = None  # None: fastdpr's default recipe
-    systems: tuple[str, ...] = SYSTEMS
+    systems: tuple[str, ...] = DEFAULT_SYSTEMS
     profile: bool = True
     work: Path | None = None  # None: a temporary directory, removed at the end
+    #: An artifact this benchmark exported before (``--work DIR/artifact``, same model and recipe): reused
+    #: instead of exported again. None: export.
+    artifact: Path | None = None
+    #: SYNTHETIC background passages every system searches beside the measured ones (0: none; needs --squad).
+    background: int = 0
 
     def check(self) -> None:
         """Raise :class:`click.UsageError` for a request that names no model, two kinds, or unknown systems."""
@@ -88,6 +94,8 @@ class LatencyConfig:
             raise click.UsageError("pass --question-encoder and --context-encoder, or --encoder, or --shape")
         if self.initializer_range is not None and not self.shape:
             raise click.UsageError("--initializer-range applies to --shape only")
+        if self.background and not self.squad:
+            raise click.UsageError("--background needs --squad (its text is recombined SQuAD sentences)")
         unknown = [s for s in self.systems if s not in SYSTEMS]
         if unknown or not self.systems:
             raise click.UsageError(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
@@ -103,11 +111,11 @@ class LatencyConfig:
         args = ["python", "-m", "benchmarks", "latency"]
         for key in ("question_encoder", "context_encoder", "encoder", "shape", "initializer_range", "squad", "threads",
                     "passages",
-                    "queries", "rounds", "batch_size", "seed", "quantize", "out"):
+                    "queries", "rounds", "batch_size", "seed", "quantize", "background", "out", "artifact"):
             value = getattr(self, key)
-            if value is not None:
+            if value is not None and not (key == "background" and not value):
                 args += [f"--{key.replace('_', '-')}", str(value)]
-        if self.systems and tuple(self.systems) != SYSTEMS:
+        if self.systems and tuple(self.systems) != DEFAULT_SYSTEMS:
             args += ["--systems", ",".join(self.systems)]
         if not self.profile:
             args.append("--no-profile")
@@ -138,6 +146,7 @@ class Inputs:
     warm_passages: list[Passage]
     warm_questions: list[str]
     warm_description: dict[str, Any]
+    background: Background | None
 
 
 def run_latency(config: LatencyConfig) -> dict[str, Any]:
@@ -156,10 +165,12 @@ def run_latency(config: LatencyConfig) -> dict[str, Any]:
         inputs = _prepare_inputs(config, models.artifact, workdir)
         context = SetupContext(artifact=models.artifact, artifact_dir=models.artifact_dir, resolved=models.resolved,
                                threads=config.threads, batch_size=config.batch_size, workdir=workdir,
-                               corpus=inputs.corpus, log=log)
+                               corpus=inputs.corpus, log=log, background=inputs.background)
         errors = _build_systems(config.systems, context, built)
+        background = inputs.background
         measured = measure(built, inputs.workload.passages, inputs.warm_passages, inputs.workload.questions,
-                           inputs.warm_questions, Procedure(rounds=config.rounds, settle_s=SETTLE_S), log=log)
+                           inputs.warm_questions, Procedure(rounds=config.rounds, settle_s=SETTLE_S), log=log,
+                           background=None if background is None else (background.passages, background.vectors))
         profile_report = _profile(config, models.artifact, inputs.pairs, workdir)
         report = {
             "benchmark": "latency",
@@ -169,6 +180,7 @@ def run_latency(config: LatencyConfig) -> dict[str, Any]:
             "versions": {**versions(), **_extra_versions()},
             "threads": config.threads,
             "omp_wait_policy": omp_wait_policy,
+            "blas_threads": _blas_threads(),
             "load_average": {"start": [round(x, 2) for x in load_start],
                              "end": [round(x, 2) for x in os.getloadavg()],
                              "note": "1/5/15-minute load averages: other processes on the machine during the run"},
@@ -177,6 +189,7 @@ def run_latency(config: LatencyConfig) -> dict[str, Any]:
             "procedure": {"latency": LATENCY_PROCEDURE.format(settle=SETTLE_S * 1000),
                           "throughput": THROUGHPUT_PROCEDURE},
             **_systems_report(config.systems, built, measured, len(inputs.pairs), errors),
+            "search_recall_at_k": _search_recall(built, measured),
             "profile": profile_report,
             "seconds": round(time.perf_counter() - started, 1),
         }
@@ -191,11 +204,29 @@ def run_latency(config: LatencyConfig) -> dict[str, Any]:
 
 def _pin_threads(threads: int) -> None:
     """Pin every thread pool: torch, ORT (per session), hnswlib (per searcher), tokenizers (Rayon, read
-    when its pool first starts, i.e. at the first batch encode)."""
+    when its pool first starts, i.e. at the first batch encode), numpy's BLAS (threadpoolctl, if installed;
+    latency.json records the BLAS threads in ``blas_threads``)."""
     import torch
 
     os.environ["RAYON_RS_NUM_CPUS"] = str(threads)
     torch.set_num_threads(threads)
+    # numpy's BLAS too: the peers' exact search is a matrix-vector product, which OpenBLAS splits over
+    # every core once the corpus is large (measured: at 2k passages and --threads 1, 2 BLAS threads
+    # under load took 9.7 ms p50 for a 0.1 ms product). Same threads for everyone.
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=threads)
+
+
+def _blas_threads() -> list[int] | str:
+    """The thread count of every BLAS numpy uses (threadpoolctl), or why it is not known."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed: not pinned"
+    return [int(pool["num_threads"]) for pool in threadpool_info() if pool.get("user_api") == "blas"]
 
 
 def _export_models(config: LatencyConfig, workdir: Path) -> Models:
@@ -209,11 +240,18 @@ def _export_models(config: LatencyConfig, workdir: Path) -> Models:
         log(f"[latency] building random-weight shape {config.shape}")
         dirs = build_shape(config.shape, workdir / "models", config.seed, config.initializer_range)
         question_encoder, context_encoder = str(dirs["question"]), str(dirs["context"])
-    artifact_dir = workdir / "artifact"
-    log(f"[latency] exporting {'encoder ' + str(encoder) if encoder else f'{question_encoder} / {context_encoder}'}"
-        f" with {config.recipe()}")
-    export_source(artifact_dir, question_encoder, context_encoder, encoder, config.recipe())
+    if config.artifact is not None:
+        artifact_dir = config.artifact
+        log(f"[latency] reusing the artifact {artifact_dir}")
+    else:
+        artifact_dir = workdir / "artifact"
+        log(f"[latency] exporting {'encoder ' + str(encoder) if encoder else f'{question_encoder} / {context_encoder}'}"
+            f" with {config.recipe()}")
+        export_source(artifact_dir, question_encoder, context_encoder, encoder, config.recipe())
     artifact = Artifact.load(artifact_dir)
+    recipe = artifact.manifest["quantization"]["recipe"]
+    if recipe != config.recipe():
+        raise click.UsageError(f"--artifact {artifact_dir} was exported with {recipe}, not {config.recipe()}")
     sources: dict[Side, str] = {side: artifact.manifest["sides"][side]["source"]["source"] for side in SIDES}
     (workdir / "sources").mkdir(exist_ok=True)
     resolved = {side: resolve_source(sources[side], side, workdir / "sources") for side in SIDES}
@@ -231,8 +269,13 @@ def _prepare_inputs(config: LatencyConfig, artifact: Artifact, workdir: Path) ->
                 synthetic_workload(artifact.tokenizer_path("context"), config.passages, config.queries, config.seed))
     if not config.squad and not config.shape:
         log("[latency] no --squad: synthetic passages and questions")
+    background = None
+    if config.background:
+        assert config.squad is not None  # checked by LatencyConfig.check
+        log(f"[latency] making {config.background:,} SYNTHETIC background passages")
+        background = make_background(config.squad, config.background, config.seed, artifact, config.threads)
     corpus = workdir / "passages.jsonl"
-    write_corpus(corpus, workload.passages, "jsonl")
+    write_corpus(corpus, [*workload.passages, *(background.passages if background else [])], "jsonl")
     pairs = [(p.title, p.text) for p in workload.passages]
     passage_tokens = [len(e.ids) for e in artifact.tokenizer("context").encode(pairs)]
     question_tokenizer = artifact.tokenizer("question")
@@ -242,7 +285,7 @@ def _prepare_inputs(config: LatencyConfig, artifact: Artifact, workdir: Path) ->
     warm_passages = warmup_passages(workload.passages, passage_tokens, WARMUP_PASSAGE_BATCHES * config.batch_size)
     return Inputs(workload=workload, corpus=corpus, pairs=pairs, passage_tokens=passage_tokens,
                   question_tokens=question_tokens, warm_passages=warm_passages, warm_questions=warm_questions,
-                  warm_description=warm_description)
+                  warm_description=warm_description, background=background)
 
 
 def _build_systems(names: Sequence[str], context: SetupContext, built: dict[str, System]) -> dict[str, str]:
@@ -303,6 +346,8 @@ def _workload_report(config: LatencyConfig, spec: EncoderSpec, inputs: Inputs) -
         "k": K, "batch_size": config.batch_size, "rounds": config.rounds,
         "warmup": {"passages": len(inputs.warm_passages), "questions": inputs.warm_description},
         "settle_ms": SETTLE_S * 1000,
+        "background": None if inputs.background is None else inputs.background.description,
+        "searched_passages": len(inputs.pairs) + (0 if inputs.background is None else len(inputs.background.passages)),
     }
 
 
@@ -325,6 +370,16 @@ def _systems_report(names: Sequence[str], built: dict[str, System], measured: Me
         "agreement": agreement({"passages": measured.embeddings, "questions": measured.question_embeddings},
                                reference),
     }
+
+
+def _search_recall(built: dict[str, System], measured: Measurements) -> dict[str, float]:
+    """Each system's recall@K against exact search over its own passage vectors, for its own vectors of the
+    measured questions: the recall parity every latency figure stands on."""
+    out = {}
+    for name, system in built.items():
+        if name in measured.question_embeddings:
+            out[name] = round(system.search_recall(measured.question_embeddings[name]), 4)
+    return out
 
 
 def _write(report: dict[str, Any], out: Path) -> None:
@@ -395,25 +450,30 @@ def _systems_option(_ctx: click.Context, _param: click.Parameter, value: str) ->
               help="Passages per model call, for every system (default: fastdpr's indexing batch size).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quantize", "quantize", default=None, help="int8 recipe (default: fastdpr's default recipe).")
-@click.option("--systems", default=",".join(SYSTEMS), show_default=True, callback=_systems_option,
+@click.option("--systems", default=",".join(DEFAULT_SYSTEMS), show_default=True, callback=_systems_option,
               help="Comma-separated subset of systems.")
 @click.option("--profile/--no-profile", default=True, show_default=True,
               help="Profile fastdpr-int8 passage encoding with ORT's profiler.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               help="Keep exported models and indexes here (default: a temporary directory, removed).")
+@click.option("--artifact", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Reuse an artifact an earlier run exported (its --work DIR/artifact) instead of exporting.")
+@click.option("--background", type=click.IntRange(0), default=0, show_default=True,
+              help="SYNTHETIC background passages every system searches beside the measured ones (e.g. 200000).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Results directory (latency.json, latency.md, latency.png).")
 def latency_command(question_encoder: str | None, context_encoder: str | None, encoder: str | None,
                     shape: str | None, initializer_range: float | None, squad: Path | None, threads: int,
                     passages: int, queries: int, rounds: int, batch_size: int, seed: int, quantize: str | None,
-                    systems: tuple[str, ...], profile: bool, work: Path | None, out: Path) -> None:
+                    systems: tuple[str, ...], profile: bool, work: Path | None, artifact: Path | None,
+                    background: int, out: Path) -> None:
     """Passages/s and single-question latency of fastdpr against PyTorch, optimum and OpenVINO, interleaved in
     one run."""
     run_latency(LatencyConfig(out=out, question_encoder=question_encoder, context_encoder=context_encoder,
                               encoder=encoder, shape=shape, initializer_range=initializer_range, squad=squad,
                               threads=threads, passages=passages, queries=queries, rounds=rounds,
                               batch_size=batch_size, seed=seed, quantize=quantize, systems=systems,
-                              profile=profile, work=work))
+                              profile=profile, work=work, artifact=artifact, background=background))
 
 
 if __name__ == "__main__":

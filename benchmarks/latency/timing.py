@@ -51,6 +51,9 @@ class Measurements:
     warmup_passages_seconds: dict[str, float] = field(default_factory=dict)
     warmup_ms: dict[str, list[float]] = field(default_factory=dict)
     totals_ms: dict[str, list[float]] = field(default_factory=dict)
+    #: The process's CPU time over each measured call (ms): what the call cost, without the time it waited
+    #: for a core on a loaded machine (which grows with the call's length and skews wall-clock ratios).
+    cpu_ms: dict[str, list[float]] = field(default_factory=dict)
     parts_ms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     #: (phase, index, system order) for every throughput round and every question, warm-up included.
     schedule: list[tuple[str, int, tuple[str, ...]]] = field(default_factory=list)
@@ -65,9 +68,12 @@ def rotated(names: Sequence[str], shift: int) -> tuple[str, ...]:
 def measure(systems: Mapping[str, System], passages: list[Passage], warmup_passages: list[Passage],
             questions: Sequence[str], warmup_questions: Sequence[str], procedure: Procedure, *,
             clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
-            log: Callable[[str], None] = lambda _line: None) -> Measurements:
+            log: Callable[[str], None] = lambda _line: None,
+            background: tuple[list[Passage], np.ndarray] | None = None,
+            cpu_clock: Callable[[], float] = time.process_time) -> Measurements:
     """Measure every system by the same procedure (module docstring); ``clock`` and ``sleep`` are
-    parameters so the procedure itself can be tested without timing anything."""
+    parameters so the procedure itself can be tested without timing anything. ``background``: passages
+    and vectors every system searches beside the measured passages (after its own embeddings of them)."""
     names = list(systems)
     result = Measurements()
     pairs = [(p.title, p.text) for p in passages]
@@ -90,11 +96,15 @@ def measure(systems: Mapping[str, System], passages: list[Passage], warmup_passa
             result.embeddings.setdefault(name, vectors)
             log(f"[latency] round {r + 1}/{procedure.rounds} {name:20s} {len(pairs) / seconds:9.1f} passages/s")
     for name, system in systems.items():
-        system.attach(passages, result.embeddings[name])
+        if background is None:
+            system.attach(passages, result.embeddings[name])
+        else:
+            system.attach([*passages, *background[0]], np.concatenate([result.embeddings[name], background[1]]))
 
     log(f"[latency] warm-up: {len(warmup_questions)} questions per system, interleaved")
     for i, question in enumerate(warmup_questions):
-        for name, total, _parts in _one_question(systems, rotated(names, i), question, procedure, clock, sleep):
+        for name, total, _cpu, _parts in _one_question(systems, rotated(names, i), question, procedure, clock, sleep,
+                                                       cpu_clock):
             result.warmup_ms.setdefault(name, []).append(total)
         result.schedule.append(("warmup", i, rotated(names, i)))
     log(f"[latency] {len(questions)} questions, one call each, interleaved")
@@ -102,8 +112,9 @@ def measure(systems: Mapping[str, System], passages: list[Passage], warmup_passa
         # Continue the rotation where the warm-up stopped, so the first measured question is not always
         # answered by the same system first.
         order = rotated(names, len(warmup_questions) + i)
-        for name, total, parts in _one_question(systems, order, question, procedure, clock, sleep):
+        for name, total, cpu, parts in _one_question(systems, order, question, procedure, clock, sleep, cpu_clock):
             result.totals_ms.setdefault(name, []).append(total)
+            result.cpu_ms.setdefault(name, []).append(cpu)
             record = result.parts_ms.setdefault(name, {part: [] for part in REPORTED_PARTS})
             for part in PARTS:
                 record[part].append(parts[part])
@@ -116,14 +127,15 @@ def measure(systems: Mapping[str, System], passages: list[Passage], warmup_passa
 
 
 def _one_question(systems: Mapping[str, System], order: Sequence[str], question: str, procedure: Procedure,
-                  clock: Callable[[], float], sleep: Callable[[float], None]
-                  ) -> list[tuple[str, float, dict[str, float]]]:
-    """Every system in ``order`` answers ``question`` once: (name, call ms, parts ms)."""
+                  clock: Callable[[], float], sleep: Callable[[float], None], cpu_clock: Callable[[], float]
+                  ) -> list[tuple[str, float, float, dict[str, float]]]:
+    """Every system in ``order`` answers ``question`` once: (name, call ms, call CPU ms, parts ms)."""
     out = []
     for name in order:
         sleep(procedure.settle_s)
-        start = clock()
+        start, cpu_start = clock(), cpu_clock()
         parts = systems[name].query(question)
         total_ms = (clock() - start) * 1000
-        out.append((name, total_ms, {part: seconds * 1000 for part, seconds in parts.items()}))
+        cpu_ms = (cpu_clock() - cpu_start) * 1000
+        out.append((name, total_ms, cpu_ms, {part: seconds * 1000 for part, seconds in parts.items()}))
     return out

@@ -57,6 +57,13 @@ class OnnxEncoder:
     def encode_tokenized(self, encodings: Sequence[Encoding], batch_size: int = 32,
                          on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Embed inputs tokenized by :meth:`tokenize`: bitwise what :meth:`encode` gives their text."""
+        if len(encodings) == 1:
+            # One input (a lone question): one call, no sorting, no output buffer to scatter into.
+            feeds = self.tokenizer.feeds(encodings)
+            embedding = np.asarray(self.session.run([OUTPUT_NAME], feeds)[0], dtype=np.float32)
+            if on_batch is not None:
+                on_batch(1)
+            return embedding
         out = np.zeros((len(encodings), self.dim), dtype=np.float32)
         if not encodings:
             return out

@@ -38,6 +38,10 @@ class SpecTokenizer:
 
     def encode_questions(self, questions: Sequence[str]) -> list[Encoding]:
         """Encode questions as single segments."""
+        if len(questions) == 1:
+            # A lone question (every search call of a server or the CLI): ``encode`` skips the batch
+            # call's hand-off to the tokenizers thread pool and gives the same encoding.
+            return [self._tokenizer.encode(questions[0])]
         return self._tokenizer.encode_batch(list(questions))
 
     def encode_passages(self, passages: Sequence[tuple[str, str]]) -> list[Encoding]:
@@ -76,6 +80,8 @@ class SpecTokenizer:
 
     def feeds(self, encodings: Sequence[Encoding]) -> Feeds:
         """Pad a batch of encodings to its longest member and return the model's int64 inputs."""
+        if len(encodings) == 1:
+            return self._single_feeds(encodings[0])
         width = max((len(enc.ids) for enc in encodings), default=1)
         count = len(encodings)
         input_ids = np.full((count, width), self.spec.pad_token_id, dtype=np.int64)
@@ -89,3 +95,11 @@ class SpecTokenizer:
             if pair_types:
                 token_type_ids[row, :n] = enc.type_ids
         return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+
+    def _single_feeds(self, encoding: Encoding) -> Feeds:
+        # One input has no padding: its arrays convert straight from the encoding's lists (what
+        # :meth:`feeds` computes for a batch of one, without filling padded buffers row by row).
+        input_ids = np.array(encoding.ids, dtype=np.int64).reshape(1, -1)
+        token_type_ids = (np.array(encoding.type_ids, dtype=np.int64).reshape(1, -1)
+                          if self.spec.token_types == "pair" else np.zeros_like(input_ids))
+        return {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids), "token_type_ids": token_type_ids}

@@ -21,5 +21,7 @@ def _discover() -> dict[str, SystemSpec]:
 #: Every known system by name, in table order (baselines, peers, fastdpr).
 REGISTRY: dict[str, SystemSpec] = _discover()
 SYSTEMS: tuple[str, ...] = tuple(REGISTRY)
+#: What a run measures unless ``--systems`` says otherwise (variants such as a peer's own ANN are asked for).
+DEFAULT_SYSTEMS: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.default)
 
-__all__ = ["KINDS", "PARTS", "REGISTRY", "SYSTEMS", "SetupContext", "System", "SystemSpec"]
+__all__ = ["DEFAULT_SYSTEMS", "KINDS", "PARTS", "REGISTRY", "SYSTEMS", "SetupContext", "System", "SystemSpec"]

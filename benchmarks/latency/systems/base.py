@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.latency.background import Background
 from fastdpr.corpus.reader import Passage
 from fastdpr.model.artifact import Artifact
 from fastdpr.model.spec import SIDES, EncoderSpec, Side
@@ -33,8 +35,10 @@ class SetupContext:
     threads: int
     batch_size: int
     workdir: Path
-    corpus: Path  # the workload's passages as JSONL (what fastdpr indexes)
+    corpus: Path  # the workload's passages as JSONL (what fastdpr indexes), background passages included
     log: Callable[[str], None]
+    #: The SYNTHETIC background every system searches beside the measured passages (``--background``).
+    background: Background | None = None
 
     @property
     def spec(self) -> EncoderSpec:
@@ -70,6 +74,11 @@ class System:
         them; untimed): what the agreement check compares across systems."""
         raise NotImplementedError
 
+    def search_recall(self, question_vectors: np.ndarray) -> float:
+        """Recall@:data:`K` of the search ``query`` runs against exact search over the same passage
+        vectors, for these question vectors (1.0 for exact search): the recall parity of a latency figure."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release resources."""
 
@@ -83,6 +92,7 @@ class SystemSpec:
     description: str
     build: Callable[[SetupContext], System]
     order: int  # position in tables (baselines first, fastdpr last)
+    default: bool = True  # measured when --systems is not given
 
 
 def exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
@@ -95,16 +105,50 @@ def exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
 
 
 class ListSearch(System):
-    """Exact numpy search over the system's own passage embeddings, passages looked up in a Python list:
-    what a user of a bare encoder (PyTorch, optimum, OpenVINO) writes."""
+    """Top-:data:`K` search over the system's own passage embeddings, passages looked up in a Python list:
+    what a user of a bare encoder (PyTorch, optimum, OpenVINO) writes. ``ann=False``: exact numpy search;
+    ``ann=True``: the user's own hnswlib graph with fastdpr's default settings (M, ef_construction, ef),
+    built when the passages are attached (the peer's "own ANN" at a realistic corpus size)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ann: bool = False, threads: int = 1, graph_cache: Path | None = None) -> None:
         self.vectors: np.ndarray | None = None
         self.passages: list[Passage] = []
+        self.ann = ann
+        self.threads = threads
+        self.graph: Any = None
+        #: Where the graph is kept for a later run over the same vectors (building 200k takes minutes).
+        self.graph_cache = graph_cache
 
     def attach(self, passages: list[Passage], vectors: np.ndarray) -> None:
         self.passages = passages
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.ann:
+            import hnswlib
+
+            from fastdpr.index.defaults import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+
+            self.graph = hnswlib.Index(space="ip", dim=self.vectors.shape[1])
+            digest = hashlib.sha256(self.vectors.tobytes()).hexdigest()
+            record = None if self.graph_cache is None else self.graph_cache.with_name(self.graph_cache.name + ".sha256")
+            if self.graph_cache is not None and record is not None and record.is_file() and \
+                    record.read_text(encoding="utf-8") == digest:
+                self.graph.load_index(str(self.graph_cache), max_elements=len(self.vectors))
+            else:
+                self.graph.init_index(max_elements=len(self.vectors), M=DEFAULT_M,
+                                      ef_construction=DEFAULT_EF_CONSTRUCTION, random_seed=100)
+                self.graph.add_items(self.vectors, np.arange(len(self.vectors)), num_threads=self.threads)
+                if self.graph_cache is not None and record is not None:
+                    self.graph.save_index(str(self.graph_cache))
+                    record.write_text(digest, encoding="utf-8")
+            self.graph.set_ef(DEFAULT_EF)
+
+    def top(self, vector: np.ndarray) -> np.ndarray:
+        """Labels of the top-:data:`K` passages for one question vector, best first."""
+        assert self.vectors is not None, "attach() the passage embeddings first"
+        if self.graph is not None:
+            labels, _ = self.graph.knn_query(vector[None], k=min(K, len(self.vectors)), num_threads=1)
+            return np.asarray(labels[0])
+        return exact_top(self.vectors, vector, K)
 
     def embed_question(self, question: str) -> tuple[Any, Callable[[Any], np.ndarray]]:
         """Tokenize one question; return the model inputs and the function that embeds them."""
@@ -117,6 +161,12 @@ class ListSearch(System):
             vectors.append(np.asarray(run(feeds)[0], dtype=np.float32))
         return np.stack(vectors)
 
+    def search_recall(self, question_vectors: np.ndarray) -> float:
+        assert self.vectors is not None, "attach() the passage embeddings first"
+        found = sum(len(set(self.top(v).tolist()) & set(exact_top(self.vectors, v, K).tolist()))
+                    for v in question_vectors)
+        return found / (len(question_vectors) * min(K, len(self.vectors)))
+
     def query(self, question: str) -> dict[str, float]:
         assert self.vectors is not None, "attach() the passage embeddings first"
         t0 = time.perf_counter()
@@ -124,7 +174,7 @@ class ListSearch(System):
         t1 = time.perf_counter()
         vector = run(feeds)[0]
         t2 = time.perf_counter()
-        labels = exact_top(self.vectors, vector, K)
+        labels = self.top(vector)
         t3 = time.perf_counter()
         [self.passages[int(i)] for i in labels]
         t4 = time.perf_counter()
