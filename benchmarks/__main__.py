@@ -1,5 +1,6 @@
 """``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``
-``query-ab`` and ``store-fetch``: run from a checkout (benchmarks are not installed)."""
+``scale-vectors``, ``vectors-recall``, ``query-ab`` and ``store-fetch``: run from a checkout (benchmarks are not
+installed)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from benchmarks.parity import parity_command
 from benchmarks.query_ab import query_ab_command
 from benchmarks.scale import scale_command
 from benchmarks.scale_projection import projection_command
+from benchmarks.scale_vectors import scale_vectors_command
 from benchmarks.serve import serve_command
 from benchmarks.store_fetch import store_fetch_command
+from benchmarks.vectors_recall import vectors_recall_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -32,6 +35,8 @@ main.add_command(serve_command)
 main.add_command(scale_command)
 main.add_command(projection_command)
 main.add_command(append_command)
+main.add_command(scale_vectors_command)
+main.add_command(vectors_recall_command)
 main.add_command(query_ab_command)
 main.add_command(store_fetch_command)
 

@@ -174,6 +174,7 @@ SERVE = "serve-x86-amx-quiet/serve.json"
 SCALE_L2 = "scale-x86-amx/l2-h128-1m.json"
 SCALE_MINILM = "scale-x86-amx/minilm-200k.json"
 PROJECTION = "scale-x86-amx/projection-21m.json"
+VECTORS = "vectors-x86-avx512-vnni"
 DEFAULT_AVX2 = "invariance-x86-avx2/recall-default.log"
 PREVIOUS_AVX2 = "invariance-x86-avx2/frontier-previous-default.log"
 ROWS_AVX2 = "invariance-x86-avx2/recall-rows-exported.log"
@@ -347,6 +348,54 @@ FIGURES: tuple[Figure, ...] = (
            "{} MiB at the end (max {}, slope {} MiB/min)", "serve-x86-amx/serve.json",
            ("soak/requests", "soak/errors", "soak/rss_start_mib", "soak/rss_end_mib", "soak/rss_max_mib",
             "soak/rss_slope_mib_per_min"), lambda v: f"{v:,}" if isinstance(v, int) else f"{v:.2f}".rstrip("0")),
+    # Issue #22: compressed vectors
+    Figure("README.md", "int8 {} at every k; pq {} / {} at Top-50 / Top-100", f"{VECTORS}/squad-minilm.json",
+           ("systems/int8/points_vs_fp32_exact/1", "systems/pq/points_vs_fp32_exact/50",
+            "systems/pq/points_vs_fp32_exact/100"), "{:+.2f}"),
+    Figure("README.md", "anonymous RSS {} (int8) / {} (pq) bytes per passage", f"{VECTORS}/bert-shape-1m.json",
+           ("kinds/int8/rss_bytes_per_passage/anonymous", "kinds/pq/rss_bytes_per_passage/anonymous"), "{:.0f}"),
+    # docs/scale.md prose: compressed vectors (issue #22)
+    Figure("docs/scale.md", "(int8: {} points at every k, bound 0.25; pq: {} / {} at Top-50 / Top-100",
+           f"{VECTORS}/squad-minilm.json",
+           ("systems/int8/points_vs_fp32_exact/1", "systems/pq/points_vs_fp32_exact/50",
+            "systems/pq/points_vs_fp32_exact/100"), "{:+.2f}"),
+    Figure("docs/scale.md", "({} / {} / {} ms against {} in the one side-by-side run",
+           f"{VECTORS}/bert-shape-200k.json",
+           tuple(f"kinds/{kind}/search_ms/p50" for kind in ("int8", "pq", "fp16", "fp32"))),
+    Figure("docs/scale.md", "(anonymous RSS) of {} / {} bytes per passage at 1M", f"{VECTORS}/bert-shape-1m.json",
+           ("kinds/int8/rss_bytes_per_passage/anonymous", "kinds/pq/rss_bytes_per_passage/anonymous"), "{:.0f}"),
+    Figure("docs/scale.md", "(fp32: {} at 200k, its graph); cold start flat with size (int8 {} s at 200k",
+           f"{VECTORS}/bert-shape-200k.json",
+           ("kinds/fp32/rss_bytes_per_passage/anonymous", "kinds/int8/cold_start_s"),
+           lambda v: thousands(v) if v > 100 else f"{v:.2f}"),
+    Figure("docs/scale.md", "{} s at 1M; pq", f"{VECTORS}/bert-shape-1m.json", ("kinds/int8/cold_start_s",)),
+    Figure("docs/scale.md", "pq {} s and", f"{VECTORS}/bert-shape-200k.json", ("kinds/pq/cold_start_s",)),
+    Figure("docs/scale.md", "and {} s: the files are not read at load; fp32",
+           f"{VECTORS}/bert-shape-1m.json", ("kinds/pq/cold_start_s",)),
+    Figure("docs/scale.md", "fp32 {} s at 200k, reading its graph",
+           f"{VECTORS}/bert-shape-200k.json", ("kinds/fp32/cold_start_s",)),
+    Figure("docs/scale.md", "the processes had {} (int8) and {} (pq) bytes per passage",
+           f"{VECTORS}/bert-shape-1m.json",
+           ("kinds/int8/rss_bytes_per_passage/file_backed", "kinds/pq/rss_bytes_per_passage/file_backed"), thousands),
+    Figure("docs/scale.md", "Probing 4 of 53 lists lost {} points at Top-100 there", f"{VECTORS}/squad-minilm.json",
+           (lambda d: -d["systems"]["int8-nprobe4"]["points_vs_fp32_exact"]["100"],)),
+    Figure("docs/scale.md", "IVF at the default nprobe recalled {} (200k)",
+           f"{VECTORS}/bert-shape-200k.json", ("kinds/int8/recall_at_100_vs_exact",),
+           "{:.3f}"),
+    Figure("docs/scale.md", "and {} (1M) of the exact top 100",
+           f"{VECTORS}/bert-shape-1m.json", ("kinds/int8/recall_at_100_vs_exact",), "{:.3f}"),
+    Figure("docs/scale.md", "{} at nprobe 256, against fp32 HNSW's {}.", f"{VECTORS}/bert-shape-200k.json",
+           ("kinds/int8@nprobe256/recall_at_100_vs_exact", "kinds/fp32/recall_at_100_vs_exact"), "{:.3f}"),
+    Figure("docs/scale.md", "int8 adds {} bytes per 768-d passage to it, pq {}", f"{VECTORS}/bert-shape-200k.json",
+           ("kinds/int8/bytes_per_passage/searched", "kinds/pq/bytes_per_passage/searched"), thousands),
+    Figure("docs/scale.md", "({} at 1M, its fixed centroids",
+           f"{VECTORS}/bert-shape-1m.json", ("kinds/pq/bytes_per_passage/searched",), thousands),
+    Figure("docs/scale.md", "fp16 {}, where fp32's graph is {}.", f"{VECTORS}/bert-shape-200k.json",
+           ("kinds/fp16/bytes_per_passage/searched", "kinds/fp32/bytes_per_passage/searched"), thousands),
+    Figure("docs/scale.md", "int8 ({} s against {} s at 200k) and fp16 ({} s)", f"{VECTORS}/bert-shape-200k.json",
+           ("kinds/int8/build_seconds", "kinds/fp32/build_seconds", "kinds/fp16/build_seconds"), "{:.0f}"),
+    Figure("docs/scale.md", "slower per passage for pq than int8 ({} s)",
+           f"{VECTORS}/bert-shape-200k.json", ("kinds/pq/build_seconds",), "{:.0f}"),
     # docs/scale.md prose: local Ray against local, one machine
     Figure("docs/scale.md", "({}x the build time for L-2 H-128, {}x for MiniLM", SCALE_L2,
            (ray_over_local("build", "wall_seconds"), lambda _: ray_over_local("build", "wall_seconds")(
@@ -678,6 +727,25 @@ def test_projection_table_is_the_result_file() -> None:
         assert cells == [row["model"], str(row["machines"]), f"{row['encode_hours']:.1f}", f"{row['graph_hours']:.1f}",
                          f"{row['total_hours']:.1f}", f"{row['shard_size']:,}", str(row["shards"]),
                          f"{row['driver_memory_gib']:.1f}", f"{row['disk_gib']:.1f}"], row["model"]
+
+
+@pytest.mark.parametrize(("source", "module"), [
+    (f"{VECTORS}/bert-shape-200k.json", "scale_vectors"), (f"{VECTORS}/bert-shape-1m.json", "scale_vectors"),
+    (f"{VECTORS}/squad-minilm.json", "vectors_recall")])
+def test_vectors_tables_are_the_result_files(source: str, module: str) -> None:
+    """Issue #22's tables in docs/scale.md are what the benchmarks render from their result files."""
+    import importlib
+
+    render = importlib.import_module(f"benchmarks.{module}").render_table
+    expected = tables(render(result(source)))[0]
+    assert expected in tables(raw("docs/scale.md")), f"docs/scale.md should hold the table of {source}"
+
+
+def test_vectors_projection_table_is_the_result_file() -> None:
+    rows = result(f"{VECTORS}/projection-21m-serving.json")["serving"]
+    table = next(t for t in tables(raw("docs/scale.md")) if t[0][:2] == ["vectors", "resident B/passage"])
+    assert [row[:4] for row in table[1:]] == [
+        [r["kind"], f"{r['resident_bytes_per_passage']:,}", f"{r['resident_gib']}", str(r["machines"])] for r in rows]
 
 
 # ---------------------------------------------------------------------------------------------------------

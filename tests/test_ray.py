@@ -293,3 +293,22 @@ def test_shards_served_across_two_nodes_give_the_local_results(local_ray: Any, l
         ray.shutdown()
         cluster.shutdown()
 
+
+
+def test_a_ray_build_with_compressed_vectors(local_ray: Any, tmp_path: Path, tiny_artifact: Path,
+                                             pydoc_corpus: Path, local_sharded: Path) -> None:
+    """Issue #22: --vectors on a Ray build goes through the same index writer (the codebook is trained on the
+    driver, on the first shard, and reused by the others); search returns exact search's hits."""
+    require_module("faiss", "pip install 'fastdpr[compressed]'")
+    out = tmp_path / "idx"
+    run_cli(["index", tiny_artifact, pydoc_corpus, "--out", out, "--format", "jsonl", "--threads", 1,
+             "--shard-size", SHARD_SIZE, "--ray", "--vectors", "int8"])  # shards of 200: too few for pq
+    manifest = manifest_of(out)
+    assert manifest["vectors"]["search"]["kind"] == "int8" and "ray" in manifest["build"]
+    searched = [manifest_of(out / shard["dir"])["vectors"]["search"] for shard in manifest["shards"]]
+    assert [s["trained_on"] for s in searched[1:]] == ["the codebook of 00000"] * (len(searched) - 1)
+    assert np.array_equal(shard_vectors(out), shard_vectors(local_sharded))
+    with Retriever.load(out, check_int8=False) as compressed, Retriever.load(local_sharded, exact=True,
+                                                                              check_int8=False) as exact:
+        assert [[(h.id, h.score) for h in row] for row in compressed.search_batch(list(QUESTIONS), 10)] == \
+               [[(h.id, h.score) for h in row] for row in exact.search_batch(list(QUESTIONS), 10)]

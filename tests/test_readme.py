@@ -79,6 +79,7 @@ ELSEWHERE: dict[str, str] = {
     "docs/serve.md: OpenAI-compatible embeddings, API keys and CORS #1":
         "tests/test_serve_api.py::test_the_docs_block_works",
     "docs/serve.md: Reloading a republished index #1": "tests/test_serve_reload.py::test_the_docs_block_works",
+    "docs/scale.md: Compressed vectors #1": "tests/test_vectors.py::test_the_docs_block_works",
 }
 
 #: Deliberately not executed: key -> why.

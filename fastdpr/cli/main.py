@@ -22,6 +22,7 @@ import click
 from fastdpr import __version__
 from fastdpr.common.user_errors import echo_json, user_errors
 from fastdpr.index.defaults import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+from fastdpr.index.vector_settings import DEFAULT_NPROBE, DEFAULT_RERANK, VECTOR_KINDS
 from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE
 
 if TYPE_CHECKING:
@@ -147,6 +148,18 @@ def collect_index_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--lexical", type=click.Choice(["bm25"]), default=None,
               help="Also build a lexical side (BM25, in each shard of a sharded index) for `fastdpr search --mode "
                    "lexical|hybrid` [default: dense only].")
+@click.option("--vectors", type=click.Choice(VECTOR_KINDS), default="fp32", show_default=True,
+              help="How passage vectors are searched: fp32 = an hnswlib graph held in memory; fp16, int8 or pq = a "
+                   "memory-mapped faiss IVF index over compressed codes, its candidates re-ranked by exact dot "
+                   "products from the float32 vectors (needs fastdpr[compressed]; docs/scale.md#compressed-vectors).")
+@click.option("--nlist", type=click.IntRange(1, None), default=None,
+              help="Compressed vectors: IVF lists [default: a power of two near 4 sqrt(passages)].")
+@click.option("--nprobe", type=click.IntRange(1, None), default=DEFAULT_NPROBE, show_default=True,
+              help="Compressed vectors: IVF lists searched per question.")
+@click.option("--pq-m", type=click.IntRange(1, None), default=None,
+              help="--vectors pq: bytes per vector (sub-quantizers; must divide the dimension) [default: dim / 8].")
+@click.option("--rerank", type=click.IntRange(1, None), default=DEFAULT_RERANK, show_default=True,
+              help="Compressed vectors: candidates per question re-scored exactly from the float32 vectors.")
 @click.option("--append", "append", type=click.Path(path_type=Path), metavar="CORPUS",
               help="Add CORPUS's passages to the existing index --out (a new version; see below).")
 @click.option("--delete", "delete_ids", multiple=True, metavar="ID",
@@ -249,7 +262,9 @@ def _update_index(artifact: Path | None, corpus: Path | None, out: Path, fmt: st
     refused = [flag for flag, given in (("--shard-size", shard_size is not None), ("--resume", resume),
                                         ("--ray", ray_address is not None), ("--force", options.force),
                                         ("--precision", options.precision is not None),
-                                        ("--question-precision", options.question_precision is not None)) if given]
+                                        ("--question-precision", options.question_precision is not None),
+                                        ("--vectors", options.vector_settings != type(options)().vector_settings))
+               if given]
     if refused:
         raise click.UsageError(f"{refused[0]} does not apply to --append/--delete (an update keeps the index's "
                                "settings; rerun the same command to continue an interrupted one)")

@@ -35,6 +35,7 @@ from fastdpr.index.chunks import OnnxChunkEncoder
 from fastdpr.index.defaults import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
 from fastdpr.index.manifest import HnswSettings
 from fastdpr.index.stream import EncodedStream, Piece
+from fastdpr.index.vector_settings import DEFAULT_NPROBE, DEFAULT_RERANK, VectorSettings
 from fastdpr.index.writer import BuildRecord, GraphProgress, write_index
 from fastdpr.model.artifact import Artifact
 from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE
@@ -64,6 +65,19 @@ class IndexOptions:
     progress: bool | None = None  # None: a bar on a terminal, quiet when piped
     #: The lexical side to build beside the vectors (issue #23): None, or "bm25" (``--lexical bm25``).
     lexical: str | None = None
+    #: How passage vectors are searched (issue #22, ``--vectors``): fp32 (the HNSW graph), fp16, int8 or pq
+    #: (a faiss IVF index over codes, re-ranked from the float32 vectors); the others tune the compressed index.
+    vectors: str = "fp32"
+    nlist: int | None = None
+    nprobe: int = DEFAULT_NPROBE
+    pq_m: int | None = None
+    rerank: int = DEFAULT_RERANK
+
+    @property
+    def vector_settings(self) -> VectorSettings:
+        """The ``--vectors`` settings of this build."""
+        return VectorSettings(kind=self.vectors, nlist=self.nlist, nprobe=self.nprobe, pq_m=self.pq_m,
+                              rerank=self.rerank)
 
     @property
     def graph(self) -> GraphSettings:
@@ -100,6 +114,7 @@ class BuildInputs:
         question = options.question_precision or options.precision or artifact.side_precision("question")
         artifact.model_path("context", precision)
         artifact.model_path("question", question)
+        options.vector_settings.check(artifact.spec.dim)  # a --pq-m that does not divide dim: before any encoding
         reader = read_corpus(corpus, fmt, strict=options.strict)  # type: ignore[arg-type]
         return cls(artifact, precision, question, reader)
 
@@ -134,7 +149,7 @@ def start_build(inputs: BuildInputs, options: IndexOptions, int8_check: Int8Veri
                          question_precision=inputs.question_precision, source=backend.read(inputs.reader),
                          corpus=inputs.reader.path, corpus_format=inputs.reader.format, hnsw=options.hnsw,
                          int8_check=int8_check, batch_size=options.batch_size, threads=options.threads,
-                         lexical=options.lexical)
+                         lexical=options.lexical, vectors=options.vector_settings)
     return backend, record
 
 

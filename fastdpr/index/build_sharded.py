@@ -47,6 +47,7 @@ from fastdpr.index.build import (
 )
 from fastdpr.index.manifest import ShardEntry, load_index_manifest
 from fastdpr.index.stream import EncodedStream, Piece
+from fastdpr.index.vector_settings import COMPRESSED_FILE
 from fastdpr.index.writer import BuildRecord, GraphProgress, ShardPlace, write_index, write_sharded_manifest
 from fastdpr.model.artifact import Artifact
 
@@ -90,7 +91,9 @@ def _build_state(artifact: Artifact, precision: str, reader: CorpusReader, shard
         "corpus": {"path": str(reader.path.resolve()), "format": reader.format, **corpus_fingerprint(reader.path)},
         "settings": {"shard_size": shard_size, "batch_size": options.batch_size, "strict": options.strict,
                      "hnsw_m": options.hnsw_m, "ef_construction": options.ef_construction,
-                     "ef_search": options.ef_search, "lexical": options.lexical},
+                     "ef_search": options.ef_search, "lexical": options.lexical,
+                     # Absent for fp32 (as in build states written before issue #22), so those still resume.
+                     **options.vector_settings.state()},
     }
 
 
@@ -108,11 +111,21 @@ def _state_difference(recorded: dict[str, Any], current: dict[str, Any]) -> str 
     old_settings, new_settings = recorded["settings"], current["settings"]
     # Over both sides' keys: a setting added since (``lexical``, issue #23) is absent, i.e. None, in an
     # older build state, and a resume that now asks for it must not mix shards with and without it.
-    changed = [f"{key} was {old_settings.get(key)}" for key in {**old_settings, **new_settings}
+    changed = [f"{key} was {_setting_words(key, old_settings.get(key))}" for key in {**old_settings, **new_settings}
                if new_settings.get(key) != old_settings.get(key)]
     if changed:
         return "the settings differ (" + ", ".join(changed) + ")"
     return None
+
+
+def _setting_words(key: str, value: Any) -> str:
+    # --vectors is recorded as its settings (absent: fp32), said as the flags that chose them.
+    if key != "vectors":
+        return str(value)
+    if value is None:
+        return "fp32"
+    return " ".join([value["kind"], *(f"--{name.replace('_', '-')} {setting}" for name, setting in value.items()
+                                      if name != "kind" and setting is not None)])
 
 
 def _prepare_staging(out: Path, state: dict[str, Any], force: bool, resume: bool) -> Path:
@@ -194,7 +207,9 @@ def _build_shard(staging: Path, number: int, offset: int, pieces: Iterator[Piece
     work = staging / SHARDS_DIR / f".{name}.building"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    manifest = write_index(work, pieces, backend, record, ShardPlace(number, offset),
+    # A compressed build trains its codebook on the first shard; later shards reuse it (issue #22).
+    codebook = staging / SHARDS_DIR / f"{0:05d}" / COMPRESSED_FILE if number and record.vectors.compressed else None
+    manifest = write_index(work, pieces, backend, record, ShardPlace(number, offset, codebook),
                            graph_progress=_shard_graph(bar, name))
     finalize_tree(work)  # durable before the rename that marks the shard finished (for --resume)
     os.replace(work, final)

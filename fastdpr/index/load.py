@@ -90,6 +90,9 @@ def load_sharded_manifest(root: Path | str, integrity: Integrity = "fingerprint"
                                  f"({shard.count} passages), expected {offset}.. ({entry.count})")
         if shard.spec != manifest.spec:
             raise IndexLoadError(f"{root}: shard {entry.dir} was encoded with another spec")
+        if shard.vector_settings.kind != manifest.vector_settings.kind:
+            raise IndexLoadError(f"{root}: shard {entry.dir} holds {shard.vector_settings.kind} vectors, the index "
+                                 f"says {manifest.vector_settings.kind}")
         if (shard.lexical.settings if shard.lexical else None) != manifest.lexical:
             # Lexical search tokenizes a question once for every shard: they must all agree (issue #23).
             raise IndexLoadError(f"{root}: the lexical side of shard {entry.dir} differs from the index's "
@@ -120,12 +123,23 @@ def open_searcher(shards: Sequence[Shard], *, ef: int, exact: bool, threads: int
         searcher: Searcher
         if exact:
             searcher = ExactSearcher.load(manifest.path(manifest.vectors), manifest.spec.dim, manifest.count)
+        elif manifest.compressed is not None:
+            searcher = open_compressed(manifest, threads)
         else:
             assert manifest.hnsw.file is not None  # always set in an index's manifest (parse_index_manifest)
             searcher = HnswSearcher(manifest.path(manifest.hnsw.file), manifest.spec.dim, manifest.count, ef=ef,
                                     threads=threads, elements=manifest.hnsw.elements, labels=load_label_map(manifest))
         searchers.append((offset, searcher))
     return ShardedSearcher(searchers, ef)
+
+
+def open_compressed(manifest: IndexManifest, threads: int | None) -> Searcher:
+    """The compressed index of ``manifest`` (issue #22), re-ranked from its memory-mapped float32 vectors."""
+    from fastdpr.index.compressed import CompressedSearcher  # faiss only for compressed indexes
+
+    assert manifest.compressed is not None
+    vectors = ExactSearcher.load(manifest.path(manifest.vectors), manifest.spec.dim, manifest.count).vectors
+    return CompressedSearcher(manifest.path(manifest.compressed.file), vectors, manifest.compressed, threads)
 
 
 def load_label_map(manifest: IndexManifest) -> np.ndarray | None:

@@ -10,13 +10,14 @@ fingerprint and sha256.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastdpr.common.errors import FastDPRError, IndexLoadError
 from fastdpr.common.fields import Fields
 from fastdpr.common.integrity import MANIFEST_NAME, FileTable, Integrity, confined_name, read_manifest
+from fastdpr.index.vector_settings import CompressedFiles, VectorSettings
 from fastdpr.lexical.bm25 import LEXICAL_METHODS, STEMMER_PREFIX, BM25Settings
 from fastdpr.model.spec import EncoderSpec
 
@@ -220,6 +221,14 @@ class IndexManifest:
     #: The BM25 side (None: built without ``--lexical``, dense search only).
     lexical: LexicalFiles | None = None
     version: IndexVersion = IndexVersion()
+    #: The compressed index searched instead of the HNSW graph (``--vectors fp16/int8/pq``, issue #22; its
+    #: ``hnsw.file`` is then None). None: fp32, the hnswlib graph (every index written before #22).
+    compressed: CompressedFiles | None = None
+
+    @property
+    def vector_settings(self) -> VectorSettings:
+        """How the passage vectors are searched (fp32 when there is no compressed index)."""
+        return VectorSettings() if self.compressed is None else self.compressed.settings
 
     def path(self, rel: str) -> Path:
         """The path of a file the manifest lists (refuses anything else)."""
@@ -233,7 +242,8 @@ class IndexManifest:
             "question_encoder": (dict(SHARD_QUESTION_ENCODER) if self.question_encoder is None
                                  else self.question_encoder.to_dict()),
             "counts": _counts(self.count, self.raw),
-            "vectors": {"file": self.vectors, "dtype": "float32", "shape": [self.count, self.spec.dim]},
+            "vectors": {"file": self.vectors, "dtype": "float32", "shape": [self.count, self.spec.dim],
+                        **({} if self.compressed is None else {"search": self.compressed.to_dict()})},
             "store": self.store, "hnsw": self.hnsw.to_dict(), "files": self.files.to_dict(),
             "lexical": None if self.lexical is None else self.lexical.to_dict(),
         }
@@ -260,6 +270,9 @@ class ShardedIndexManifest:
     #: checks that the shards agree).
     lexical: LexicalSettings | None = None
     version: IndexVersion = IndexVersion()
+    #: How every shard's vectors are searched (issue #22; :func:`fastdpr.index.load.load_sharded_manifest`
+    #: checks that the shards agree). ``nlist`` is the first shard's (later shards share its codebook).
+    vector_settings: VectorSettings = field(default_factory=VectorSettings)
 
     def path(self, rel: str) -> Path:
         """The path of a file the manifest lists (refuses anything else)."""
@@ -272,6 +285,7 @@ class ShardedIndexManifest:
              "spec": self.spec.to_dict(), "precision": self.precision,
              "question_encoder": self.question_encoder.to_dict(), "counts": _counts(self.count, self.raw),
              "shards": [entry.to_dict() for entry in self.shards], "hnsw": self.hnsw.to_dict(),
+             **({} if not self.vector_settings.compressed else {"vectors": {"search": self.vector_settings.to_dict()}}),
              "lexical": None if self.lexical is None else {
                  **self.lexical.to_dict(), "per_shard": True, "merge": LEXICAL_MERGE},
              "files": self.files.to_dict()}, self.version))
@@ -361,15 +375,19 @@ def parse_index_manifest(fields: Fields, root: Path) -> IndexManifest:
     if shape != [count, spec.dim]:
         fields.fail(f"vectors.shape is {shape}, expected [{count}, {spec.dim}] (counts.indexed, spec.dim)")
     shard = fields.optional_obj("shard")
+    search = vectors.optional_obj("search")
+    compressed = None if search is None else CompressedFiles.parse(search, files.require(search.string("file"),
+                                                                                          "vectors.search.file"))
     return IndexManifest(
         root=root, spec=spec, precision=fields.one_of("precision", PRECISIONS), count=count,
         vectors=files.require(vectors.string("file"), "vectors.file"),
         store=files.require(fields.string("store"), "store"),
-        hnsw=_hnsw(fields, files, with_file=True),
+        hnsw=_hnsw(fields, files, with_file=compressed is None),
         # A shard's manifest records the shared encoder as ../../encoder/...: informational, never opened.
         question_encoder=None if shard is not None else _question_encoder(fields, files),
         shard_label_offset=None if shard is None else shard.integer("label_offset"),
-        files=files, raw=fields.data, lexical=_lexical_files(fields, files, count), version=IndexVersion.parse(fields))
+        files=files, raw=fields.data, lexical=_lexical_files(fields, files, count), version=IndexVersion.parse(fields),
+        compressed=compressed)
 
 
 def parse_sharded_manifest(fields: Fields, root: Path) -> ShardedIndexManifest:
@@ -391,7 +409,14 @@ def parse_sharded_manifest(fields: Fields, root: Path) -> ShardedIndexManifest:
         count=fields.obj("counts").integer("indexed", minimum=1), hnsw=_hnsw(fields, files, with_file=False),
         question_encoder=_question_encoder(fields, files), shards=tuple(shards), files=files, raw=fields.data,
         lexical=None if (lexical := fields.optional_obj("lexical")) is None else _lexical_settings(lexical),
-        version=IndexVersion.parse(fields))
+        version=IndexVersion.parse(fields), vector_settings=_sharded_vectors(fields))
+
+
+def _sharded_vectors(fields: Fields) -> VectorSettings:
+    # A sharded index records its shards' vector settings as ``vectors.search`` (absent: fp32).
+    vectors = fields.optional_obj("vectors")
+    search = None if vectors is None else vectors.optional_obj("search")
+    return VectorSettings() if search is None else VectorSettings.parse(search)
 
 
 def load_index_manifest(index_dir: Path | str, integrity: Integrity = "fingerprint") -> IndexManifest:

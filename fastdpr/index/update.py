@@ -119,6 +119,11 @@ class CurrentIndex:
             # changed shard, which this path does not do yet; refusing beats serving stale BM25 hits.
             raise IndexLoadError(f"{root} has a lexical side (--lexical bm25), which --append and --delete do not "
                                  "update yet: rebuild the index with `fastdpr index ... --lexical bm25`")
+        kind = top.vector_settings.kind
+        if kind != "fp32":
+            # Appends would be added to the trained codebook, deletes removed from the lists: not written yet.
+            raise IndexLoadError(f"{root} holds {kind} vectors (--vectors {kind}), which --append and --delete do "
+                                 f"not update yet: rebuild the index with `fastdpr index ... --vectors {kind}`")
         return cls(root, top, shards, sha256_file(root / MANIFEST_NAME))
 
     @property

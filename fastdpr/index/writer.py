@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from fastdpr.index.manifest import (
 )
 from fastdpr.index.store import PassageStoreWriter
 from fastdpr.index.stream import Piece
+from fastdpr.index.vector_settings import COMPRESSED_FILE, CompressedFiles, VectorSettings
 from fastdpr.model.artifact import Artifact
 from fastdpr.model.verify import Int8Verification, int8_thresholds
 
@@ -55,6 +56,8 @@ class ShardPlace:
 
     number: int
     label_offset: int
+    #: A compressed build's codebook to reuse (the first shard's compressed index; None: train one here).
+    codebook: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ class BuildRecord:
     threads: int | None
     #: The lexical side every index directory of the build gets (issue #23): None, or ``"bm25"``.
     lexical: str | None
+    #: How the passage vectors are searched (issue #22): fp32 (the HNSW graph) or a compressed index.
+    vectors: VectorSettings = field(default_factory=VectorSettings)
 
     def provenance(self) -> dict[str, Any]:
         """When and from what: the keys every manifest of the build starts with."""
@@ -165,8 +170,16 @@ def write_index(directory: Path, pieces: Iterable[Piece], backend: BuildBackend,
     encode_seconds = time.perf_counter() - started
     started = time.perf_counter()
     vectors = np.load(directory / "vectors.npy", mmap_mode="r", allow_pickle=False)
-    with (graph_progress or _no_progress)(count) as on_progress:
-        backend.build_graph(vectors, directory / "hnsw.bin", on_progress)
+    compressed: CompressedFiles | None = None
+    if record.vectors.compressed:
+        # A compressed index replaces the graph (issue #22); faiss is imported only for these builds.
+        from fastdpr.index.compressed import build_compressed
+
+        compressed = build_compressed(vectors, directory / COMPRESSED_FILE, record.vectors,
+                                      codebook=None if shard is None else shard.codebook, threads=record.threads)
+    else:
+        with (graph_progress or _no_progress)(count) as on_progress:
+            backend.build_graph(vectors, directory / "hnsw.bin", on_progress)
     del vectors
     build = {"encode_seconds": round(encode_seconds, 2), "graph_seconds": round(time.perf_counter() - started, 2)}
     # Every build path (unsharded, each shard of a sharded, resumed or Ray build) writes its directories
@@ -183,7 +196,8 @@ def write_index(directory: Path, pieces: Iterable[Piece], backend: BuildBackend,
                "build": build}
     manifest = IndexManifest(
         root=directory, spec=record.artifact.spec, precision=record.precision, count=count, vectors="vectors.npy",
-        store="passages.sqlite", hnsw=record.hnsw, question_encoder=question_encoder,
+        store="passages.sqlite", hnsw=record.hnsw if compressed is None else replace(record.hnsw, file=None),
+        question_encoder=question_encoder, compressed=compressed,
         shard_label_offset=None if shard is None else shard.label_offset,
         # The sha256 of every file, read back from disk after the last write: the full check of a build.
         files=FileTable.scan(directory, IndexLoadError), raw=raw, lexical=lexical)
@@ -207,11 +221,18 @@ def write_sharded_manifest(root: Path, record: BuildRecord, shards: list[ShardEn
         # Shards are vouched for by their manifests' sha256 (in ``shards``), so the table lists the encoder.
         question_encoder=question_encoder, shards=tuple(shards),
         files=FileTable.scan(root, IndexLoadError, under="encoder"), raw=raw,
-        lexical=lexical_settings(record.lexical))
+        lexical=lexical_settings(record.lexical), vector_settings=_first_shard_vectors(root, shards, record.vectors))
     data = manifest.to_dict()
     write_json(root / MANIFEST_NAME, data)
     load_sharded_manifest(root, "sizes")  # what we wrote parses under the schema every load applies
     return data
+
+
+def _first_shard_vectors(root: Path, shards: list[ShardEntry], asked: VectorSettings) -> VectorSettings:
+    # The settings as built: the lists the first shard trained (every later shard reuses its codebook).
+    if not asked.compressed:
+        return asked
+    return load_index_manifest(root / shards[0].dir, "sizes").vector_settings
 
 
 def _no_progress(total: int) -> AbstractContextManager[OnGraphProgress | None]:

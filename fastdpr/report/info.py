@@ -134,7 +134,7 @@ def _index_report(path: Path, kind: str, typed: IndexManifest | ShardedIndexMani
                   "this_machine": here.int8_class,
                   "built_on": built_on,
                   "exact_on_every_x86_class": graph["exact_on_every_x86_class"] if graph else None},
-              "lexical": lexical_report(typed)}
+              "lexical": lexical_report(typed), "vector_search": vectors_report(typed)}
     if verify and question_precision == "int8":
         from fastdpr.search.retriever import check_index_int8, open_question_encoder
 
@@ -142,6 +142,32 @@ def _index_report(path: Path, kind: str, typed: IndexManifest | ShardedIndexMani
         report["verified"] = {"passed": check is None or check.passed, "results": [],
                               "int8_here": None if check is None else check.to_dict()}
     return report
+
+
+def vectors_report(typed: IndexManifest | ShardedIndexManifest) -> dict[str, Any]:
+    """How the index searches its passage vectors (``--vectors``, issue #22): the kind and its settings,
+    and the bytes on disk of what search reads (graph or compressed index) and of the float32 vectors."""
+    from fastdpr.index.load import shards_of
+    from fastdpr.index.manifest import ShardedIndexManifest
+
+    shards = shards_of(typed.root, typed.shards) if isinstance(typed, ShardedIndexManifest) else [(0, typed)]
+    searched = [m.compressed.file if m.compressed else m.hnsw.file for _, m in shards]
+    return {**typed.vector_settings.to_dict(),
+            "factory": None if shards[0][1].compressed is None else shards[0][1].compressed.factory,
+            "search_bytes": sum(m.files.entries[name].bytes for (_, m), name in zip(shards, searched, strict=True)
+                                if name is not None),
+            "float32_bytes": sum(m.files.entries[m.vectors].bytes for _, m in shards)}
+
+
+def _vectors_line(vectors: dict[str, Any] | None) -> str:
+    if vectors is None:
+        return "  vectors: fp32"
+    sizes = (f"{vectors['search_bytes'] / 1e6:.1f} MB searched, float32 vectors.npy "
+             f"{vectors['float32_bytes'] / 1e6:.1f} MB")
+    if vectors["kind"] == "fp32":
+        return f"  vectors: fp32, hnswlib graph read into memory ({sizes})"
+    return (f"  vectors: {vectors['kind']}, faiss {vectors['factory']} memory-mapped, nprobe {vectors['nprobe']}; "
+            f"top {vectors['rerank']} re-ranked by exact dot products from vectors.npy ({sizes})")
 
 
 def lexical_report(typed: IndexManifest | ShardedIndexManifest) -> dict[str, Any] | None:
@@ -222,9 +248,11 @@ def render(report: dict[str, Any]) -> str:
                      f"{counts.get('skipped', {})}")
         lines.append("  " + _version_line(report.get("version") or {}))
         question = report.get("question_encoder", {}).get("precision", report.get("precision"))
+        compressed = (report.get("vector_search") or {}).get("kind", "fp32") != "fp32"
         lines.append(f"  precision: passages {report.get('precision')}, questions {question}; one input per ONNX "
-                     f"Runtime call; hnsw: {report.get('hnsw')}")
+                     f"Runtime call; hnsw: {'none (compressed vectors)' if compressed else report.get('hnsw')}")
         lines.append(f"  artifact: {report.get('artifact', {}).get('path')}")
+        lines.append(_vectors_line(report.get("vector_search")))
         lines.append(_lexical_line(report.get("lexical")))
         if "shards" in report:
             sizes = [shard["count"] for shard in report["shards"]]
