@@ -304,14 +304,8 @@ class PassageStore:
 
     def labels_of(self, ids: Iterable[str]) -> dict[str, int]:
         """The labels of those of ``ids`` that the store holds (ids it lacks are left out)."""
-        unique = list(dict.fromkeys(ids))
-        found: dict[str, int] = {}
         with self._lock:
-            for start in range(0, len(unique), _MAX_PARAMS):
-                chunk = unique[start : start + _MAX_PARAMS]
-                sql = f"SELECT id, label FROM passages WHERE id IN ({','.join('?' * len(chunk))})"
-                found.update((pid, int(label)) for pid, label in self._fetch(sql, chunk))
-        return found
+            return {pid: int(label) for pid, label in self._select_in("id, label", "id", list(dict.fromkeys(ids)))}
 
     def get(self, labels: Iterable[SupportsIndex]) -> list[StoredPassage]:
         """The passages with these labels (ints or an integer array), in the given order (repeats allowed).
@@ -368,27 +362,27 @@ class PassageStore:
             )
         return rows  # rows of the three TEXT columns
 
+    def _select_in(self, columns: str, key: str, values: Sequence[object]) -> list[tuple[Any, ...]]:
+        # "SELECT columns ... WHERE key IN (...)" per chunk of at most _MAX_PARAMS values (older SQLite
+        # builds cap host parameters). Caller holds self._lock.
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(values), _MAX_PARAMS):
+            chunk = values[start : start + _MAX_PARAMS]
+            rows.extend(self._fetch(f"SELECT {columns} FROM passages WHERE {key} IN ({','.join('?' * len(chunk))})",
+                                    chunk))
+        return rows
+
     def _fetch_in_chunks(self, wanted: list[int]) -> list[tuple[Any, ...]]:
         # Without SQLite's JSON functions: "label IN (...)" per chunk, put back in the asked order.
         # Caller holds self._lock.
-        unique = list(dict.fromkeys(wanted))
-        found: dict[int, tuple[Any, ...]] = {}
-        for start in range(0, len(unique), _MAX_PARAMS):
-            chunk = unique[start : start + _MAX_PARAMS]
-            sql = f"SELECT label, id, title, text FROM passages WHERE label IN ({','.join('?' * len(chunk))})"
-            found.update((row[0], row[1:]) for row in self._fetch(sql, chunk))
+        found = {row[0]: row[1:] for row in self._select_in("label, id, title, text", "label",
+                                                            list(dict.fromkeys(wanted)))}
         return [found[label] for label in wanted if label in found]
 
     def _present(self, wanted: list[int]) -> set[int]:
         # Only after a lookup came back short: which of the labels the store holds.
-        unique = list(dict.fromkeys(wanted))
-        present: set[int] = set()
         with self._lock:
-            for start in range(0, len(unique), _MAX_PARAMS):
-                chunk = unique[start : start + _MAX_PARAMS]
-                sql = f"SELECT label FROM passages WHERE label IN ({','.join('?' * len(chunk))})"
-                present.update(row[0] for row in self._fetch(sql, chunk))
-        return present
+            return {row[0] for row in self._select_in("label", "label", list(dict.fromkeys(wanted)))}
 
     def close(self) -> None:
         """Closes the database; later calls raise :class:`~fastdpr.common.errors.FastDPRError`."""
