@@ -90,13 +90,22 @@ def test_batching_did_move_int8_embeddings(tiny_artifact: Path) -> None:
     assert not np.array_equal(beside_loud, alone(encoder, inputs))
 
 
+def assert_thread_count_invariant(artifact: Artifact, side: str, precision: str | None, inputs: list[Any]) -> None:
+    """1 thread == 2 threads, bit for bit: many inputs with 2 threads run as concurrent calls on a
+    single-threaded session, a lone input on the 2-thread session."""
+    one, two = (artifact.encoder(side, precision, threads=n) for n in (1, 2))  # type: ignore[arg-type]
+    expected = one.encode(inputs)
+    assert np.array_equal(two.encode(inputs), expected)  # concurrent calls
+    assert np.array_equal(alone(two, inputs), expected)  # one call at a time, 2 intra-op threads
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
 @pytest.mark.parametrize("side", ["question", "context"])
-def test_the_vector_does_not_depend_on_the_thread_count(tiny_artifact: Path, side: str) -> None:
+def test_the_vector_does_not_depend_on_the_thread_count(tiny_artifact: Path, side: str, precision: str) -> None:
     """An index is built with every core; ``fastdpr serve`` workers and ``/embed`` run one thread each."""
     artifact = Artifact.load(tiny_artifact)
     inputs: list[Any] = questions_32() if side == "question" else pydoc_pairs(32)
-    one, two = (artifact.encoder(side, "int8", threads=n).encode(inputs) for n in (1, 2))  # type: ignore[arg-type]
-    assert np.array_equal(one, two)
+    assert_thread_count_invariant(artifact, side, precision, inputs)
 
 
 def index_vectors(index: Path) -> np.ndarray:
@@ -135,6 +144,7 @@ def test_real_minilm_int8_is_invariant(minilm_dpr_artifact: Path) -> None:
             assert_invariant(encoder, questions_32(), LOUD)
         else:
             assert_invariant(encoder, pydoc_pairs(32), ("Loud", LOUD * 3))
+        assert_thread_count_invariant(artifact, side, None, questions_32() if side == "question" else pydoc_pairs(32))
 
 
 def test_serve_answers_the_same_under_concurrent_clients(tiny_index: Path, pydoc_corpus: Path) -> None:

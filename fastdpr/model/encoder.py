@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 from tokenizers import Encoding
 
 from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE, INPUTS_PER_CALL
-from fastdpr.model.session import make_session
+from fastdpr.model.session import default_threads, make_session
 from fastdpr.model.spec import Side
-from fastdpr.model.tokenization import SpecTokenizer
+from fastdpr.model.tokenization import Feeds, SpecTokenizer
 
 OUTPUT_NAME = "embedding"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -25,6 +28,12 @@ class OnnxEncoder:
     takes one activation scale per call). ``inputs_per_call=None`` lets calls hold whole length-sorted
     batches (padded to their longest member); the benchmarks use it to measure what batching did.
     Results come back in input order.
+
+    With ``threads`` > 1, a lone input runs on one session with ``threads`` intra-op threads (lowest
+    latency); many inputs run as ``threads`` concurrent calls on a second, single-threaded session
+    (created on first use), because one small input keeps two intra-op threads only partly busy.
+    Either way each call computes the same thing: an embedding does not depend on how many threads
+    (or which session) computed it (tests/test_invariance.py checks this bitwise).
     """
 
     def __init__(self, model_path: Path, tokenizer: SpecTokenizer, threads: int | None = None,
@@ -33,9 +42,12 @@ class OnnxEncoder:
             raise ValueError(f"inputs_per_call must be at least 1 or None, got {inputs_per_call}")
         self.model_path = Path(model_path)
         self.tokenizer = tokenizer
-        self.session = make_session(self.model_path, threads)
+        self.threads = threads or default_threads()
+        self.session = make_session(self.model_path, self.threads)
         self.dim = tokenizer.spec.dim
         self.inputs_per_call = inputs_per_call
+        self._concurrent_session: ort.InferenceSession | None = None
+        self._concurrent_session_lock = threading.Lock()
 
     @property
     def side(self) -> Side:
@@ -68,11 +80,37 @@ class OnnxEncoder:
         if not encodings:
             return out
         per_call = batch_size if self.inputs_per_call is None else min(batch_size, self.inputs_per_call)
-        for rows, feeds in self.tokenizer.batches(encodings, per_call):
-            out[rows] = self.session.run([OUTPUT_NAME], feeds)[0]
-            if on_batch is not None:
-                on_batch(len(rows))
+        calls = self.tokenizer.batches(encodings, per_call)
+        if self.threads == 1 or len(encodings) <= per_call:
+            for rows, feeds in calls:
+                out[rows] = self.session.run([OUTPUT_NAME], feeds)[0]
+                if on_batch is not None:
+                    on_batch(len(rows))
+            return out
+        session = self._single_threaded_session()
+        pending = list(calls)
+
+        def run(call: tuple[np.ndarray, Feeds]) -> np.ndarray:
+            return np.asarray(session.run([OUTPUT_NAME], call[1])[0])
+
+        pool = ThreadPoolExecutor(min(self.threads, len(pending)), thread_name_prefix="fastdpr-encode")
+        try:
+            # map() yields in submission order: rows are written, and progress reported, in order.
+            for (rows, _), embeddings in zip(pending, pool.map(run, pending), strict=True):
+                out[rows] = embeddings
+                if on_batch is not None:
+                    on_batch(len(rows))
+        finally:
+            # On an error or Ctrl-C, drop the calls not started yet instead of running them all first.
+            pool.shutdown(wait=True, cancel_futures=True)
         return out
+
+    def _single_threaded_session(self) -> ort.InferenceSession:
+        """The session that concurrent calls share (one intra-op thread each), created on first use."""
+        with self._concurrent_session_lock:
+            if self._concurrent_session is None:
+                self._concurrent_session = make_session(self.model_path, 1)
+            return self._concurrent_session
 
     def encode_questions(self, questions: Sequence[str], batch_size: int = DEFAULT_QUESTION_BATCH_SIZE) -> np.ndarray:
         """Embed questions."""
