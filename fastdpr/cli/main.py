@@ -123,7 +123,9 @@ def collect_index_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=DEFAULT_PASSAGE_BATCH_SIZE, show_default=True,
               help="Passages tokenized and length-sorted together. Every ONNX Runtime call embeds one "
                    "passage, so a passage's vector never depends on this (or on its neighbours).")
-@click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime / hnswlib threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(1, 256),
+              help="Cores to use (default: all): passages are encoded N at a time, one ONNX Runtime thread "
+                   "each; hnswlib builds with N threads.")
 @click.option("--hnsw-m", type=click.IntRange(2, 256), default=DEFAULT_M, show_default=True,
               help="HNSW graph degree (hnswlib's M).")
 @click.option("--ef-construction", type=click.IntRange(1, 10000), default=DEFAULT_EF_CONSTRUCTION, show_default=True,
