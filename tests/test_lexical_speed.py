@@ -120,7 +120,7 @@ def test_every_passage_of_a_question_is_scored_as_bm25s_scores_it(squad_bm25: BM
         ids = model.get_tokens_ids(squad_bm25.tokens([question])[0])
         labels, values = columns.scores(ids)
         everything = model.get_scores_from_ids(ids)
-        assert np.array_equal(labels, np.flatnonzero(everything))
+        assert np.array_equal(labels, np.flatnonzero(everything > 0))
         assert np.array_equal(values.view(np.uint32), everything[labels].view(np.uint32))
 
 
@@ -187,3 +187,16 @@ def test_retriever_hybrid_and_lexical_are_the_reference(squad_index: Path, squad
     reference_lexical = _reference_lexical(index, questions, k)
     assert [[(h.id, np.float32(h.score)) for h in row] for row in lexical_hits] == \
         [[(ids[label], score) for label, score in zip(*row, strict=True)] for row in reference_lexical]
+
+
+def test_ties_at_the_kth_best_are_cut_by_label(tmp_path: Path) -> None:
+    # 40 identical passages tie; the candidates kept for the best k must still hold every tied one, so
+    # the cut is by label exactly as over all passages.
+    texts = [f"filler{i} words" for i in range(30)] + ["cat dog"] * 40 + ["cat"] * 20 + ["dog bird"] * 10
+    build_bm25(texts, tmp_path / "lexical")
+    index = BM25Index(tmp_path / "lexical", BM25Settings(), len(texts))
+    for k in (1, 3, 39, 40, 41, 65, 200):
+        for question in ("cat dog", "dog cat cat", "bird dog", "cat"):
+            got = index.search([question], k)[0]
+            assert _same(got, _reference_lexical(index, [question], k)[0]), (question, k)
+    assert index.search(["cat dog"], 3)[0][0].tolist() == [30, 31, 32]
