@@ -189,7 +189,7 @@ class QuestionTokenizer:
     the stop words and a vocabulary, which cost more than the question's BM25 scoring on small indexes
     (measured, ``python -m benchmarks hybrid-latency``). The steps are bm25s's own, in its order; that the
     tokens are the same is tested on every SQuAD dev question and on non-English text
-    (tests/test_hybrid_latency.py).
+    (tests/test_lexical_speed.py).
     """
 
     def __init__(self, settings: BM25Settings, stemmer: Any) -> None:
