@@ -26,9 +26,6 @@ costs on an idle core (caches included):
 
 * ``Retriever.search`` in ``dense``, ``lexical`` and ``hybrid`` mode (k=20); the hybrid overhead is
   reported as the p50 difference and as the median of the per-question differences;
-* with ``--threads`` 2 or more, ``hybrid, BM25 on the calling thread``: the shipped hybrid search
-  without its worker thread (what ``--threads 1`` does), next to ``hybrid``, whose BM25 side overlaps the
-  question's encoding and HNSW search on a worker thread;
 * ``hybrid (before)``: the hybrid search as it shipped before the lexical side was sped up, composed
   here from the same pieces (bm25s's ``tokenize`` and ``get_scores``, the selection over the passages
   scoring above zero, the fusion with ``np.union1d``: :func:`hybrid_before`), so the speed-up is a ratio
@@ -205,23 +202,12 @@ def run(artifact: Path, squad: Path, index: Path | None, passages: int, question
 
         identical = all(hybrid_before(retriever, side, q, K) == retriever.search(q, K, mode="hybrid")
                         for q in questions)
-        log(f"timing {questions_n} questions x {8 + bool(retriever.hybrid.workers)} variants x {ROUNDS} rounds "
-            f"(load average {load_start[0]:.2f}); hybrid before and now identical: {identical}")
-        workers = retriever.hybrid.workers
-
-        def on_the_calling_thread(question: str) -> Any:
-            retriever.hybrid.workers = 0
-            try:
-                return retriever.search(question, K, mode="hybrid")
-            finally:
-                retriever.hybrid.workers = workers
-
-        overlap = {"hybrid, BM25 on the calling thread": on_the_calling_thread} if workers else {}
+        log(f"timing {questions_n} questions x 8 variants x {ROUNDS} rounds (load average {load_start[0]:.2f}); "
+            f"hybrid before and now identical: {identical}")
         samples = _timed_blocks({
             "dense": lambda q: retriever.search(q, K),
             "lexical": lambda q: retriever.search(q, K, mode="lexical"),
             "hybrid": lambda q: retriever.search(q, K, mode="hybrid"),
-            **overlap,
             "hybrid (before)": lambda q: hybrid_before(retriever, side, q, K),
             "bm25s retrieve, n_threads=1": retrieve(1),
             "bm25s retrieve, n_threads=0": retrieve(0),

@@ -200,39 +200,3 @@ def test_ties_at_the_kth_best_are_cut_by_label(tmp_path: Path) -> None:
             got = index.search([question], k)[0]
             assert _same(got, _reference_lexical(index, [question], k)[0]), (question, k)
     assert index.search(["cat dog"], 3)[0][0].tolist() == [30, 31, 32]
-
-
-def test_the_lexical_side_overlaps_the_dense_side_within_the_thread_setting(
-        squad_index: Path, squad: tuple[list[Passage], list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
-
-    from fastdpr.search.retriever import Retriever
-
-    questions = random.Random(7).sample(squad[1], 60)
-    with Retriever.load(squad_index, threads=1) as retriever:
-        assert retriever.hybrid.workers == 0  # threads=1: one thread, the caller's
-        sequential = retriever.search_batch(questions, 20, mode="hybrid")
-        single = [retriever.search(q, 20, mode="hybrid", fusion="rrf") for q in questions[:10]]
-        side = retriever.hybrid.lexical
-        where: list[str] = []
-        search = side.search
-
-        def recording(qs: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-            where.append(threading.current_thread().name)
-            return search(qs, k)
-
-        monkeypatch.setattr(side, "search", recording)
-        retriever.search("Which NFL team won Super Bowl 50?", 5, mode="hybrid")
-        retriever.hybrid.workers = 1  # as Retriever.load(threads=2) sets it, on the same encoder
-        retriever.hybrid._free = threading.BoundedSemaphore(1)
-        parallel = retriever.search_batch(questions, 20, mode="hybrid")
-        assert [retriever.search(q, 20, mode="hybrid", fusion="rrf") for q in questions[:10]] == single
-        retriever.search("Which NFL team won Super Bowl 50?", 5, mode="hybrid")
-        assert retriever.hybrid._free.acquire(blocking=False)  # the one worker is busy (another caller) ...
-        retriever.search("Which NFL team won Super Bowl 50?", 5, mode="hybrid")
-        retriever.hybrid._free.release()
-    assert parallel == sequential  # same passages, same float32 scores
-    main = threading.current_thread().name
-    assert where[0] == main and where[1].startswith("fastdpr-lexical") and where[-1] == main  # ... so: the caller
-    with Retriever.load(squad_index, threads=3) as retriever:
-        assert retriever.hybrid.workers == 2

@@ -7,19 +7,12 @@ the best :data:`HYBRID_DEPTH` (or ``k``, when larger) passages of each and fuses
 
 The lexical side is opened at the first lexical or hybrid search, not at load: dense-only users pay
 nothing, and an index built without ``--lexical bm25`` fails then, in one line that names the option.
-
-With ``workers`` (the retriever gives ``threads - 1``: none at ``threads=1``), a hybrid search scores
-its questions by BM25 on a worker thread while the calling thread encodes them and searches HNSW (ONNX
-Runtime, hnswlib and numpy's array loops release the GIL), and fuses when both are done: the wall clock
-of a query is then about the longer of the two sides, not their sum. Each side computes what it computed
-alone, so the results are the same as sequentially, bit for bit (tested).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,30 +67,11 @@ DENSE = Ranking()
 class HybridSearch:
     """The lexical side of one loaded index (opened on first use, thread-safe) and the fusion."""
 
-    def __init__(self, root: Path, shards: Sequence[Shard], workers: int = 0) -> None:
+    def __init__(self, root: Path, shards: Sequence[Shard]) -> None:
         self._root = root
         self._shards = list(shards)
         self._lexical: LexicalSide | None = None
         self._lock = threading.Lock()
-        #: Worker threads for the lexical side of hybrid searches (0: it runs on the calling thread).
-        self.workers = workers
-        self._pool: ThreadPoolExecutor | None = None
-        # A worker is taken only when one is free: with many callers at once (a server), a lexical side
-        # never queues behind another caller's, it runs on its own calling thread as without workers.
-        self._free = threading.BoundedSemaphore(max(workers, 1))
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fastdpr-lexical")
-            return self._pool
-
-    def close(self) -> None:
-        """Stop the worker threads (if any were started)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
 
     @property
     def lexical(self) -> LexicalSide:
@@ -116,24 +90,12 @@ class HybridSearch:
             raise FastDPRError(f"k must be at least 1, got {k}")
         for question in questions:
             check_question(question)
-        side = self.lexical  # opened (or refused, in one line) before any work starts
+        lexical = self.lexical.search(questions, k if mode == "lexical" else max(k, HYBRID_DEPTH))
         if mode == "lexical":
-            return side.search(questions, k)
+            return lexical
         if mode != "hybrid":
             raise FastDPRError(f"HybridSearch does not do {mode!r} search")
-        depth = max(k, HYBRID_DEPTH)
-        if self.workers < 1 or not self._free.acquire(blocking=False):
-            lexical = side.search(questions, depth)
-            labels, scores = dense(questions, depth)
-        else:
-            try:
-                pending = self._executor().submit(side.search, questions, depth)
-                try:
-                    labels, scores = dense(questions, depth)
-                finally:
-                    lexical = pending.result()  # joined even when the dense side failed: no stray work
-            finally:
-                self._free.release()
+        labels, scores = dense(questions, max(k, HYBRID_DEPTH))
         w = DEFAULT_WEIGHT if weight is None else weight
         return [fuse((row_labels, row_scores), lexical_row, k, fusion=fusion, weight=w)
                 for row_labels, row_scores, lexical_row in zip(labels, scores, lexical, strict=True)]

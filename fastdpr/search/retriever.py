@@ -27,7 +27,6 @@ from fastdpr.index.load import (
 from fastdpr.index.manifest import IndexManifest, ShardedIndexManifest, ShardEntry, load_index_manifest
 from fastdpr.model.batching import DEFAULT_QUESTION_BATCH_SIZE
 from fastdpr.model.encoder import OnnxEncoder
-from fastdpr.model.session import default_threads
 from fastdpr.model.tokenization import SpecTokenizer
 from fastdpr.model.verify import Int8Verification, verify_int8_questions
 from fastdpr.search.hybrid import DENSE, HybridSearch, Ranking
@@ -89,8 +88,7 @@ class Retriever:
     """
 
     def __init__(self, index_dir: Path, manifest: IndexManifest | ShardedIndexManifest, encoder: OnnxEncoder,
-                 searcher: Searcher, store: ShardedStore, ef: int, shards: Sequence[Shard],
-                 threads: int | None = None) -> None:
+                 searcher: Searcher, store: ShardedStore, ef: int, shards: Sequence[Shard]) -> None:
         self.index_dir = index_dir
         #: The manifest as read (JSON); :attr:`typed_manifest` is the checked, typed form.
         self.manifest: dict[str, Any] = manifest.raw
@@ -101,10 +99,8 @@ class Retriever:
         self.ef = ef
         #: The int8 question encoder checked on this machine at load (None: fp32, or not checked).
         self.int8_check: Int8Verification | None = None
-        #: Lexical and hybrid search (issue #23): the index's lexical side, opened at its first use. Within the
-        #: ``threads`` setting (None: every core this process may use), a hybrid search scores BM25 on
-        #: ``threads - 1`` worker threads while the question is encoded and searched on the calling one.
-        self.hybrid = HybridSearch(index_dir, shards, workers=(threads or default_threads()) - 1)
+        #: Lexical and hybrid search (issue #23): the index's lexical side, opened at its first use.
+        self.hybrid = HybridSearch(index_dir, shards)
 
     @property
     def question_precision(self) -> str:
@@ -119,10 +115,6 @@ class Retriever:
              passages_in_memory: bool = False) -> Retriever:
         """Open ``index_dir``. ``ef`` defaults to the value recorded at build time (hnswlib does not save
         it); ``exact=True`` searches by brute force instead of HNSW. A sharded index opens as one index.
-
-        ``threads``: ONNX Runtime's and the searcher's threads (None: every core this process may use); a
-        hybrid search also scores BM25 on one of ``threads - 1`` worker threads, when one is free, while
-        the question is encoded and searched (none at ``threads=1``; same results either way).
 
         ``integrity``: how the index's files are checked against its manifest before anything is
         opened: ``fingerprint`` (default: sizes, and sha256 of each file's first and last 64 KiB; a few
@@ -183,7 +175,7 @@ class Retriever:
         except BaseException:
             searcher.close()
             raise
-        retriever = cls(root, manifest, encoder, searcher, store, ef, shards, threads)
+        retriever = cls(root, manifest, encoder, searcher, store, ef, shards)
         if check_int8:
             try:
                 retriever.int8_check = check_index_int8(manifest, encoder, "load")
@@ -310,7 +302,6 @@ class Retriever:
         """Release the passage store and the searcher (stopping the Ray actors serving the shards, if any)."""
         self.store.close()
         self.searcher.close()
-        self.hybrid.close()
 
     def __enter__(self) -> Retriever:
         return self
