@@ -40,8 +40,8 @@ def _normalised(scores: np.ndarray) -> np.ndarray:
 
 def _union(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """The sorted distinct labels of both lists (what ``np.union1d`` gives). Why not ``union1d``: numpy 2's
-    ``unique`` hashes first and sorts after, which for two lists of 100 labels costs several times a sort
-    (measured: ``python -m benchmarks hybrid-latency``, docs/hybrid.md)."""
+    ``unique`` hashes first and sorts after, which for two lists of 100 labels cost several times a sort
+    (timed on this machine; docs/hybrid.md)."""
     labels = np.concatenate((first, second)).astype(np.int64)
     labels.sort()
     if len(labels) > 1:
