@@ -963,3 +963,87 @@ QUERY_FIGURES: tuple[Figure, ...] = (
 @pytest.mark.parametrize("figure", QUERY_FIGURES, ids=lambda f: f"{f.page}: {f.phrase[:50]}")
 def test_query_figure_matches_its_result_file(figure: Figure) -> None:
     assert figure.problem() is None, figure.problem()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue #23: what hybrid search adds to a query at 200k passages (docs/hybrid.md)
+
+HYBRID_LATENCY = "hybrid-latency-x86-avx512-vnni/hybrid-latency.json"
+HYBRID_ARTICLES = "hybrid-latency-x86-avx512-vnni/hybrid-latency-articles.json"
+HYBRID_LOAD10 = "hybrid-latency-x86-avx512-vnni/hybrid-latency-load10.json"
+HYBRID_OVERLAP = "hybrid-latency-x86-avx512-vnni/overlap-tried/hybrid-latency.json"
+HYBRID_AVX2 = "hybrid-latency-x86-avx2/hybrid-latency.json"
+HYBRID_HEADING = "Query latency at 200k passages"
+SHIPPED_BM25 = "BM25Index.search (shipped)"
+
+
+def _rest(data: Any) -> float:
+    """Hybrid's CPU p50 beyond dense and the BM25 search's."""
+    cpu = data["cpu_ms"]
+    return float(cpu["hybrid"]["p50"] - cpu["dense"]["p50"] - cpu[SHIPPED_BM25]["p50"])
+
+
+HYBRID_FIGURES: tuple[Figure, ...] = (
+    Figure("docs/hybrid.md", "In the `sentences` corpus {}% of the 200k passages score above zero for the median "
+           "question (p95 {}%)", HYBRID_LATENCY, ("density_percent/index/p50", "density_percent/index/p95"), "{:.1f}"),
+    Figure("docs/hybrid.md", "in the `articles` corpus {}% (p95 {}%)", HYBRID_ARTICLES,
+           ("density_percent/index/p50", "density_percent/index/p95"), "{:.1f}"),
+    Figure("docs/hybrid.md", "in SQuAD dev's 2,067 real Wikipedia paragraphs, by the same BM25, {}% (p95 {}%)",
+           HYBRID_LATENCY, ("density_percent/squad_dev_paragraphs/p50", "density_percent/squad_dev_paragraphs/p95"),
+           "{:.1f}"),
+    Figure("docs/hybrid.md", "(int8 class x86-avx512-vnni), 2 cores at load average {} (other jobs running)",
+           HYBRID_LATENCY, ("load_average/start/0",)),
+    Figure("docs/hybrid.md", "Hybrid minus dense: {} ms of wall-clock p50 ({} ms as the median of the per-question "
+           "differences), {} ms of CPU time at the p50. The goal (at most +1 ms) is met", HYBRID_LATENCY,
+           ("hybrid_minus_dense/p50_difference_ms", "hybrid_minus_dense/median_paired_difference_ms",
+            "hybrid_minus_dense/cpu_p50_difference_ms"), signed),
+    Figure("docs/hybrid.md", "in the same run: {} ms of wall-clock p50 and {} ms of CPU", HYBRID_LATENCY,
+           ("hybrid_before_minus_dense/p50_difference_ms", "hybrid_before_minus_dense/cpu_p50_difference_ms"), signed),
+    Figure("docs/hybrid.md", "before / now: hybrid {}x ({}x CPU), the BM25 search alone {}x ({}x CPU)",
+           HYBRID_LATENCY, ("speedup/hybrid_wall", "speedup/hybrid_cpu", "speedup/lexical_search_wall",
+                            "speedup/lexical_search_cpu")),
+    Figure("docs/hybrid.md", "`--corpus articles` (load average {}):", HYBRID_ARTICLES, ("load_average/start/0",)),
+    Figure("docs/hybrid.md", "{} ms wall-clock, {} ms CPU (before: {} and {};", HYBRID_ARTICLES,
+           ("hybrid_minus_dense/p50_difference_ms", "hybrid_minus_dense/cpu_p50_difference_ms",
+            "hybrid_before_minus_dense/p50_difference_ms", "hybrid_before_minus_dense/cpu_p50_difference_ms"), signed),
+    Figure("docs/hybrid.md", "(before: +0.64 and +0.63; hybrid {}x)", HYBRID_ARTICLES, ("speedup/hybrid_wall",)),
+    Figure("docs/hybrid.md", "2 minutes earlier at load average {}", HYBRID_LOAD10, ("load_average/start/0",)),
+    Figure("docs/hybrid.md", "gave {} ms wall-clock and {} ms CPU (before: {} and {}): on a busier", HYBRID_LOAD10,
+           ("hybrid_minus_dense/p50_difference_ms", "hybrid_minus_dense/cpu_p50_difference_ms",
+            "hybrid_before_minus_dense/p50_difference_ms", "hybrid_before_minus_dense/cpu_p50_difference_ms"), signed),
+    Figure("docs/hybrid.md", "plus the BM25 search ({} ms CPU p50) plus about {} ms more", HYBRID_LATENCY,
+           (f"cpu_ms/{SHIPPED_BM25}/p50", _rest)),
+    Figure("docs/hybrid.md", "its wall-clock p50 was {} ms against {} ms on the calling thread (load average {})",
+           HYBRID_OVERLAP, ("ms/hybrid/p50", "ms/hybrid, BM25 on the calling thread/p50", "load_average/start/0")),
+    Figure("docs/hybrid.md", "at load average {} (2026-12-04 10:01 UTC", HYBRID_AVX2, ("load_average/start/0",),
+           "{:.1f}"),
+    Figure("docs/hybrid.md", "hybrid added {} ms of wall-clock p50 and {} ms of CPU", HYBRID_AVX2,
+           ("hybrid_minus_dense/p50_difference_ms", "hybrid_minus_dense/cpu_p50_difference_ms"), signed),
+    Figure("docs/hybrid.md", "(dense {} ms, hybrid {} ms p50)", HYBRID_AVX2, ("ms/dense/p50", "ms/hybrid/p50")),
+    Figure("docs/hybrid.md", "CPU p95 {} ms with `n_threads=1`, {} ms with `n_threads=0`", HYBRID_AVX2,
+           ("cpu_ms/bm25s retrieve, n_threads=1/p95", "cpu_ms/bm25s retrieve, n_threads=0/p95"), "{:.1f}"),
+)
+
+
+@pytest.mark.parametrize("figure", HYBRID_FIGURES, ids=lambda f: f"{f.page}: {f.phrase[:50]}")
+def test_hybrid_latency_figure_matches_its_result_file(figure: Figure) -> None:
+    assert figure.problem() is None, figure.problem()
+
+
+def test_hybrid_latency_table_is_the_result_file() -> None:
+    data = result(HYBRID_LATENCY)
+    rows = table_under("docs/hybrid.md", HYBRID_HEADING, "Variant")
+    assert rows[0] == ["Variant", "p50 ms", "p95 ms", "p99 ms", "CPU p50 ms", "CPU p95 ms"]
+    assert [row[0] for row in rows[1:]] == list(data["ms"])
+    for row in rows[1:]:
+        wall, cpu = data["ms"][row[0]], data["cpu_ms"][row[0]]
+        assert row[1:] == [f"{wall['p50']:.2f}", f"{wall['p95']:.2f}", f"{wall['p99']:.2f}", f"{cpu['p50']:.2f}",
+                           f"{cpu['p95']:.2f}"], row[0]
+
+
+def test_the_hybrid_latency_results_name_their_cpu_class_and_are_identical() -> None:
+    for source in (HYBRID_LATENCY, HYBRID_ARTICLES, HYBRID_LOAD10, HYBRID_OVERLAP):
+        data = result(source)
+        assert data["machine"]["int8_class"]["int8_class"] == "x86-avx512-vnni", source
+        assert data["identical"] is True and data["index"]["passages"] == 200_000, source
+    assert result(HYBRID_AVX2)["machine"]["int8_class"]["int8_class"] == "x86-avx2"

@@ -18,6 +18,7 @@ Defined behaviour (tests/test_hybrid.py):
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,8 +29,8 @@ import numpy as np
 
 from fastdpr.common.errors import FastDPRError, IndexLoadError, MissingDependencyError
 
-__all__ = ["LEXICAL_DIR", "LEXICAL_METHODS", "STEMMER_PREFIX", "BM25Build", "BM25Index", "BM25Settings", "best_scores",
-           "build_bm25", "check_question"]
+__all__ = ["LEXICAL_DIR", "LEXICAL_METHODS", "STEMMER_PREFIX", "BM25Build", "BM25Index", "BM25Settings",
+           "QuestionTokenizer", "ScoreColumns", "best_of", "best_scores", "build_bm25", "check_question"]
 
 #: The lexical methods ``fastdpr index --lexical`` knows.
 LEXICAL_METHODS = ("bm25",)
@@ -136,8 +137,8 @@ def _version(name: str) -> str:
 
 
 class BM25Index:
-    """A saved BM25 index, opened read-only (memory-mapped). Searching is thread-safe: bm25s only reads
-    the score matrix."""
+    """A saved BM25 index, opened read-only (memory-mapped). Searching is thread-safe: it only reads the
+    score matrix."""
 
     def __init__(self, directory: Path, settings: BM25Settings, count: int) -> None:
         self.directory = directory
@@ -152,13 +153,14 @@ class BM25Index:
         stored = int(self._model.scores["num_docs"])
         if stored != count:
             raise IndexLoadError(f"{directory}: the BM25 index holds {stored} passages, the index {count}")
+        self._columns = ScoreColumns.of(self._model)
+        self._question_tokens = QuestionTokenizer(settings, self._stemmer)
 
     def tokens(self, questions: Sequence[str]) -> list[list[str]]:
         """Each question's tokens as the passages were tokenized (stop words removed, stemmed)."""
         for question in questions:
             check_question(question)
-        tokenized: list[list[str]] = _tokenize(list(questions), self.settings, self._stemmer, ids=False)
-        return tokenized
+        return [self._question_tokens(question) for question in questions]
 
     def search(self, questions: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per question: labels (int64) and BM25 scores (float32) of at most ``k`` passages with a score
@@ -166,27 +168,137 @@ class BM25Index:
         if k < 1:
             raise FastDPRError(f"k must be at least 1, got {k}")
         tokens = self.tokens(questions)
-        empty = (np.empty(0, np.int64), np.empty(0, np.float32))
-        return [best_scores(self._model.get_scores(row), k) if row else empty for row in tokens]
+        return [self._best(row, k) for row in tokens]
+
+    def _best(self, tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = self._model.get_tokens_ids(tokens)  # bm25s's vocabulary: unknown words are left out
+        if self._columns is None:  # a variant whose every passage scores (see ScoreColumns.of)
+            return best_scores(self._model.get_scores(tokens), k) if tokens else _no_hits()
+        return best_of(*self._columns.candidates(ids, k), k)
 
 
-def best_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``k`` passages of a question's BM25 score vector (one score per passage, from bm25s's
-    ``get_scores``): labels (int64) and scores (float32) of passages scoring above zero, best first, ties
-    by the smaller label.
+def _no_hits() -> tuple[np.ndarray, np.ndarray]:
+    return np.empty(0, np.int64), np.empty(0, np.float32)
 
-    Why not bm25s's ``retrieve``: for one question it runs a selection over every passage (an
-    ``argpartition`` of the whole vector, most of it zeros) inside a progress bar and, with
-    ``n_threads >= 1``, a thread pool made for that one call. Only passages that share a word with the
-    question score above zero, so the selection here runs over those alone (measured at 200k passages:
-    ``python -m benchmarks hybrid-latency``, docs/hybrid.md).
+
+class QuestionTokenizer:
+    """One question's tokens exactly as ``bm25s.tokenize`` gives them (lower-case, bm25s's token pattern,
+    its stop words left out, stemmed), without its per-call costs.
+
+    Why not ``bm25s.tokenize`` itself: for one question it builds three (disabled) progress bars, a set of
+    the stop words and a vocabulary, which cost far more than splitting and stemming the question (timed
+    on this machine; the whole search: ``python -m benchmarks hybrid-latency``). The steps are bm25s's
+    own, in its order; that the tokens are the same is tested on every SQuAD dev question and on
+    non-English text (tests/test_lexical_speed.py).
     """
-    labels = np.flatnonzero(scores > 0)
-    values = scores[labels]
+
+    def __init__(self, settings: BM25Settings, stemmer: Any) -> None:
+        from bm25s.tokenization import _infer_stopwords  # bm25s's own list for the recorded language
+
+        self._lower = settings.lower
+        self._split = re.compile(settings.token_pattern).findall
+        self._stopwords = frozenset(_infer_stopwords(settings.stopwords) if settings.stopwords else ())
+        self._stem = stemmer.stemWords if stemmer is not None else None
+
+    def __call__(self, question: str) -> list[str]:
+        """The question's tokens (an empty list when every word is a stop word or too short)."""
+        words = [word for word in self._split(question.lower() if self._lower else question)
+                 if word not in self._stopwords]
+        return list(self._stem(words)) if self._stem is not None and words else words
+
+
+@dataclass(frozen=True)
+class ScoreColumns:
+    """bm25s's precomputed score matrix (one column per term: the passages holding it, ascending, and
+    their BM25 contribution), as plain arrays over the memory map.
+
+    A question's score of a passage is the sum of its terms' columns, added in the question's term order
+    in float32, as bm25s's ``get_scores`` adds them (``np.add.at`` into a zero vector): the sums here are
+    bitwise bm25s's (tested). What differs is the work around it: only the question's columns are read
+    and only the passages in them are selected from, without a score for every passage of the index.
+    """
+
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    num_docs: int
+    dtype: np.dtype[Any]
+
+    @classmethod
+    def of(cls, model: Any) -> ScoreColumns | None:
+        """The columns of a loaded bm25s model; None for variants that give every passage a score (BM25L,
+        BM25+: a passage without the question's words still scores above zero), which keep bm25s's path."""
+        if getattr(model, "nonoccurrence_array", None) is not None:
+            return None
+        scores = model.scores
+        # np.memmap slicing runs Python code per slice (__getitem__, __array_finalize__); plain views of
+        # the same mapping do not.
+        return cls(data=np.asarray(scores["data"]).view(np.ndarray),
+                   indices=np.asarray(scores["indices"]).view(np.ndarray),
+                   indptr=np.asarray(scores["indptr"]).view(np.ndarray),
+                   num_docs=int(scores["num_docs"]), dtype=np.dtype(model.dtype))
+
+    def scores(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Labels (ascending) and scores of the passages scoring above zero with the term ``ids`` (a term
+        may repeat: it counts as often as it occurs, as in bm25s)."""
+        return self.candidates(ids, None)
+
+    def candidates(self, ids: Sequence[int], k: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Labels (ascending) and scores of passages scoring above zero with the term ``ids``: all of them
+        (``k`` None), or a subset that holds every passage of the best ``k`` and all tied with the k-th,
+        which :func:`best_of` then selects from exactly as from all of them."""
+        if not ids:
+            return np.empty(0, np.int64), np.empty(0, self.dtype)
+        spans = [(int(self.indptr[t]), int(self.indptr[t + 1])) for t in ids]
+        if len(spans) == 1:
+            start, end = spans[0]
+            return self.indices[start:end].astype(np.int64), self.data[start:end] + self.dtype.type(0)
+        total = np.zeros(self.num_docs, dtype=self.dtype)
+        for start, end in spans:
+            # ufunc.at on plain arrays: on np.memmap slices (what bm25s passes) numpy takes its slow generic
+            # path, several times slower (timed on this machine; docs/hybrid.md).
+            np.add.at(total, self.indices[start:end], self.data[start:end])
+        # Only passages above zero are ever selected (best_of), and a boolean mask is far faster to take
+        # nonzero() of than the float vector itself.
+        floor = self.dtype.type(0)
+        start, end = max(spans, key=lambda span: span[1] - span[0])
+        if k is not None and end - start > k:
+            # The passages of one term are distinct, so the k-th best of their totals is at most the k-th
+            # best of all: every passage of the best k scores at least that much. With a common term in
+            # the question this keeps a few hundred passages of tens of thousands (k=100 at 200k synthetic
+            # passages: median 197 of 65,124), and nonzero() of a mask that sparse is quick.
+            ones = total[self.indices[start:end]]
+            floor = max(floor, np.partition(ones, len(ones) - k)[len(ones) - k])
+            labels = np.flatnonzero(total >= floor) if floor > 0 else np.flatnonzero(total > 0)
+        else:
+            labels = np.flatnonzero(total > 0)
+        return labels, total[labels]
+
+
+def best_of(labels: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of passages ``labels`` scoring ``values``: labels (int64) and scores (float32) of
+    those scoring above zero, best first, ties by the smaller label. Everything tied with the k-th best
+    stays in until the final sort, so the cut is by label, never arbitrary."""
+    keep = values > 0
+    if not keep.all():
+        labels, values = labels[keep], values[keep]
     if len(labels) > k:
-        # Everything tied with the k-th best stays in, so the cut below is by label, never arbitrary.
         kth = np.partition(values, len(values) - k)[len(values) - k]
         keep = values >= kth
         labels, values = labels[keep], values[keep]
     order = np.lexsort((labels, -values))[:k]
     return labels[order].astype(np.int64), values[order].astype(np.float32)
+
+
+def best_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` passages of a question's BM25 score vector (one score per passage, from bm25s's
+    ``get_scores``): labels (int64) and scores (float32) of passages scoring above zero, best first, ties
+    by the smaller label (:func:`best_of` over the passages scoring above zero).
+
+    Why not bm25s's ``retrieve``: for one question it runs a selection over every passage (an
+    ``argpartition`` of the whole vector, most of it zeros) inside a progress bar and, with
+    ``n_threads >= 1``, a thread pool made for that one call (measured at 200k passages:
+    ``python -m benchmarks hybrid-latency``, docs/hybrid.md).
+    """
+    labels = np.flatnonzero(scores > 0)
+    return best_of(labels, scores[labels], k)
