@@ -4,14 +4,15 @@ Compressed search re-ranks a few hundred candidate rows per question from ``vect
 768-d row). Read through a memory map, every page touched stays mapped into the process: its RSS grows
 with every question until it holds the whole file (3,072 bytes per passage at 768-d, 3 GB at 1M), and
 more than the rows need, since the kernel maps up to 16 already-cached neighbours of each faulted page
-("fault-around"; ``MADV_RANDOM`` does not stop it). Measured at 200k passages (x86-avx512-vnni): 10
-questions left 1,071 bytes per passage of ``vectors.npy`` mapped where their rows spanned 135.
+("fault-around"; ``MADV_RANDOM`` does not stop it). Measured at 1M passages (x86-avx512-vnni,
+``benchmarks/results/rss-x86-avx512-vnni/rerank-footprint.json``): 10 questions left 258 bytes per
+passage of ``vectors.npy`` mapped where their rows spanned 28.
 
 Read with ``pread``, the rows are copied into a small buffer and the file's pages live in the kernel's
 page cache, shared and reclaimable, never counted in the process's RSS: the process needs only what it
-searches (the compressed codes) plus a buffer per question. The cost is one system call per row (a few
-microseconds; ``benchmarks/results/rss-x86-avx512-vnni`` measures it against the memory map), and, when
-the page cache does not hold a row, one small disk read (readahead is turned off: the reads are
+searches (the compressed codes) plus a buffer per question. The cost is one system call per row (0.5-0.7
+ms more CPU time a question for 400 rows than through the map, ``benchmarks/results/rss-x86-avx512-vnni``),
+and, when the page cache does not hold a row, one small disk read (readahead is turned off: the reads are
 random, and reading ahead would only evict other rows).
 """
 
