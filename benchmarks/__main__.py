@@ -1,6 +1,6 @@
 """``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``
-``scale-vectors``, ``vectors-recall``, ``query-ab`` and ``store-fetch``: run from a checkout (benchmarks are not
-installed)."""
+``scale-vectors``, ``rerank-footprint``, ``vectors-recall``, ``query-ab`` and ``store-fetch``: run from a
+checkout (benchmarks are not installed)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from benchmarks.hybrid_latency import hybrid_latency_command
 from benchmarks.latency import latency_command
 from benchmarks.parity import parity_command
 from benchmarks.query_ab import query_ab_command
+from benchmarks.rerank_footprint import rerank_footprint_command
 from benchmarks.scale import scale_command
 from benchmarks.scale_projection import projection_command
 from benchmarks.scale_vectors import scale_vectors_command
@@ -39,6 +40,7 @@ main.add_command(scale_vectors_command)
 main.add_command(vectors_recall_command)
 main.add_command(query_ab_command)
 main.add_command(store_fetch_command)
+main.add_command(rerank_footprint_command)
 
 if __name__ == "__main__":
     main()

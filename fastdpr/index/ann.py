@@ -464,9 +464,12 @@ class ExactSearcher:
         """Nothing to release: the memory map is closed with the searcher."""
 
 
-def correctly_rounded_scores(vectors: np.ndarray, query: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def correctly_rounded_scores(vectors: np.ndarray, query: np.ndarray, labels: np.ndarray,
+                             read: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """The dot products of ``query`` with the rows ``labels`` of ``vectors`` (a memory map), each rounded
-    once to float32: what exact search returns, and what compressed search re-ranks by.
+    once to float32: what exact search returns, and what compressed search re-ranks by. ``read``: how
+    the rows (ascending labels) are read, e.g. :meth:`fastdpr.index.rows.PositionalRows.take`; default:
+    indexing ``vectors``.
 
     BLAS rounds a float32 matrix product differently depending on the matrix's shape (OpenBLAS switches
     kernels for small matrices), so the same passage could score a few ulps apart in an index and in a
@@ -474,7 +477,8 @@ def correctly_rounded_scores(vectors: np.ndarray, query: np.ndarray, labels: np.
     rounded once: the correctly rounded dot product, whatever the corpus size, blocking or searcher.
     """
     ascending = np.argsort(labels)  # read the memory map front to back
-    rows = np.asarray(vectors[labels[ascending]], dtype=np.float64)
+    wanted = labels[ascending]
+    rows = np.asarray(vectors[wanted] if read is None else read(wanted), dtype=np.float64)
     scores = np.empty(len(labels), dtype=np.float32)
     # A float64 matrix-vector product: whatever order BLAS sums in, the float64 error is ~1e-16 relative,
     # far below float32's rounding step (10x faster than multiplying and summing with numpy, which

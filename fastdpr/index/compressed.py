@@ -10,11 +10,12 @@ its searches touch.
 
 Search asks the IVF index for ``rerank`` candidates (the inner product over the codes, with faiss's
 ``METRIC_INNER_PRODUCT``: DPR's unnormalized dot product), then scores every candidate exactly from the
-memory-mapped float32 ``vectors.npy`` (which every index already keeps, for exact search) and returns
-the best ``k``. Returned scores are therefore the exact dot products an fp32 index returns (correctly
-rounded as :class:`~fastdpr.index.ann.ExactSearcher` computes them), so shards still merge by raw
-score. Why IVF and not faiss's HNSW over codes or usearch: ``docs/scale.md#compressed-vectors`` has
-the measurements.
+float32 ``vectors.npy`` (which every index already keeps, for exact search) and returns the best
+``k``. The candidates' rows are read with positional reads (:mod:`fastdpr.index.rows`), not through the
+memory map, so the process's RSS does not grow towards the whole of ``vectors.npy`` as questions come.
+Returned scores are therefore the exact dot products an fp32 index returns (correctly rounded as
+:class:`~fastdpr.index.ann.ExactSearcher` computes them), so shards still merge by raw score. Why IVF
+and not faiss's HNSW over codes or usearch: ``docs/scale.md#compressed-vectors`` has the measurements.
 
 faiss is an optional dependency (``pip install 'fastdpr[compressed]'``), imported only here, when a
 compressed index is built or searched.
@@ -31,6 +32,7 @@ import numpy as np
 
 from fastdpr.common.errors import CorpusError, IndexLoadError, MissingDependencyError
 from fastdpr.index.ann import as_queries, check_search, correctly_rounded_scores, empty_result, usable_cores
+from fastdpr.index.rows import PositionalRows
 from fastdpr.index.vector_settings import PQ_NBITS, CompressedFiles, VectorSettings, lists_for
 
 #: Vectors sampled (evenly spaced) to train the quantizers: bounds training time at any corpus size.
@@ -88,9 +90,16 @@ def build_compressed(vectors: np.ndarray, target: Path, settings: VectorSettings
 
 class CompressedSearcher:
     """A :class:`~fastdpr.index.ann.Searcher` over a memory-mapped faiss IVF index, re-ranked by exact dot
-    products from the memory-mapped float32 vectors. Thread-safe (``nprobe`` is passed per call)."""
+    products from the float32 vectors. Thread-safe (``nprobe`` is passed per call).
 
-    def __init__(self, path: Path, vectors: np.ndarray, files: CompressedFiles, threads: int | None = None) -> None:
+    ``vectors``: the float32 ``[count, dim]`` rows. When it is a ``vectors.npy`` memory-mapped by
+    ``np.load`` (as indexes are opened), the candidates' rows are read with ``pread`` and the map itself
+    is never touched (``positional_reads=False``: indexed through the map, whose pages then stay in
+    the process's RSS; faster once they are all mapped). Any other array is indexed.
+    """
+
+    def __init__(self, path: Path, vectors: np.ndarray, files: CompressedFiles, threads: int | None = None,
+                 *, positional_reads: bool = True) -> None:
         faiss = _faiss()
         if not path.is_file():
             raise IndexLoadError(f"compressed index {path} is missing")
@@ -107,6 +116,7 @@ class CompressedSearcher:
         self._faiss = faiss
         self._index = index
         self._vectors = vectors
+        self._rows = PositionalRows.of(vectors) if positional_reads else None
         self.files = files
 
     @property
@@ -128,7 +138,8 @@ class CompressedSearcher:
         scores = np.empty((len(array), k), dtype=np.float32)
         for row, (query, found) in enumerate(zip(array, candidates, strict=True)):
             found = found[found >= 0]  # faiss pads with -1 when the probed lists hold fewer than depth
-            exact = correctly_rounded_scores(self._vectors, query, found)
+            exact = correctly_rounded_scores(self._vectors, query, found,
+                                             self._rows.take if self._rows is not None else None)
             order = np.lexsort((found, -exact))[:k]
             labels[row], scores[row] = found[order], exact[order]
         return labels, scores
@@ -144,4 +155,6 @@ class CompressedSearcher:
             nprobe = min(nprobe * 4, nlist)
 
     def close(self) -> None:
-        """Nothing to release: the maps are closed with the searcher."""
+        """Close the vectors file's reader (the maps are closed with the searcher)."""
+        if self._rows is not None:
+            self._rows.close()

@@ -134,7 +134,7 @@ def open_searcher(shards: Sequence[Shard], *, ef: int, exact: bool, threads: int
 
 
 def open_compressed(manifest: IndexManifest, threads: int | None) -> Searcher:
-    """The compressed index of ``manifest`` (issue #22), re-ranked from its memory-mapped float32 vectors."""
+    """The compressed index of ``manifest`` (issue #22), re-ranked from its float32 vectors (read with pread)."""
     from fastdpr.index.compressed import CompressedSearcher  # faiss only for compressed indexes
 
     assert manifest.compressed is not None

@@ -113,7 +113,7 @@ class CompressedFiles:
         """The manifest's ``vectors.search`` object."""
         return {**self.settings.to_dict(), "file": self.file, "factory": self.factory,
                 "metric": "inner product (faiss METRIC_INNER_PRODUCT)",
-                "rerank_from": "vectors.npy (float32, memory-mapped): exact dot products", **self.provenance}
+                "rerank_from": "vectors.npy (float32): exact dot products", **self.provenance}
 
     @classmethod
     def parse(cls, entry: Fields, file: str) -> CompressedFiles:
