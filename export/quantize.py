@@ -125,6 +125,14 @@ RECIPES: dict[str, QuantRecipe] = {
                     "the question encoder's 2 most sensitive MatMuls (per-node sensitivity pass on calibration "
                     "questions) stay fp32", smooth_alphas=AUTO_SMOOTH_ALPHAS, quantize_embeddings=False,
                     reduce_range=True, row_scales=True, question_keep_fp32=2),
+        # Passage side (issue #19): the 4 most sensitive nodes of the passage encoder (per-node sensitivity
+        # pass on the calibration passages, not the evaluation set) stay fp32; the question encoder keeps 2
+        # as in -qkeep2. keep_fp32 is the passage encoder's count here, question_keep_fp32 the question's.
+        QuantRecipe("dynamic-per-channel-smooth-auto-7bit-rows-qkeep2-pkeep4", "as "
+                    "dynamic-per-channel-smooth-auto-7bit-rows-qkeep2; the passage encoder's 4 most sensitive "
+                    "MatMul/Attention nodes (per-node sensitivity pass on calibration passages) stay fp32 too",
+                    smooth_alphas=AUTO_SMOOTH_ALPHAS, quantize_embeddings=False, reduce_range=True, row_scales=True,
+                    keep_fp32=4, question_keep_fp32=2),
     )
 }
 DEFAULT_RECIPE = "dynamic-per-channel-smooth-auto-7bit-rows-qkeep2"

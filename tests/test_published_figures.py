@@ -679,6 +679,32 @@ def test_question_side_table_is_the_logs() -> None:
         assert row[6] == expected, row[0]
 
 
+
+PASSAGE_SIDE = "passage-side-x86-avx512-vnni"
+
+
+def test_passage_side_table_is_the_result_files() -> None:
+    """The passage-side frontier: HNSW recall (points vs PyTorch) from recall.json, passages/s and the ratio to
+    fused fp32 from the per-group interleaved runs (speed-fine-1.json, speed-fine-2.json: one per thread count)."""
+    rows = table_under("docs/benchmarks.md", "The passage side, on x86-avx512-vnni: four nodes stay fp32",
+                       "passage encoder")
+    recall = result(f"{PASSAGE_SIDE}/recall.json")
+    sources = {  # the table's row -> (recall.json's model, the speed files' model)
+        "int8, the default (no node fp32)": ("deployed", "int8 default"),
+        "int8, the 2 most sensitive nodes fp32": ("keep2", "int8 keep2"),
+        "int8, the 4 most sensitive nodes fp32 (`-qkeep2-pkeep4`)": ("keep4", "int8 keep4"),
+        "int8, the 8 most sensitive nodes fp32": ("keep8", "int8 keep8"),
+        "fp32 (fused)": ("fp32", "onnx-fp32"),
+    }
+    assert [row[0] for row in rows[1:]] == list(sources)
+    runs = {threads: result(f"{PASSAGE_SIDE}/speed-fine-{threads}.json") for threads in (1, 2)}
+    for row in rows[1:]:
+        model, timed = sources[row[0]]
+        assert row[1:6] == [f"{recall[model]['hnsw']['delta_points'][k]:+.2f}" for k in KS], row[0]
+        assert row[6:8] == [f"{runs[t]['passages_per_s'][timed]:.1f} ({runs[t]['speedup_vs_onnx_fp32'][timed]:.2f}x)"
+                            for t in (1, 2)], row[0]
+
+
 SERVE_ROWS = {"batched, wait 0, 2 workers x 1 thread (default)": "http-batched-2x1-wait0",
               "batched, wait 0, 2 x 1 (default)": "http-batched-2x1-wait0",
               "unbatched (`--max-batch 1`), 2 x 1": "http-unbatched-2x1", "unbatched, 2 x 1": "http-unbatched-2x1",
