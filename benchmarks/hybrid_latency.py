@@ -62,7 +62,7 @@ from fastdpr.common.integrity import library_versions, write_json
 from fastdpr.corpus.reader import Passage, write_corpus
 from fastdpr.corpus.squad import load_squad
 from fastdpr.index.build import IndexOptions, build_index
-from fastdpr.lexical.bm25 import BM25Index, BM25Settings, _tokenize, best_scores, build_bm25
+from fastdpr.lexical.bm25 import BM25Index, BM25Settings, best_scores, bm25s_tokenize, build_bm25
 from fastdpr.lexical.fusion import DEFAULT_WEIGHT
 from fastdpr.search.hybrid import HYBRID_DEPTH
 from fastdpr.search.retriever import Hit, Retriever
@@ -124,7 +124,7 @@ def hybrid_before(retriever: Retriever, side: BM25Index, question: str, k: int) 
     (three disabled progress bars per call) and ``get_scores`` (a score for every passage, read through
     ``np.memmap`` slices), the selection among the passages scoring above zero, the fusion with
     ``np.union1d``; the dense side is the same call."""
-    tokens = _tokenize([question], side.settings, side._stemmer, ids=False)[0]
+    tokens = bm25s_tokenize([question], side.settings, side._stemmer, ids=False)[0]
     lexical = (best_scores(side._model.get_scores(tokens), HYBRID_DEPTH) if tokens
                else (np.empty(0, np.int64), np.empty(0, np.float32)))
     labels, scores = retriever.searcher.search(retriever.encode_questions([question]), max(k, HYBRID_DEPTH))
@@ -187,7 +187,7 @@ def run(artifact: Path, squad: Path, index: Path | None, passages: int, question
         model = side._model  # bm25s's own object, to time its retrieve next to what ships
 
         def bm25s_tokens(question: str) -> list[str]:
-            tokens: list[str] = _tokenize([question], side.settings, side._stemmer, ids=False)[0]
+            tokens: list[str] = bm25s_tokenize([question], side.settings, side._stemmer, ids=False)[0]
             return tokens
 
         def retrieve(n_threads: int) -> Callable[[str], Any]:

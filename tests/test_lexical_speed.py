@@ -22,9 +22,9 @@ from fastdpr.lexical.bm25 import (
     BM25Settings,
     QuestionTokenizer,
     _stemmer,
-    _tokenize,
     best_of,
     best_scores,
+    bm25s_tokenize,
     build_bm25,
 )
 from fastdpr.lexical.fusion import RRF_K, _union
@@ -53,7 +53,7 @@ def squad_bm25(tmp_path_factory: pytest.TempPathFactory, squad: tuple[list[Passa
 
 def _reference_tokens(questions: Sequence[str]) -> list[list[str]]:
     settings = BM25Settings()
-    tokens: list[list[str]] = _tokenize(list(questions), settings, _stemmer(settings.stemmer), ids=False)
+    tokens: list[list[str]] = bm25s_tokenize(list(questions), settings, _stemmer(settings.stemmer), ids=False)
     return tokens
 
 

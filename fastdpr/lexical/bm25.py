@@ -102,7 +102,9 @@ def check_question(question: str) -> None:
         raise FastDPRError("the question is empty")
 
 
-def _tokenize(texts: list[str], settings: BM25Settings, stemmer: Any, ids: bool) -> Any:
+def bm25s_tokenize(texts: list[str], settings: BM25Settings, stemmer: Any, ids: bool) -> Any:
+    """``bm25s.tokenize`` with the index's settings: how passages are tokenized at build time (questions
+    take :class:`QuestionTokenizer`, the same steps without bm25s's per-call setup)."""
     return _bm25s().tokenize(texts, lower=settings.lower, token_pattern=settings.token_pattern,
                              stopwords=settings.stopwords, stemmer=stemmer, return_ids=ids, show_progress=False)
 
@@ -118,7 +120,7 @@ def build_bm25(texts: Iterable[str], target: Path, settings: BM25Settings | None
     corpus = list(texts)
     if not corpus:
         raise FastDPRError("no passages to index lexically")
-    tokens = _tokenize(corpus, settings, _stemmer(settings.stemmer), ids=True)
+    tokens = bm25s_tokenize(corpus, settings, _stemmer(settings.stemmer), ids=True)
     model = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
     model.index(tokens, show_progress=False)
     target.mkdir()
