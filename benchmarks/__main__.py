@@ -1,12 +1,13 @@
 """``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``
-``scale-vectors``, ``vectors-recall``, ``query-ab`` and ``store-fetch``: run from a checkout (benchmarks are not
-installed)."""
+``scale-vectors``, ``vectors-recall``, ``query-ab``, ``store-fetch`` and ``efficiency``: run from a checkout
+(benchmarks are not installed)."""
 
 from __future__ import annotations
 
 import click
 
 from benchmarks.append import append_command
+from benchmarks.efficiency.run import efficiency_command
 from benchmarks.encode_dump import encode_dump_command
 from benchmarks.hybrid import hybrid_command
 from benchmarks.hybrid_latency import hybrid_latency_command
@@ -39,6 +40,7 @@ main.add_command(scale_vectors_command)
 main.add_command(vectors_recall_command)
 main.add_command(query_ab_command)
 main.add_command(store_fetch_command)
+main.add_command(efficiency_command)
 
 if __name__ == "__main__":
     main()
