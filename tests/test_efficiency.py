@@ -187,6 +187,12 @@ def test_efficiency_benchmark_on_the_tiny_model(tiny_artifact: Path, tmp_path: P
                 per_passage * row["passages_per_s"] / 1e9 / row["peak_int8_gops"], rel=1e-2, abs=1e-4)
     assert [p["threads"] for p in report["profiles"]] == [1, 2]
     assert all(p["batch_size"] == 1 and p["op_types"] for p in report["profiles"])
+    for profile in report["profiles"]:  # timed inside the same deployed call: the parts add up
+        outside = profile["outside_ort"]
+        assert 0 <= outside["tokenize_share"] <= outside["share"] <= 1 and outside["glue_share"] >= 0
+    for profile in report["profiles"]:  # the GEMM kernels' own rate: the file's op types, as ORT runs them
+        assert {r["op_type"] for r in profile["kernel_rates"]} == {"MatMulInteger", "QAttention"}
+        assert all(r["gops"] > 0 and r["ms"] > 0 for r in profile["kernel_rates"])
     page = (out / "efficiency.md").read_text(encoding="utf-8")
     assert "lower bound" in page and report["cpu_class"] in page and report["command"] in page
 

@@ -32,8 +32,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"Load average (1/5/15 min) at start {load['start']}, at end {load['end']}. The machine is shared: "
         "**every GOP/s below is a lower bound**, and the 1- and 2-thread rows were measured side by side "
         "(rounds interleaved), so their ratio is fair even under load.", "",
-        f"Rerun: `{report['command']}`", "",
-        f"Artifact: {report['artifact']['sources']}, recipe `{report['artifact']['recipe']}`; passages encoded "
+        f"Rerun: `{report['command']}`, the artifact made by `fastdpr export --question-encoder "
+        f"{report['artifact']['sources']['question']} --context-encoder {report['artifact']['sources']['context']} "
+        f"--out ARTIFACT` (default recipe).", "",
+        f"Recipe `{report['artifact']['recipe']}`; passages encoded "
         f"with the deployed context model ({deployed}), one passage per ONNX Runtime call. "
         f"{workload['passages']} SQuAD passages (tokens: {workload['passage_tokens']}), "
         f"{workload['rounds']} rounds, median; tokenizer threads {workload['tokenizer_threads']}.", "",
@@ -75,11 +77,10 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def _profile_lines(profile: dict[str, Any]) -> list[str]:
+    """One thread count's profile: outside ORT, kernel time by op type, ORT overhead, the GEMM kernels' rate."""
     if "error" in profile:
         return [f"Profile failed: {profile['error']}", ""]
-    outside = profile["outside_ort"]
-    overhead = profile["ort_overhead_ms"]
-    wall = profile["profiled_wall_ms"]
+    outside, overhead, wall = profile["outside_ort"], profile["ort_overhead_ms"], profile["profiled_wall_ms"]
     lines = [
         f"## Where the time goes: {profile['threads']} thread(s), one passage per call", "",
         f"The deployed call (`encode_passages`, {profile['passages']} passages): {profile['end_to_end_ms']} ms; "
@@ -91,12 +92,22 @@ def _profile_lines(profile: dict[str, Any]) -> list[str]:
     ]
     for op in profile["op_types"]:
         lines.append(f"| {op['op_type']} kernels | {op['ms']} | {op['ms'] / wall * 100:.1f}% |")
-    listed = sum(op["ms"] for op in profile["op_types"])
-    rest = profile["kernel_ms"] - listed
+    rest = profile["kernel_ms"] - sum(op["ms"] for op in profile["op_types"])
     if rest > 0.05:
         lines.append(f"| other kernels | {rest:.1f} | {rest / wall * 100:.1f}% |")
     lines += [f"| executor between kernels | {overhead['between_kernels']} | "
               f"{overhead['between_kernels'] / wall * 100:.1f}% |",
               f"| binding (inputs in, outputs out) | {overhead['binding']} | {overhead['binding'] / wall * 100:.1f}% |",
               ""]
+    if profile.get("kernel_rates"):
+        lines += ["The kernels that do the counted work, at their own rate (the file op type's ops over every "
+                  "profiled call / the time of the kernels ORT runs it as; QAttention holds its int8 projection and "
+                  "its fp32 attention products; the profiler adds a little time, so a "
+                  "lower bound):", "",
+                  "| file op type | runs as | kernel ms | GOP/s | % of int8 peak |", "|---|---|---:|---:|---:|"]
+        for rate in profile["kernel_rates"]:
+            share = f"{rate['share_of_int8_peak'] * 100:.1f}%" if "share_of_int8_peak" in rate else "-"
+            lines.append(f"| {rate['op_type']} | {', '.join(rate['kernels'])} | {rate['ms']} | {rate['gops']} | "
+                         f"{share} |")
+        lines.append("")
     return lines

@@ -28,13 +28,22 @@ import click
 from benchmarks.common import log, machine, versions
 from benchmarks.efficiency.peak import MachinePeak, PeakError, machine_peak
 from benchmarks.efficiency.report import write_report
-from benchmarks.efficiency.work import KINDS, WorkCounter, mean_ops
+from benchmarks.efficiency.work import KINDS, WorkCounter, mean_ops, mean_ops_by_op_type
 from benchmarks.latency.profile import profile_passage_encoding
 from benchmarks.parity import interleaved_speed, speed_sample
 from fastdpr.common.cpu import this_cpu
 from fastdpr.corpus.squad import load_squad
 from fastdpr.model.artifact import Artifact
 from fastdpr.model.spec import SIDES, Side
+
+#: The kernels ONNX Runtime runs a file's op type as (its CPU optimizer fuses MatMulInteger with the
+#: dequantizing Cast/Mul into MatMulIntegerToFloat, or with DynamicQuantizeLinear into DynamicQuantizeMatMul).
+RUNTIME_KERNELS: dict[str, tuple[str, ...]] = {
+    "MatMulInteger": ("MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"),
+    "QAttention": ("QAttention",),
+    "Attention": ("Attention",),
+    "MatMul": ("MatMul", "FusedMatMul"),
+}
 
 #: Questions whose work is counted (their length distribution; questions are not timed here).
 QUESTION_SAMPLE = 512
@@ -115,8 +124,10 @@ def run_efficiency(config: EfficiencyConfig) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="fastdpr-efficiency-") as tmp:
             for threads in config.threads:
                 log(f"[efficiency] profiling one passage per call at {threads} threads")
-                profiles.append(profile_passage_encoding(artifact, deployed, pairs, threads, 1, Path(tmp),
-                                                         top=12))
+                profile = profile_passage_encoding(artifact, deployed, pairs, threads, 1, Path(tmp), top=40)
+                profile["kernel_rates"] = _kernel_rates(profile, work["context"][deployed]["mean_ops_by_op_type"],
+                                                        peak, threads)
+                profiles.append(profile)
     report = {
         "benchmark": "efficiency",
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -159,10 +170,33 @@ def _work(artifact: Artifact, passage_lengths: list[int], question_lengths: list
             longest = counter.count(1, max(lengths))
             out[side][precision] = {
                 "mean_ops_per_input": {kind: round(mean_ops(counter, lengths, kind)) for kind in KINDS},
+                "mean_ops_by_op_type": {op: round(ops) for op, ops in mean_ops_by_op_type(counter, lengths).items()},
                 "at_longest": longest.to_dict(),
                 "not_counted_op_types": list(counter.not_counted),
             }
     return out
+
+
+def _kernel_rates(profile: dict[str, Any], ops_by_op_type: dict[str, int], peak: MachinePeak | None,
+                  threads: int) -> list[dict[str, Any]]:
+    """GOP/s inside the kernels that do the counted work: a file op type's ops over every profiled call,
+    divided by the profiled time of the kernels ORT runs it as (:data:`RUNTIME_KERNELS`)."""
+    if "error" in profile:
+        return []
+    kernel_ms = {op["op_type"]: op["ms"] for op in profile["op_types"]}
+    rates = []
+    for op_type, ops in ops_by_op_type.items():
+        kernels = RUNTIME_KERNELS.get(op_type, (op_type,))
+        ms = sum(kernel_ms.get(k, 0.0) for k in kernels)
+        if ms <= 0 or ops <= 0:
+            continue
+        gops = ops * profile["passages"] / (ms / 1000) / 1e9
+        rate: dict[str, Any] = {"op_type": op_type, "kernels": [k for k in kernels if k in kernel_ms],
+                                "ms": round(ms, 1), "gops": round(gops, 1)}
+        if peak is not None:
+            rate["share_of_int8_peak"] = round(gops / peak.gops(threads), 4)
+        rates.append(rate)
+    return rates
 
 
 def _stats(lengths: list[int]) -> dict[str, float]:

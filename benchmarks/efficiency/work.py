@@ -83,6 +83,13 @@ class Work:
         """Operations (2 x MACs) of one kind, or of all kinds."""
         return 2 * self.macs(kind)
 
+    def ops_by_op_type(self) -> dict[str, int]:
+        """Operations (all kinds) per op type of the file's nodes."""
+        out: dict[str, int] = {}
+        for node in self.nodes:
+            out[node.op_type] = out.get(node.op_type, 0) + 2 * sum(node.macs.values())
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """The counts a result file records (ops, not MACs: the unit of GOP/s)."""
         return {"batch": self.batch, "sequence": self.sequence, "ops": {k: self.ops(k) for k in KINDS},
@@ -194,3 +201,12 @@ def mean_ops(counter: WorkCounter, lengths: Iterable[int], kind: Kind | None = N
     if not values:
         raise WorkCountError("no inputs to count")
     return float(np.mean(values))
+
+
+def mean_ops_by_op_type(counter: WorkCounter, lengths: Iterable[int]) -> dict[str, float]:
+    """Mean operations per input and op type of the file's nodes, each input its own call."""
+    works = [counter.count(1, n) for n in lengths]
+    if not works:
+        raise WorkCountError("no inputs to count")
+    types = sorted({op for w in works for op in w.ops_by_op_type()})
+    return {op: float(np.mean([w.ops_by_op_type().get(op, 0) for w in works])) for op in types}
