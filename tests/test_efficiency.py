@@ -206,3 +206,15 @@ def test_efficiency_benchmark_refuses_bad_threads(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["efficiency", "--artifact", str(tmp_path), "--squad", str(squad),
                                        "--threads", "1,x", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "comma-separated list of thread counts" in result.output
+
+
+def test_committed_efficiency_md_is_made_from_its_json() -> None:
+    """The readable page of every committed efficiency run is what the report code makes of its JSON."""
+    from benchmarks.efficiency.report import markdown
+
+    runs = sorted((REPO_ROOT / "benchmarks" / "results").glob("efficiency-*/efficiency.json"))
+    assert runs
+    for path in runs:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        assert path.parent.name == f"efficiency-{report['cpu_class']}"
+        assert (path.parent / "efficiency.md").read_text(encoding="utf-8") == markdown(report), path

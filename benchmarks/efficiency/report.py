@@ -37,7 +37,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"--out ARTIFACT` (default recipe).", "",
         f"Recipe `{report['artifact']['recipe']}`; passages encoded "
         f"with the deployed context model ({deployed}), one passage per ONNX Runtime call. "
-        f"{workload['passages']} SQuAD passages (tokens: {workload['passage_tokens']}), "
+        f"{workload['passages']} SQuAD passages (tokens: {_tokens(workload['passage_tokens'])}), "
         f"{workload['rounds']} rounds, median; tokenizer threads {workload['tokenizer_threads']}.", "",
         "## Work per input (counted from the graphs)", "",
         "Operations = 2 x multiply-accumulates of the matrix products, each input its own call (batch 1, its own "
@@ -74,6 +74,10 @@ def markdown(report: dict[str, Any]) -> str:
     for profile in report["profiles"]:
         lines += _profile_lines(profile)
     return "\n".join(lines) + "\n"
+
+
+def _tokens(stats: dict[str, float]) -> str:
+    return f"mean {stats['mean']}, median {stats['median']}, min {stats['min']}, max {stats['max']}"
 
 
 def _profile_lines(profile: dict[str, Any]) -> list[str]:
