@@ -1,5 +1,5 @@
 """``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``
-``scale-vectors``, ``rerank-footprint``, ``vectors-recall``, ``query-ab``, ``store-fetch`` and
+``scale-vectors``, ``rerank-footprint``, ``vectors-recall``, ``query-ab``, ``store-fetch``, ``efficiency`` and
 ``concurrent-calls``: run from a checkout (benchmarks are not installed)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import click
 
 from benchmarks.append import append_command
 from benchmarks.concurrent_calls import concurrent_calls_command
+from benchmarks.efficiency.run import efficiency_command
 from benchmarks.encode_dump import encode_dump_command
 from benchmarks.hybrid import hybrid_command
 from benchmarks.hybrid_latency import hybrid_latency_command
@@ -43,6 +44,7 @@ main.add_command(query_ab_command)
 main.add_command(store_fetch_command)
 main.add_command(rerank_footprint_command)
 main.add_command(concurrent_calls_command)
+main.add_command(efficiency_command)
 
 if __name__ == "__main__":
     main()

@@ -270,16 +270,26 @@ def openvino_system(artifact: Artifact, artifact_dir: Path, corpus: Path, passag
     return SystemRun(OPENVINO, ranked, passages_per_s=len(passages) / seconds)
 
 
+def speed_sample(passages: list[Passage], sample: int = 256) -> list[tuple[str, str]]:
+    """The ~``sample`` (title, text) pairs :func:`interleaved_speed` encodes: every n-th passage, in file order
+    (a benchmark that also counts their work, e.g. ``python -m benchmarks efficiency``, takes the same ones)."""
+    return [(p.title, p.text) for p in passages[:: max(1, len(passages) // sample)]]
+
+
 def interleaved_speed(models: dict[str, tuple[Path, int | None]], artifact: Artifact, passages: list[Passage],
-                      threads: int, rounds: int = 3, sample: int = 256) -> dict[str, float]:
+                      threads: int, rounds: int = 3, sample: int = 256,
+                      model_threads: dict[str, int] | None = None) -> dict[str, float]:
     """Passage-encoding passages/s of each model on the same passages, rounds interleaved across models
     (a shared machine's drift hits every model alike); the median round counts. ``models`` maps a name to
     (ONNX file, inputs per call: 1 as ``fastdpr index`` deploys int8, None for calls holding the runtime's
-    default length-sorted batch of passages, fp32's best)."""
+    default length-sorted batch of passages, fp32's best). ``model_threads`` overrides ``threads`` per name
+    (the same model at 1 and 2 threads, side by side)."""
     from fastdpr.model.encoder import OnnxEncoder
 
-    pairs = [(p.title, p.text) for p in passages[:: max(1, len(passages) // sample)]]
-    encoders = {name: OnnxEncoder(path, artifact.tokenizer("context"), threads, inputs_per_call=per_call)
+    pairs = speed_sample(passages, sample)
+    chosen = model_threads or {}
+    encoders = {name: OnnxEncoder(path, artifact.tokenizer("context"), chosen.get(name, threads),
+                                  inputs_per_call=per_call)
                 for name, (path, per_call) in models.items()}
     for encoder in encoders.values():
         encoder.encode_passages(pairs[:32])  # warm-up

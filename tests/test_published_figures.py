@@ -1117,3 +1117,79 @@ def test_the_hybrid_latency_results_name_their_cpu_class_and_are_identical() -> 
         assert data["machine"]["int8_class"]["int8_class"] == "x86-avx512-vnni", source
         assert data["identical"] is True and data["index"]["passages"] == 200_000, source
     assert result(HYBRID_AVX2)["machine"]["int8_class"]["int8_class"] == "x86-avx2"
+
+
+# Issue #21, point 3: compute efficiency (python -m benchmarks efficiency)
+
+EFFICIENCY = "efficiency-x86-avx512-vnni/efficiency.json"
+EFFICIENCY_HEADING = "Compute efficiency: int8 GOP/s against the CPU's peak (issue #21)"
+#: The profile's kernels that quantize activations (the default recipe's per-row scales, and QAttention's input).
+QUANTIZING_KERNELS = ("Abs", "ReduceMax", "Max", "Mul", "Div", "Round", "Add", "Cast", "DynamicQuantizeLinear")
+
+
+def session_share(*op_types: str, threads: int = 1) -> Callable[[Any], float]:
+    """Percent of the profiled ``session.run`` time spent in kernels of these op types (as efficiency.md)."""
+    def share(data: Any) -> float:
+        profile = next(p for p in data["profiles"] if p["threads"] == threads)
+        kernel_ms = {op["op_type"]: op["ms"] for op in profile["op_types"]}
+        return sum(kernel_ms[op] for op in op_types) / profile["profiled_wall_ms"] * 100
+    return share
+
+
+def kernel_rate(op_type: str, key: str, threads: int = 1) -> Callable[[Any], float]:
+    def rate(data: Any) -> float:
+        profile = next(p for p in data["profiles"] if p["threads"] == threads)
+        return float(next(r[key] for r in profile["kernel_rates"] if r["op_type"] == op_type))
+    return rate
+
+
+def efficiency_row(threads: int, key: str) -> Callable[[Any], float]:
+    return lambda data: float(next(r[key] for r in data["efficiency"] if r["threads"] == threads))
+
+
+EFFICIENCY_FIGURES: tuple[Figure, ...] = (
+    Figure("docs/benchmarks.md", "load average {} at the start of the run, {} at its end", EFFICIENCY,
+           ("load_average/start/0", "load_average/end/0")),
+    Figure("docs/benchmarks.md", "259 SQuAD dev passages of {} tokens on average", EFFICIENCY,
+           ("workload/passage_tokens/mean",), "{:.1f}"),
+    Figure("docs/benchmarks.md", "a passage costs {} GOP of int8 GEMM (weights) and {} GOP of fp32 attention",
+           EFFICIENCY, ("work/context/int8/mean_ops_per_input/int8_gemm",
+                        "work/context/int8/mean_ops_per_input/fp32_attention"), lambda v: f"{v / 1e9:.3f}"),
+    Figure("docs/benchmarks.md", "{} int8 MACs per cycle per core, x {} GHz", EFFICIENCY,
+           ("peak/macs_per_cycle_per_core", "peak/clock_ghz"), lambda v: f"{v:.0f}" if v > 100 else f"{v:.3f}"),
+    Figure("docs/benchmarks.md", "= {} int8 GOP/s per core", EFFICIENCY, (efficiency_row(1, "peak_int8_gops"),),
+           "{:.1f}"),
+    Figure("docs/benchmarks.md", "QAttention {}%, MatMulIntegerToFloat (the int8 MatMuls) {}%, "
+           "SkipLayerNormalization {}%, BiasGelu {}%", EFFICIENCY,
+           tuple(session_share(op) for op in ("QAttention", "MatMulIntegerToFloat", "SkipLayerNormalization",
+                                              "BiasGelu")), "{:.1f}"),
+    Figure("docs/benchmarks.md", "DynamicQuantizeLinear for QAttention) {}%, ONNX Runtime's executor between kernels "
+           "{}%", EFFICIENCY, (session_share(*QUANTIZING_KERNELS),
+                               lambda d: d["profiles"][0]["ort_overhead_ms"]["between_kernels"]
+                               / d["profiles"][0]["profiled_wall_ms"] * 100), "{:.1f}"),
+    Figure("docs/benchmarks.md", "(tokenization and Python glue) {}% of the deployed call", EFFICIENCY,
+           ("profiles/0/outside_ort/share",), lambda v: f"{v * 100:.1f}"),
+    Figure("docs/benchmarks.md", "kernels on their own ran at {} GOP/s, {}% of one core's peak", EFFICIENCY,
+           (kernel_rate("MatMulInteger", "gops"), kernel_rate("MatMulInteger", "share_of_int8_peak")),
+           lambda v: f"{v:.1f}" if v > 1 else f"{v * 100:.1f}"),
+    Figure("docs/benchmarks.md", "the two kernels that do the counted work hold only {}% of the time", EFFICIENCY,
+           (session_share("QAttention", "MatMulIntegerToFloat"),), "{:.1f}"),
+    Figure("docs/benchmarks.md", "fewer passages per second than the 1-thread one ({} vs {})", EFFICIENCY,
+           (efficiency_row(2, "passages_per_s"), efficiency_row(1, "passages_per_s"))),
+)
+
+
+@pytest.mark.parametrize("figure", EFFICIENCY_FIGURES, ids=lambda f: f.phrase[:60])
+def test_efficiency_figure_matches_its_result_file(figure: Figure) -> None:
+    assert figure.problem() is None, figure.problem()
+
+
+def test_efficiency_table_is_the_result_file() -> None:
+    data = result(EFFICIENCY)
+    assert data["cpu_class"] == "x86-avx512-vnni" and data["machine"]["int8_class"]["int8_class"] == "x86-avx512-vnni"
+    rows = table_under("docs/benchmarks.md", EFFICIENCY_HEADING, "threads")
+    assert rows[0] == ["threads", "passages/s", "int8 GEMM GOP/s", "% of int8 peak"]
+    assert [row[0] for row in rows[1:]] == [str(r["threads"]) for r in data["efficiency"]]
+    for row, measured in zip(rows[1:], data["efficiency"], strict=True):
+        assert row[1:] == [f"{measured['passages_per_s']:.2f}", f"{measured['gops']['int8_gemm']:.1f}",
+                           f"{measured['int8_share_of_peak'] * 100:.1f}%"], row[0]
