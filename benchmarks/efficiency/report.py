@@ -71,6 +71,8 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{gops['fp32_gemm'] + gops['fp32_attention']:.1f} | {row['gops_all']:.1f} | {peak_cells} |")
     lines += ["", "\"all ops % of int8 peak\" counts the fp32 products against the int8 peak too: an upper bound "
               "on how busy the int8 units could have been.", ""]
+    lines += ["With more than one thread, fastdpr encodes many passages as that many concurrent single-threaded "
+              "calls (`fastdpr/model/encoder.py`): each call is the 1-thread call profiled below.", ""]
     for profile in report["profiles"]:
         lines += _profile_lines(profile)
     return "\n".join(lines) + "\n"

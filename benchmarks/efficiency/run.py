@@ -122,7 +122,9 @@ def run_efficiency(config: EfficiencyConfig) -> dict[str, Any]:
     profiles = []
     if config.profile:
         with tempfile.TemporaryDirectory(prefix="fastdpr-efficiency-") as tmp:
-            for threads in config.threads:
+            # One thread only: with N > 1 threads the deployed encoder runs N concurrent single-threaded calls
+            # (fastdpr/model/encoder.py), so each call is the 1-thread call profiled here, N at a time.
+            for threads in (1,):
                 log(f"[efficiency] profiling one passage per call at {threads} threads")
                 profile = profile_passage_encoding(artifact, deployed, pairs, threads, 1, Path(tmp), top=40)
                 profile["kernel_rates"] = _kernel_rates(profile, work["context"][deployed]["mean_ops_by_op_type"],
