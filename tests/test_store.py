@@ -158,6 +158,12 @@ def test_texts_and_get_agree_in_order_with_and_without_sqlite_json(tmp_path: Pat
         assert store.texts([]) == []
         with pytest.raises(IndexLoadError, match=r"labels \[2000, 5000\] are not in"):
             store.texts([3, 2000, 3, 5000, 2000])
+        # A batch of questions' hits: many labels, few distinct (each read once), in order, repeats kept.
+        hits = np.tile(np.array([5, 3, 1999, 5], dtype=np.int64), 3000)
+        assert store.texts(hits) == [rows[i][1:] for i in hits.tolist()]
+        assert store.get(hits) == [StoredPassage(*rows[i]) for i in hits.tolist()]
+        with pytest.raises(IndexLoadError, match=r"labels \[2000\] are not in"):
+            store.texts([*hits.tolist(), 2000, 2000])
 
 
 def test_store_reads_through_sqlite_json_here(tmp_path: Path) -> None:
