@@ -3,11 +3,9 @@ tests are collected, while the quick tests run in the foreground.
 
 They are most of a CI run's fixed cost (minutes each: the alpha search of the default recipe quantizes
 the model several times) and mostly single-threaded, so on a 2-core machine they overlap with the
-quick tests instead of stopping them. They run at the same time, each in its own process, through the
-command line a user runs (``fastdpr export``, ``fastdpr demo``), and the tests that need them are moved
-to the end of the run so that the wait, if any, comes last. (Run one after the other, the second one
-finished ~2 minutes after the quick tests, and CI waited for it with one core idle: `/proc/stat` sampled
-every 10 s during a fresh-clone run, 2026-12-04.)
+quick tests instead of stopping them. They run one after the other (one extra busy process at a time,
+not two), through the command line a user runs (``fastdpr export``, ``fastdpr demo``), and the tests
+that need them are moved to the end of the run so that the wait, if any, comes last.
 
 A fixture asks :func:`result` for its job: it waits for it (starting it then if collection did not)
 and fails the tests that need it, with the job's own output, when the command failed.
@@ -48,7 +46,7 @@ class Finished:
 
 @dataclass
 class Runner:
-    """Runs the jobs of a session at the same time, each in its own process (watched by its own thread).
+    """Runs the jobs of a session one after the other in a thread, each in its own process.
 
     Its directory (and so its jobs, from ``make_jobs``) is made when first needed, not at import: Ray
     workers and other processes import the test modules, and so conftest, without running a session."""
@@ -57,8 +55,8 @@ class Runner:
     root: Path | None = None
     done: dict[str, threading.Event] = field(default_factory=dict)
     finished: dict[str, Finished] = field(default_factory=dict)
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    threads: list[threading.Thread] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    thread: threading.Thread | None = None
     stopping: bool = False
     _jobs: dict[str, Job] | None = None
 
@@ -71,13 +69,12 @@ class Runner:
         return self._jobs
 
     def start(self, names: list[str]) -> None:
-        """Run the named jobs in the background, all at once (each job once per session)."""
+        """Run the named jobs in the background, in this order (each job once per session)."""
         todo = [name for name in names if name not in self.done and name in self.jobs]
         for name in todo:
             self.done[name] = threading.Event()
-            thread = threading.Thread(target=self._run_one, args=(name,), name=f"head-start-{name}", daemon=True)
-            self.threads.append(thread)
-            thread.start()
+        self.thread = threading.Thread(target=self._run_all, args=(todo,), name="head-start", daemon=True)
+        self.thread.start()
 
     def result(self, name: str) -> Finished:
         """Wait for job ``name`` (run now if it was never started) and return what it left."""
@@ -89,22 +86,22 @@ class Runner:
     def stop(self) -> None:
         """End of the session: kill a job still running (an interrupted or partial run) and clean up."""
         self.stopping = True
-        for process in list(self.processes.values()):
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        for thread in self.threads:
-            thread.join(timeout=30)
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def _run_one(self, name: str) -> None:
-        try:
-            self.finished[name] = self._run(self.jobs[name], name)
-        except Exception as exc:  # reported to the tests that need the job, not lost in a thread
-            self.finished[name] = Finished(-1, f"could not run {name}: {exc!r}")
-        finally:
-            self.done[name].set()
+    def _run_all(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                self.finished[name] = self._run(self.jobs[name], name)
+            except Exception as exc:  # reported to the tests that need the job, not lost in a thread
+                self.finished[name] = Finished(-1, f"could not run {name}: {exc!r}")
+            finally:
+                self.done[name].set()
 
     def _run(self, job: Job, name: str) -> Finished:
         if self.stopping:
@@ -118,10 +115,9 @@ class Runner:
         assert self.root is not None  # made with the jobs
         log_path = self.root / f"{name}.log"
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(job.argv, cwd=job.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL)
-            self.processes[name] = process
-            exit_code = process.wait()
+            self.process = subprocess.Popen(job.argv, cwd=job.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+            exit_code = self.process.wait()
         return Finished(exit_code, log_path.read_text(encoding="utf-8", errors="replace"))
 
 
