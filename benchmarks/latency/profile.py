@@ -25,12 +25,18 @@ def profile_passage_encoding(artifact: Artifact, precision: str, passages: Seque
     session of the same model (same settings as :func:`fastdpr.model.session.make_session`, plus
     ``enable_profiling``): kernel time summed by operator type, the executor's time between kernels
     (``model_run`` minus kernels) and the Python binding's (``session.run`` wall minus ``model_run``).
-    ``batch_size=1`` is the deployed int8 mode (one passage per call).
+    ``batch_size=1`` is the deployed int8 mode (one passage per call). Every call runs on one thread
+    (``threads_per_call``): with ``threads`` > 1 fastdpr makes that many such calls at once.
     """
     import onnxruntime as ort
 
+    # Every call of a many-input encode runs on one thread: with N threads, as N concurrent calls
+    # (fastdpr/model/encoder.py). So each call is profiled on one thread, whatever ``threads`` is (a
+    # 2-thread session here would time calls that fastdpr no longer makes, and its concurrent calls
+    # would bypass the timed session).
+    per_call_threads = 1
     # Calls of batch_size inputs, as the split below makes them (batch_size=1: the deployed int8 mode).
-    encoder = OnnxEncoder(artifact.model_path("context", precision), artifact.tokenizer("context"), threads,
+    encoder = OnnxEncoder(artifact.model_path("context", precision), artifact.tokenizer("context"), per_call_threads,
                           inputs_per_call=batch_size)
     tokenizer = encoder.tokenizer
     encoder.encode_passages(passages[:8], batch_size)  # warm-up: first calls allocate the arena
@@ -54,7 +60,7 @@ def profile_passage_encoding(artifact: Artifact, precision: str, passages: Seque
     session_s = time.perf_counter() - t0
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = per_call_threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -92,6 +98,7 @@ def profile_passage_encoding(artifact: Artifact, precision: str, passages: Seque
         "passages": len(passages),
         "batch_size": batch_size,
         "threads": threads,
+        "threads_per_call": per_call_threads,
         "split_ms": {"tokenize_and_pad": round(tokenize_s * 1000, 1), "onnx_runtime": round(session_s * 1000, 1),
                      "tokenize_share": round(tokenize_s / (tokenize_s + session_s), 4)},
         "end_to_end_ms": round(end_to_end_s * 1000, 1),
