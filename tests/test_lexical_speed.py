@@ -118,7 +118,7 @@ def test_every_passage_of_a_question_is_scored_as_bm25s_scores_it(squad_bm25: BM
     model = squad_bm25._model
     for question in ("What year did the Denver Broncos win the Super Bowl?", "city city", "Warsaw"):
         ids = model.get_tokens_ids(squad_bm25.tokens([question])[0])
-        labels, values = columns.scores(ids)
+        labels, values = columns.candidates(ids, None)
         everything = model.get_scores_from_ids(ids)
         assert np.array_equal(labels, np.flatnonzero(everything > 0))
         assert np.array_equal(values.view(np.uint32), everything[labels].view(np.uint32))

@@ -240,15 +240,11 @@ class ScoreColumns:
                    indptr=np.asarray(scores["indptr"]).view(np.ndarray),
                    num_docs=int(scores["num_docs"]), dtype=np.dtype(model.dtype))
 
-    def scores(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Labels (ascending) and scores of the passages scoring above zero with the term ``ids`` (a term
-        may repeat: it counts as often as it occurs, as in bm25s)."""
-        return self.candidates(ids, None)
-
     def candidates(self, ids: Sequence[int], k: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """Labels (ascending) and scores of passages scoring above zero with the term ``ids``: all of them
-        (``k`` None), or a subset that holds every passage of the best ``k`` and all tied with the k-th,
-        which :func:`best_of` then selects from exactly as from all of them."""
+        """Labels (ascending) and scores of passages scoring above zero with the term ``ids`` (a term may
+        repeat: it counts as often as it occurs, as in bm25s): all of them (``k`` None), or a subset that
+        holds every passage of the best ``k`` and all tied with the k-th, which :func:`best_of` then
+        selects from exactly as from all of them."""
         if not ids:
             return np.empty(0, np.int64), np.empty(0, self.dtype)
         spans = [(int(self.indptr[t]), int(self.indptr[t + 1])) for t in ids]
