@@ -259,7 +259,9 @@ def append_onto_head(workdir: Path, squad: Path, questions: int, threads: int | 
     done = [_one_append(workdir, threads) for _ in range(runs)]
     chosen = sorted(done, key=lambda run: run["wall_seconds"])[(runs - 1) // 2]
     manifest = chosen.pop("manifest")
-    wall, cpu, load_before, load_after = (chosen["wall_seconds"], chosen["cpu_seconds"], *chosen["load_before_after"])
+    wall: float = chosen["wall_seconds"]
+    cpu: float = chosen["cpu_seconds"]
+    load_before, load_after = chosen["load_before_after"]
     changes = manifest["version"]["changes"]
     graph = _graph_parts(workdir, threads)
     asked = [q.question for q in load_squad_questions(squad)[:questions]]
@@ -579,3 +581,94 @@ def append_command(artifact: Path, label: str, passages: int, percent: float, qu
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     out.with_suffix(".md").write_text(render(result), encoding="utf-8")
     click.echo(render(result))
+
+
+_AB_CHILD = """
+import json, sys, time
+from pathlib import Path
+from fastdpr.index.build import IndexOptions
+from fastdpr.index.update import update_index
+import fastdpr
+started = time.perf_counter()
+manifest = update_index(Path(sys.argv[1]), append=Path(sys.argv[2]), fmt="dpr-tsv",
+                        options=IndexOptions(threads=int(sys.argv[3]), progress=False))
+changes = manifest["version"]["changes"]
+print(json.dumps({"wall_seconds": round(time.perf_counter() - started, 2), "seconds": changes["seconds"],
+                  "write_seconds": changes.get("write_seconds"), "fastdpr": fastdpr.__file__}))
+"""
+
+
+@click.command("append-ab")
+@click.option("--workdir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A --one-build workdir (head/ and tail.tsv).")
+@click.option("--before", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Checkout whose fastdpr is 'before' (this checkout is 'after').")
+@click.option("--rounds", type=click.IntRange(1, None), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Result JSON to write.")
+def append_ab_command(workdir: Path, before: Path, rounds: int, threads: int, out: Path) -> None:
+    """The same append with two versions of fastdpr, interleaved (before, after, before, after, ...), each in
+    its own process onto a fresh hard-linked copy of the one build: what the append's changes saved."""
+    import subprocess
+
+    after = Path(__file__).resolve().parent.parent
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    for _ in range(rounds):
+        for name, checkout in (("before", before), ("after", after)):
+            target = workdir.resolve() / f"ab-{name}"
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(workdir / "head", target, copy_function=os.link)
+            load = _load()
+            # cwd too: ``python -c`` puts the working directory first on sys.path, before PYTHONPATH.
+            done = subprocess.run([sys.executable, "-c", _AB_CHILD, str(target), str(workdir.resolve() / "tail.tsv"),
+                                   str(threads)], env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=checkout,
+                                  capture_output=True, text=True, check=True)
+            run = json.loads(done.stdout.strip().splitlines()[-1])
+            if not Path(run["fastdpr"]).resolve().is_relative_to(checkout.resolve()):
+                raise click.ClickException(f"{name} ran {run['fastdpr']}, not the fastdpr of {checkout}")
+            runs[name].append({**run, "load_before": load})
+            shutil.rmtree(target)
+            log(f"{name}: {runs[name][-1]['wall_seconds']} s")
+    medians = {name: round(median([run["wall_seconds"] for run in values]), 2) for name, values in runs.items()}
+    result = {"benchmark": "append-ab", "date_utc": _now(), "machine": machine(), "versions": versions(),
+              "command": "python -m benchmarks append-ab " + shlex.join(sys.argv[2:]),
+              "before_commit": subprocess.run(["git", "-C", str(before), "rev-parse", "HEAD"], capture_output=True,
+                                              text=True).stdout.strip(),
+              "after_commit": subprocess.run(["git", "-C", str(after), "rev-parse", "HEAD"], capture_output=True,
+                                             text=True).stdout.strip(),
+              "runs": runs, "median_wall_seconds": medians,
+              "after_over_before": round(medians["after"] / medians["before"], 3)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(render_ab_markdown(result), encoding="utf-8")
+    click.echo(render_ab_markdown(result))
+
+
+def render_ab_markdown(result: dict[str, Any]) -> str:
+    """The table of one ``append-ab`` result JSON."""
+    cpu = result["machine"]["int8_class"]["int8_class"]
+    lines = [
+        "# The same append, before and after (interleaved)",
+        "",
+        f"- date: {result['date_utc']}; machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
+        f"int8 class `{cpu}`, shared with other work (1-min load before each run in the table)",
+        f"- before: fastdpr at `{result['before_commit'][:12]}`; after: `{result['after_commit'][:12]}`",
+        f"- command: `{result['command']}`",
+        "",
+        "| run | wall (s) | encoding (s) | new version written (s) | of which rows / graph / hash (s) | "
+        "setup: session, int8 check (s) | load |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    rounds = len(result["runs"]["before"])
+    for number in range(rounds):
+        for name in ("before", "after"):
+            run = result["runs"][name][number]
+            write = run.get("write_seconds") or {}
+            parts = " / ".join(str(write[key]) for key in ("rows", "graph", "hash")) if write else "(not recorded)"
+            lines.append(f"| {name} {number + 1} | {run['wall_seconds']} | {run['seconds']['encode']} | "
+                         f"{run['seconds']['write']} | {parts} | {run['seconds']['setup']} | {run['load_before'][0]} |")
+    medians = {name: round(value, 2) for name, value in result["median_wall_seconds"].items()}
+    lines += ["", f"Median wall time: before {medians['before']} s, after {medians['after']} s (after / before "
+              f"**{result['after_over_before']}**). Rows: passages and vectors written; setup: the session, and "
+              "before, the int8 check on this CPU (after: relied on from the build's record).", ""]
+    return "\n".join(lines)
