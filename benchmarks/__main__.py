@@ -1,12 +1,12 @@
 """``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``
-``scale-vectors``, ``rerank-footprint``, ``vectors-recall``, ``query-ab``, ``store-fetch``, ``efficiency`` and
-``concurrent-calls``: run from a checkout (benchmarks are not installed)."""
+``append-ab``, ``scale-vectors``, ``rerank-footprint``, ``vectors-recall``, ``query-ab``, ``store-fetch``,
+``efficiency`` and ``concurrent-calls``: run from a checkout (benchmarks are not installed)."""
 
 from __future__ import annotations
 
 import click
 
-from benchmarks.append import append_command
+from benchmarks.append import append_ab_command, append_command
 from benchmarks.concurrent_calls import concurrent_calls_command
 from benchmarks.efficiency.run import efficiency_command
 from benchmarks.encode_dump import encode_dump_command
@@ -38,6 +38,7 @@ main.add_command(serve_command)
 main.add_command(scale_command)
 main.add_command(projection_command)
 main.add_command(append_command)
+main.add_command(append_ab_command)
 main.add_command(scale_vectors_command)
 main.add_command(vectors_recall_command)
 main.add_command(query_ab_command)

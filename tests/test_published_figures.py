@@ -175,6 +175,11 @@ SCALE_L2 = "scale-x86-amx/l2-h128-1m.json"
 SCALE_MINILM = "scale-x86-amx/minilm-200k.json"
 PROJECTION = "scale-x86-amx/projection-21m.json"
 VECTORS = "vectors-x86-avx512-vnni"
+#: Issue #24: appending 1% to a 1M index, against the fresh build it was appended to.
+APPEND_1M = "append-1m-x86-avx512-vnni/l2-h128-1m.json"
+APPEND_AB = "append-1m-x86-avx512-vnni/before-after-1m.json"
+MINILM_AS_DPR = "all-MiniLM-L6-v2 as DPR (int8)"
+L2_RANDOM = "l2-h128 (RANDOM WEIGHTS, int8)"
 RSS = "rss-x86-avx512-vnni"  # 2026-12-04, x86-avx512-vnni, re-ranking with pread against through the map
 DEFAULT_AVX2 = "invariance-x86-avx2/recall-default.log"
 PREVIOUS_AVX2 = "invariance-x86-avx2/frontier-previous-default.log"
@@ -458,6 +463,33 @@ FIGURES: tuple[Figure, ...] = (
             lambda _: ray_over_local("build", "encode_passages_per_s")(result(SCALE_MINILM))), "{:.2f}"),
     Figure("docs/scale.md", "measured with tracemalloc: {} bytes per passage at 1M ids", SCALE_L2,
            ("seen_id_set/bytes_per_passage",), "{:.0f}"),
+    # docs/scale.md, appending and deleting: 1% appended to the one fresh build of 990k passages
+    Figure("docs/scale.md", "one fresh build of {} SYNTHETIC passages", APPEND_1M, ("build/passages",), thousands),
+    Figure("docs/scale.md", "took {} s ({} s encoding, {} s writing passages and vectors, {} s graph, {} s hashing; "
+           "load average {} before, {} after). Appending the other {} to it took {} s (the median of {} appends",
+           APPEND_1M, ("build/wall_seconds", "build/split_seconds/encode_without_store", "build/split_seconds/store",
+                       "build/split_seconds/graph", "build/split_seconds/hash", "build/load_before_after/0/0",
+                       "build/load_before_after/1/0", "append/appended", "append/wall_seconds",
+                       "settings/append_runs"),
+           lambda v: thousands(v) if v == 10_000 else f"{v}"),
+    Figure("docs/scale.md", "{} s encoding, {} s graph (loading, extending and saving the 1M-element hnswlib file), "
+           "{} s passages and vectors, {} s hashes", APPEND_1M,
+           ("append/split_seconds/encode", "append/write_split_seconds/graph", "append/write_split_seconds/rows",
+            "append/write_split_seconds/hash"), "{}"),
+    Figure("docs/scale.md", "Append / fresh build: {} of the wall time, {} of the CPU time", APPEND_1M,
+           ("append_vs_build/wall", "append_vs_build/cpu"), "{}"),
+    Figure("docs/scale.md", "{} for the 990k build, {} after the append", APPEND_1M,
+           ("append/recall_at_100_vs_exact/head", "append/recall_at_100_vs_exact/appended"), "{}"),
+    Figure("docs/scale.md", "encoded at {} ms per passage against l2-h128's {} ms in the same run ({}x)", APPEND_1M,
+           (f"encode_cost/ms_per_passage/{MINILM_AS_DPR}", f"encode_cost/ms_per_passage/{L2_RANDOM}",
+            f"projection/models/{MINILM_AS_DPR}/encode_ratio"), "{}"),
+    Figure("docs/scale.md", "median {} s before, {} s after ({}): {}-{} s of int8 check gone", APPEND_AB,
+           ("median_wall_seconds/before", "median_wall_seconds/after", "after_over_before",
+            lambda d: min(run["seconds"]["setup"] for run in d["runs"]["before"]),
+            lambda d: max(run["seconds"]["setup"] for run in d["runs"]["before"])),
+           lambda v: f"{v:.2f}" if v > 10 else f"{v}"),
+    Figure("docs/scale.md", "appending 1% to 1M MiniLM passages comes to {} of a full build", APPEND_1M,
+           (f"projection/models/{MINILM_AS_DPR}/append_vs_build",), "{}"),
     Figure("docs/scale.md", "{} at 21M ids ({} GB)", PROJECTION,
            ("rows/0/inputs/seen_id_bytes", lambda d: d["rows"][0]["inputs"]["seen_id_bytes"] * d["rows"][0]["passages"]
             / 1e9), lambda v: f"{v:.0f}" if v > 50 else f"{v:.1f}"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import operator
+import shutil
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -96,7 +97,10 @@ class PassageStoreWriter:
     the pending batch is discarded and the connection closed without further checks.
     """
 
-    def __init__(self, path: str | Path, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(self, path: str | Path, batch_size: int = DEFAULT_BATCH_SIZE, *,
+                 copy_of: str | Path | None = None) -> None:
+        """``copy_of``: start from a copy of that store (its file copied whole, so passages are added after
+        its labels); the copy is refused unless it has this schema version."""
         self.path = Path(path)
         if self.path.exists():
             # Never append to or clobber an existing store: builds happen in a fresh staging directory.
@@ -106,6 +110,10 @@ class PassageStoreWriter:
         self._batch_size = batch_size
         self._pending: list[Row] = []
         self._written = 0
+        if copy_of is not None:
+            # A file copy (in the kernel: copy_file_range/sendfile) instead of re-inserting every row and
+            # rebuilding the id index: what makes an append's store cost a copy, not a rebuild.
+            shutil.copyfile(copy_of, self.path)
         self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, isolation_level=None)
         # journal_mode=MEMORY (not OFF): nearly as fast, but ROLLBACK still works, which a failed
         # batch needs. synchronous=OFF: a crash only loses a staging directory that is discarded anyway.
@@ -113,8 +121,20 @@ class PassageStoreWriter:
         # database (WAL would be persistent and make read-only opens need a writable directory).
         self._conn.execute("PRAGMA journal_mode=MEMORY")
         self._conn.execute("PRAGMA synchronous=OFF")
-        self._conn.execute(_SCHEMA)
-        self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if copy_of is None:
+            self._conn.execute(_SCHEMA)
+            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            return
+        try:
+            (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+            if version != SCHEMA_VERSION:
+                raise IndexLoadError(f"passage store {copy_of} has schema version {version}, expected "
+                                     f"{SCHEMA_VERSION}")
+            (count,) = self._conn.execute("SELECT count(*) FROM passages").fetchone()
+        except (sqlite3.Error, IndexLoadError) as exc:
+            self._abort()
+            raise IndexLoadError(f"cannot extend passage store {copy_of}: {exc}") from exc
+        self._written = int(count)
 
     def __enter__(self) -> PassageStoreWriter:
         return self

@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -56,6 +58,7 @@ from fastdpr.index.backend import BuildBackend
 from fastdpr.index.build import BuildInputs, IndexOptions, int8_check_for_build, local_backend
 from fastdpr.index.build_sharded import SHARDS_DIR, corpus_fingerprint
 from fastdpr.index.chunks import OnEncoded
+from fastdpr.index.int8_record import reusable_check, runtime_version
 from fastdpr.index.load import is_sharded_index, load_label_map, load_sharded_manifest, shards_of
 from fastdpr.index.manifest import (
     IndexManifest,
@@ -244,11 +247,25 @@ def _prepare_parts(staging: Path, state: dict[str, Any], ids: list[str]) -> list
     return kept
 
 
+def _int8_check(inputs: BuildInputs, options: IndexOptions, index_raw: dict[str, Any]) -> dict[str, Any] | None:
+    """The int8 check an append needs (as a build: refuse int8 kernels that miss the export's thresholds),
+    relied on from the index's record when that proves it for this CPU and onnxruntime
+    (:mod:`fastdpr.index.int8_record`), else run here. What ``version.changes.int8_check`` records."""
+    if "int8" not in (inputs.precision, inputs.question_precision):
+        return None
+    if (recorded := reusable_check(index_raw)) is not None:
+        return {"ran_here": False, "relied_on": recorded.source, "onnxruntime": recorded.onnxruntime,
+                "verification": recorded.check.to_dict()}
+    check = int8_check_for_build(inputs, options)
+    assert check is not None  # an int8 side: the check ran (and raised unless it passed or is allowed)
+    return {"ran_here": True, "onnxruntime": runtime_version(), "verification": check.to_dict()}
+
+
 def _encode_parts(staging: Path, appending: Appending, options: IndexOptions, log: Callable[[str], None],
-                  timings: dict[str, float]) -> list[Path]:
+                  timings: dict[str, float], index_raw: dict[str, Any], record: dict[str, Any]) -> list[Path]:
     """Every appended passage encoded into ``staging/encoded/NNNNN.npy`` (+ ``.ids.json``), reusing the parts
     of an interrupted run of the same update. ``timings`` gets ``setup`` (the int8 check, the session)
-    and ``encode`` seconds."""
+    and ``encode`` seconds; ``record`` the ``int8_check`` (see :func:`_int8_check`) when one was needed."""
     parts = _prepare_parts(staging, _state(appending, options), appending.ids)
     done = sum(len(json.loads(p.with_name(p.name.replace(".npy", ".ids.json")).read_text())) for p in parts)
     if parts:
@@ -257,7 +274,8 @@ def _encode_parts(staging: Path, appending: Appending, options: IndexOptions, lo
         return parts
     inputs = appending.inputs
     started = time.perf_counter()
-    int8_check_for_build(inputs, options)  # as a build: refuse int8 kernels that miss the export's thresholds
+    if (check := _int8_check(inputs, options, index_raw)) is not None:
+        record["int8_check"] = check
     encoder = local_backend(inputs.artifact, inputs.precision, options).encoder
     timings["setup"] = time.perf_counter() - started
     bar = corpus_bar(appending.corpus, options.progress, initial=done, desc="encoding")
@@ -337,9 +355,52 @@ class GraphChange:
     elements: int | None
 
 
+def _npy_header(count: int, dim: int) -> bytes:
+    """The .npy header of a float32 ``[count, dim]`` array, as :func:`write_npy_from_raw` writes it."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (count, dim)})
+    return header.getvalue()
+
+
+def _extend_rows(target: Path, old: IndexManifest, pieces: Iterable[Piece]) -> int | None:
+    """``passages.sqlite`` and ``vectors.npy`` of the new version when nothing is deleted: copies of
+    ``old``'s files (whole-file copies in the kernel, not row by row), ``pieces`` added after their rows,
+    the .npy header rewritten for the new count. Returns the rows in all; None (nothing written) when
+    the old vectors' header is not the one a build writes, which the row-by-row copy then handles."""
+    source = old.path(old.vectors)
+    offset = len(_npy_header(old.count, old.spec.dim))
+    with open(source, "rb") as handle:
+        if handle.read(offset) != _npy_header(old.count, old.spec.dim):
+            return None
+    vectors = target / "vectors.npy"
+    shutil.copyfile(source, vectors)
+    with PassageStoreWriter(target / "passages.sqlite", copy_of=old.path(old.store)) as store, \
+            open(vectors, "r+b") as out:
+        out.seek(0, os.SEEK_END)
+        count = old.count
+        for passages, new in pieces:
+            out.write(np.ascontiguousarray(new, dtype="<f4").tobytes())
+            store.add_many((count + i, p.id, p.title, p.text) for i, p in enumerate(passages))
+            count += len(passages)
+        header = _npy_header(count, old.spec.dim)
+        if len(header) == offset:  # numpy pads headers to 64 bytes and leaves room for the count to grow
+            out.seek(0)
+            out.write(header)
+    if len(header) != offset:
+        raw = target / "vectors.f32.partial"
+        with open(vectors, "rb") as src, open(raw, "wb") as dst:
+            src.seek(offset)
+            shutil.copyfileobj(src, dst, length=1 << 22)
+        write_npy_from_raw(raw, vectors, count, old.spec.dim)
+        raw.unlink()
+    return count
+
+
 def _write_rows(target: Path, old: IndexManifest, drop: np.ndarray, pieces: Iterable[Piece]) -> tuple[int, int]:
     """``passages.sqlite`` and ``vectors.npy`` of the new version: ``old``'s rows less ``drop`` (local
     labels, sorted), then ``pieces``. Returns (rows kept, rows in all)."""
+    if not len(drop) and (count := _extend_rows(target, old, pieces)) is not None:
+        return old.count, count
     raw = target / "vectors.f32.partial"
     vectors = np.load(old.path(old.vectors), mmap_mode="r", allow_pickle=False)
     with PassageStoreWriter(target / "passages.sqlite") as store, open(raw, "wb") as out:
@@ -385,27 +446,44 @@ def _write_graph(target: Path, old: IndexManifest, drop: np.ndarray, kept: int, 
     return GraphChange(rebuilt=False, labels="hnsw-labels.npy", elements=len(new_map))
 
 
+@contextmanager
+def _timed(spent: dict[str, float], key: str) -> Iterator[None]:
+    """Adds the block's seconds to ``spent[key]`` (the ``write_seconds`` split of ``version.changes``)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        spent[key] = spent.get(key, 0.0) + time.perf_counter() - started
+
+
 def _write_manifest(target: Path, old: IndexManifest, count: int, graph: GraphChange, *, label_offset: int | None,
-                    version: IndexVersion, files: FileTable | None = None) -> IndexManifest:
+                    version: IndexVersion, files: FileTable | None = None,
+                    spent: dict[str, float] | None = None) -> IndexManifest:
     hnsw = dataclasses.replace(old.hnsw, file="hnsw.bin", labels=graph.labels, elements=graph.elements)
+    if files is None:
+        with _timed({} if spent is None else spent, "hash"):
+            files = FileTable.scan(target, IndexLoadError)
     manifest = dataclasses.replace(
         old, root=target, count=count, vectors="vectors.npy", store="passages.sqlite", hnsw=hnsw,
-        shard_label_offset=label_offset, version=version,
-        files=files or FileTable.scan(target, IndexLoadError))
+        shard_label_offset=label_offset, version=version, files=files)
     write_json(target / MANIFEST_NAME, manifest.to_dict())
     return load_index_manifest(target, "sizes")  # what we wrote parses under the schema every load applies
 
 
 def _update_directory(target: Path, old: IndexManifest, drop: np.ndarray, pieces: Iterable[Piece], *,
                       label_offset: int | None, version: IndexVersion,
-                      threads: int | None) -> tuple[IndexManifest, bool]:
-    """Write the new version of one index directory (a whole index, or one shard) at ``target``."""
+                      threads: int | None, spent: dict[str, float]) -> tuple[IndexManifest, bool]:
+    """Write the new version of one index directory (a whole index, or one shard) at ``target``; ``spent``
+    gets the seconds of its parts (rows: passages and vectors; graph; hash)."""
     target.mkdir()
     if old.question_encoder is not None:
         _link_tree(old.root / "encoder", target / "encoder")
-    kept, count = _write_rows(target, old, drop, pieces)
-    graph = _write_graph(target, old, drop, kept, count, threads)
-    return _write_manifest(target, old, count, graph, label_offset=label_offset, version=version), graph.rebuilt
+    with _timed(spent, "rows"):
+        kept, count = _write_rows(target, old, drop, pieces)
+    with _timed(spent, "graph"):
+        graph = _write_graph(target, old, drop, kept, count, threads)
+    manifest = _write_manifest(target, old, count, graph, label_offset=label_offset, version=version, spent=spent)
+    return manifest, graph.rebuilt
 
 
 def _move_shard(target: Path, old: IndexManifest, label_offset: int) -> IndexManifest:
@@ -425,6 +503,8 @@ class Outcome:
     graphs_rebuilt: int = 0
     graphs_extended: int = 0
     new_shards: int = 0
+    #: Seconds of the rewritten directories' parts (see :func:`_update_directory`).
+    write_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def _unsharded(new: Path, current: CurrentIndex, drop: np.ndarray, appended: Appended | None,
@@ -432,7 +512,7 @@ def _unsharded(new: Path, current: CurrentIndex, drop: np.ndarray, appended: App
     (_, old), = current.shards
     pieces = appended.stream.take() if appended is not None else iter(())
     manifest, rebuilt = _update_directory(new, old, drop, pieces, label_offset=None, version=version,
-                                          threads=options.threads)
+                                          threads=options.threads, spent=outcome.write_seconds)
     outcome.graphs_rebuilt += rebuilt
     outcome.graphs_extended += not rebuilt
     return manifest.to_dict()
@@ -480,7 +560,7 @@ def _sharded(new: Path, current: CurrentIndex, drop: np.ndarray, appended: Appen
             continue  # every passage of the shard deleted, nothing to put in it: the shard goes
         pieces = stream.take(room) if stream is not None and room else iter(())
         manifest, rebuilt = _update_directory(target, old, local, pieces, label_offset=offset, version=old.version,
-                                              threads=options.threads)
+                                              threads=options.threads, spent=outcome.write_seconds)
         outcome.graphs_rebuilt += rebuilt
         outcome.graphs_extended += not rebuilt
         entries.append(ShardEntry(entry.dir, manifest.count, offset, sha256_file(target / MANIFEST_NAME)))
@@ -548,6 +628,7 @@ def update_index(index_dir: Path | str, *, append: Path | str | None = None, fmt
                                                                   set(delete), options)
         appended = 0 if appending is None else len(appending.ids)
         timings = {"checks": time.perf_counter() - started, "setup": 0.0, "encode": 0.0}
+        recorded: dict[str, Any] = {}  # what the changes record beyond counts and seconds
         if current.top.count - len(drop) + appended == 0:
             raise CorpusError(f"the update would leave {index} without passages")
         staging = updating_dir(index)
@@ -556,7 +637,7 @@ def update_index(index_dir: Path | str, *, append: Path | str | None = None, fmt
             staging.mkdir()
             parts: list[Path] = []
         else:
-            parts = _encode_parts(staging, appending, options, log, timings)
+            parts = _encode_parts(staging, appending, options, log, timings, current.top.raw, recorded)
         writing = time.perf_counter()
         new = staging / "new"
         shutil.rmtree(new, ignore_errors=True)  # a killed run's half-written version
@@ -577,7 +658,7 @@ def update_index(index_dir: Path | str, *, append: Path | str | None = None, fmt
             shutil.rmtree(new, ignore_errors=True)
             raise
         timings["write"] = time.perf_counter() - writing
-        changes = _changes(outcome, rows, timings, time.perf_counter() - started)
+        changes = {**_changes(outcome, rows, timings, time.perf_counter() - started), **recorded}
         manifest = _record_changes(new, manifest, dataclasses.replace(version, changes=changes))
         publish(new, index)
         shutil.rmtree(staging, ignore_errors=True)  # the previous version and the encoded parts
@@ -594,6 +675,8 @@ def _changes(outcome: Outcome, rows: Appended | None, timings: dict[str, float],
         # checks: reading the index and the corpus's ids; setup: int8 check and session; write: the new
         # version (copies, graphs, hashes); total also counts the publishing swap.
         "seconds": {**{key: round(value, 2) for key, value in timings.items()}, "total": round(seconds, 2)}}
+    if outcome.write_seconds:  # the rewritten directories' part of write (new shards record their own build)
+        changes["write_seconds"] = {key: round(value, 2) for key, value in outcome.write_seconds.items()}
     if rows is not None:
         report = rows.source.report
         changes["corpus"] = {"path": str(rows.appending.corpus.resolve()), "format": rows.appending.fmt,

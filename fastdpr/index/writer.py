@@ -139,20 +139,25 @@ def write_npy_from_raw(raw: Path, target: Path, count: int, dim: int) -> None:
         shutil.copyfileobj(src, out, length=1 << 22)
 
 
-def _write_vectors(directory: Path, pieces: Iterable[Piece], dim: int) -> int:
-    """passages.sqlite and vectors.npy from ``pieces``; the number of passages."""
+def _write_vectors(directory: Path, pieces: Iterable[Piece], dim: int) -> tuple[int, float]:
+    """passages.sqlite and vectors.npy from ``pieces``: the number of passages, and the seconds spent
+    writing them (the rest of the loop's time is encoding, which happens as ``pieces`` is pulled)."""
     # Vectors go to disk as they come (raw rows, then a .npy header in front): memory holds one piece.
     raw = directory / "vectors.f32.partial"
     count = 0
+    writing = 0.0
     with PassageStoreWriter(directory / "passages.sqlite") as store, open(raw, "wb") as vectors_out:
         for passages, vectors in pieces:
+            started = time.perf_counter()
             vectors_out.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
             store.add_many((count + i, p.id, p.title, p.text) for i, p in enumerate(passages))
             count += len(passages)
+            writing += time.perf_counter() - started
+        started = time.perf_counter()
     if count:
         write_npy_from_raw(raw, directory / "vectors.npy", count, dim)
     raw.unlink()
-    return count
+    return count, writing + time.perf_counter() - started
 
 
 def write_index(directory: Path, pieces: Iterable[Piece], backend: BuildBackend, record: BuildRecord,
@@ -164,7 +169,7 @@ def write_index(directory: Path, pieces: Iterable[Piece], backend: BuildBackend,
     shard of a sharded index (whose top level holds those). Returns the manifest.
     """
     started = time.perf_counter()
-    count = _write_vectors(directory, pieces, backend.encoder.dim)
+    count, store_seconds = _write_vectors(directory, pieces, backend.encoder.dim)
     if count == 0:  # the reader raises for an empty corpus; this guards a reader change
         raise CorpusError(f"{record.corpus}: no passages to index")
     encode_seconds = time.perf_counter() - started
@@ -181,17 +186,22 @@ def write_index(directory: Path, pieces: Iterable[Piece], backend: BuildBackend,
         with (graph_progress or _no_progress)(count) as on_progress:
             backend.build_graph(vectors, directory / "hnsw.bin", on_progress)
     del vectors
-    build = {"encode_seconds": round(encode_seconds, 2), "graph_seconds": round(time.perf_counter() - started, 2)}
+    # store_seconds is the part of encode_seconds spent writing passages and vectors (issue #24's split).
+    build = {"encode_seconds": round(encode_seconds, 2), "store_seconds": round(store_seconds, 2),
+             "graph_seconds": round(time.perf_counter() - started, 2)}
     # Every build path (unsharded, each shard of a sharded, resumed or Ray build) writes its directories
     # here, so each one gets its lexical side the same way, over the labels of its passage store (its
     # own build time is in the manifest's lexical entry).
     lexical = write_lexical_side(directory, record.lexical)
+    question_encoder = None if shard is not None else record.copy_question_encoder(directory)
+    started = time.perf_counter()
+    # The sha256 of every file, read back from disk after the last write: the full check of a build.
+    files = FileTable.scan(directory, IndexLoadError)
+    build["hash_seconds"] = round(time.perf_counter() - started, 2)
     if shard is None:
-        question_encoder: QuestionEncoderFiles | None = record.copy_question_encoder(directory)
         raw = {**record.provenance(), **record.whole_index(),
                "build": {**build, **record.settings(count, encode_seconds)}}
     else:
-        question_encoder = None
         raw = {**record.provenance(), "shard": {"number": shard.number, "of": f"../../{MANIFEST_NAME}"},
                "build": build}
     manifest = IndexManifest(
@@ -199,8 +209,7 @@ def write_index(directory: Path, pieces: Iterable[Piece], backend: BuildBackend,
         store="passages.sqlite", hnsw=record.hnsw if compressed is None else replace(record.hnsw, file=None),
         question_encoder=question_encoder, compressed=compressed,
         shard_label_offset=None if shard is None else shard.label_offset,
-        # The sha256 of every file, read back from disk after the last write: the full check of a build.
-        files=FileTable.scan(directory, IndexLoadError), raw=raw, lexical=lexical)
+        files=files, raw=raw, lexical=lexical)
     data = manifest.to_dict()
     write_json(directory / MANIFEST_NAME, data)
     load_index_manifest(directory, "sizes")  # what we wrote parses under the schema every load applies
