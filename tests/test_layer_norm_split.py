@@ -109,3 +109,17 @@ def test_the_exported_artifact_has_no_skip_layer_norm_and_fusions_keep_its_int8_
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     path = artifact.model_path("context", "int8")
     np.testing.assert_allclose(_run(path, feeds, True), _run(path, feeds, False), atol=1e-4)
+
+
+def test_layer_norm_benchmark_pairs_compute_the_same(tmp_path: Path) -> None:
+    """``python -m benchmarks layer-norm`` times pairs that compute the same thing, on this CPU: the
+    normalization pair within float rounding, the quantization pair bitwise."""
+    require_export()
+    from benchmarks.layer_norm import report, run
+
+    result = run(calls=2, rounds=1, shapes=(("tiny", 7, 32),))
+    rows = {row["what"]: row for row in result["shapes"]}
+    assert rows["normalization"]["max_abs_diff"] < 1e-4
+    assert rows["quantization, hidden wide"]["bitwise_equal"] is True
+    assert rows["quantization, 4 x hidden wide"]["bitwise_equal"] is True
+    assert "| tiny | 7 x 32 | normalization" in report(result)
