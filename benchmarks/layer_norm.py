@@ -138,7 +138,8 @@ def report(result: dict[str, Any]) -> str:
              f"{result['calls']} calls per round, {result['rounds']} interleaved rounds, median round. Load average "
              f"(1 min) {result['load_average']['start'][0]:.2f} at start, "
              f"{result['load_average']['end'][0]:.2f} at end.",
-             "", "| model shape | tokens x width | what | before (ms) | after (ms) | after is faster by | same output |",
+             "",
+             "| model shape | tokens x width | what | before (ms) | after (ms) | after is faster by | same output |",
              "|---|---|---|---:|---:|---:|---|"]
     for row in result["shapes"]:
         before, after = row["ms_per_call"].items()
