@@ -1234,6 +1234,13 @@ def speed(threads: int, key: str) -> str:
     return f"runs/{threads}/{key}"
 
 
+def vs_old_fp32(threads: int, key: str) -> Callable[[Any], float]:
+    def ratio(data: Any) -> float:
+        rates = data["runs"][str(threads)]["passages_per_s"]
+        return float(rates[key] / rates["old-fp32-fused"])
+    return ratio
+
+
 LN_FIGURES: tuple[Figure, ...] = (
     Figure("docs/benchmarks.md", "one SkipLayerNormalization took {} ms and the three standard ops {} ms ({}x)",
            LN_KERNELS, (kernel("minilm", "normalization", "ms_per_call/SkipLayerNormalization"),
@@ -1247,8 +1254,7 @@ LN_FIGURES: tuple[Figure, ...] = (
            ("load_start/0", "load_end/0"), "{:.2f}"),
     *(Figure("docs/benchmarks.md", f"| {label} | {{}} | {{}} | {{}}x / {{}}x |", LN_SPEED,
              (speed(1, f"passages_per_s/{key}"), speed(2, f"passages_per_s/{key}"),
-              lambda d, key=key: d["runs"]["1"]["passages_per_s"][key] / d["runs"]["1"]["passages_per_s"]["old-fp32-fused"],
-              lambda d, key=key: d["runs"]["2"]["passages_per_s"][key] / d["runs"]["2"]["passages_per_s"]["old-fp32-fused"]))
+              vs_old_fp32(1, key), vs_old_fp32(2, key)))
       for label, key in (("fp32, previous graphs (fused SkipLayerNormalization)", "old-fp32-fused"),
                          ("fp32 now", "new-fp32"),
                          ("int8, the previous default (`-qkeep2`, previous graphs)", "old-int8"),
