@@ -1,6 +1,6 @@
 """``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``
 ``append-ab``, ``scale-vectors``, ``rerank-footprint``, ``vectors-recall``, ``query-ab``, ``store-fetch``,
-``efficiency`` and ``concurrent-calls``: run from a checkout (benchmarks are not installed)."""
+``efficiency``, ``concurrent-calls`` and ``layer-norm``: run from a checkout (benchmarks are not installed).
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from benchmarks.encode_dump import encode_dump_command
 from benchmarks.hybrid import hybrid_command
 from benchmarks.hybrid_latency import hybrid_latency_command
 from benchmarks.latency import latency_command
+from benchmarks.layer_norm import layer_norm_command
 from benchmarks.parity import parity_command
 from benchmarks.query_ab import query_ab_command
 from benchmarks.rerank_footprint import rerank_footprint_command
@@ -46,6 +47,7 @@ main.add_command(store_fetch_command)
 main.add_command(rerank_footprint_command)
 main.add_command(concurrent_calls_command)
 main.add_command(efficiency_command)
+main.add_command(layer_norm_command)
 
 if __name__ == "__main__":
     main()

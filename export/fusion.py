@@ -1,10 +1,13 @@
-"""ONNX Runtime's transformer fusions (Attention, EmbedLayerNormalization, SkipLayerNormalization, Gelu)."""
+"""ONNX Runtime's transformer fusions (Attention, EmbedLayerNormalization, BiasGelu), with the residual
+LayerNorms left as the standard ``LayerNormalization`` (:mod:`.layer_norm` says why)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fastdpr.common.errors import ExportError
+
+from .layer_norm import unfuse_skip_layer_norm
 
 # What a fully fused L-layer BERT encoder has; a partial fusion quietly costs most of the speed.
 REQUIRED_FUSIONS = ("Attention", "EmbedLayerNormalization")
@@ -30,5 +33,9 @@ def fuse(source: Path, target: Path, num_heads: int, hidden_size: int, num_layer
             f"ONNX Runtime's BERT optimizer fused {wrong} (expected {expected}); the graph would run "
             "unfused and int8 would get no QAttention. Is this a BERT-family encoder?"
         )
+    unfused = unfuse_skip_layer_norm(model.model)
+    if unfused:
+        counts["LayerNormalization"] = counts.get("LayerNormalization", 0) + unfused
+        counts.pop("SkipLayerNormalization", None)
     model.save_model_to_file(str(target))
     return counts

@@ -10,7 +10,8 @@ Top-1/Top-5 and 0.5 beyond). The int8 GEMMs compute the same integers on every x
 issue #10), but recall still moves (most likely the fp32 ops between them, which round differently per class;
 not traced op by op) by a few tenths between classes: `-7bit-rows` with int8 questions lost 0.60 at Top-5 on
 x86-avx2 and 1.12 on x86-avx512-vnni (this test failed there), which is why today's default keeps the question
-encoder's 2 most sensitive MatMuls fp32 (`-7bit-rows-qkeep2`; docs/benchmarks.md, "The question side"). Speed
+encoder's 2 most sensitive MatMuls fp32, and since the faster graphs the passage encoder's 4
+(`-7bit-rows-qkeep2-pkeep4`; docs/benchmarks.md, "The question side" and "Faster graphs"). Speed
 is reported, not asserted (below). fp32 must match PyTorch's answer recall exactly; HNSW may cost fp32 a few
 questions (measured: 3 of 10,570 at Top-100). fp32 is not bit-identical to PyTorch, so its ranked passage
 lists are counted against PyTorch's (issue #14): near-tied passages can swap places deep in the list, but

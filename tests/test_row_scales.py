@@ -89,3 +89,28 @@ def test_row_scales_need_7bit_weights() -> None:
 
     with pytest.raises(ExportError, match="row_scales needs reduce_range"):
         QuantRecipe("bad", "8-bit weights with row scales", row_scales=True)
+
+
+def test_quantized_rows_are_bitwise_the_reference_including_ties(tmp_path: Path) -> None:
+    """The uint8 activation itself: ``round_half_even(x / scale_r) + 128`` with ``scale_r = max|x_r| *
+    (1/127)`` in float32, exactly (ties included), whatever ops the rewrite computes it with."""
+    import onnx
+
+    path = quantized_rows(tmp_path)
+    model = onnx.load(str(path))
+    quantized = next(node.input[0] for node in model.graph.node if node.op_type == "MatMulInteger")
+    model.graph.output.append(onnx.helper.make_tensor_value_info(quantized, onnx.TensorProto.UINT8, None))
+    probe = tmp_path / "probe.onnx"
+    onnx.save(model, str(probe))
+
+    x = np.random.default_rng(3).standard_normal((1, 4, K)).astype(np.float32)
+    x[0, 1, :8] = [127.0, 2.5, 3.5, -2.5, -3.5, 0.5, -0.5, 126.5]  # scale 1.0: exact ties
+    x[0, 2] = -x[0, 2] * 7  # a row whose largest magnitude is negative
+    x[0, 3] = 0.0  # an all-zero row: the floor keeps the scale finite
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+    got = session.run([quantized], {"x": x})[0]
+    scale = np.maximum(np.abs(x).max(axis=-1, keepdims=True), np.float32(1e-12)) * np.float32(1.0 / 127.0)
+    expected = (np.round(x / scale) + 128).astype(np.uint8)
+    assert got.dtype == np.uint8 and np.array_equal(got, expected)

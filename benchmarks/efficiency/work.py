@@ -2,7 +2,7 @@
 
 An operation (op) is one multiply or one add, so a multiply-accumulate (MAC) is 2 ops, as GOP/s figures and
 CPU peaks count them. Only the matrix products are counted (``MatMul``, ``MatMulInteger``, ``Gemm``, the fused
-``Attention`` / ``QAttention``, ...); elementwise and normalization ops (``SkipLayerNormalization``,
+``Attention`` / ``QAttention``, ...); elementwise and normalization ops (``LayerNormalization``,
 ``BiasGelu``, the quantization arithmetic, ...) are listed by name as *not counted*: on these graphs they are
 a few ops per element against hundreds of MACs per element in the products.
 
