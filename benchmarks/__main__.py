@@ -1,6 +1,6 @@
 """``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``
 ``append-ab``, ``scale-vectors``, ``rerank-footprint``, ``vectors-recall``, ``query-ab``, ``store-fetch``,
-``efficiency``, ``concurrent-calls`` and ``layer-norm``: run from a checkout (benchmarks are not installed).
+``efficiency``, ``concurrent-calls`` and ``layer-norm``: run from a checkout (benchmarks are not installed)."""
 
 from __future__ import annotations
 
