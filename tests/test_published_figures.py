@@ -1325,3 +1325,33 @@ LN_FIGURES: tuple[Figure, ...] = (
 @pytest.mark.parametrize("figure", LN_FIGURES, ids=lambda f: f"{f.page}: {f.phrase[:50]}")
 def test_layer_norm_figures_are_the_result_files(figure: Figure) -> None:
     assert figure.problem() is None, figure.problem()
+
+
+LATENCY_DEFAULT = "latency-minilm-default-x86-avx512-vnni"
+
+
+def latency_pair(key: str) -> tuple[Callable[[Any], float], ...]:
+    return tuple((lambda d, t=t: lookup(result(f"{LATENCY_DEFAULT}/t{t}/latency.json"), key)) for t in (1, 2))
+
+
+OPENVINO_DEFAULT_FIGURES: tuple[Figure, ...] = (
+    Figure("docs/benchmarks.md", "passages/s fastdpr-int8 vs openvino-int8 {}x at 1 thread ({} vs {}) and {}x at 2 "
+           "threads ({} vs", f"{LATENCY_DEFAULT}/t1/latency.json",
+           ("ratios/fastdpr-int8 vs openvino-int8/passages_per_s", "systems/fastdpr-int8/passages_per_s",
+            "systems/openvino-int8/passages_per_s",
+            latency_pair("ratios/fastdpr-int8 vs openvino-int8/passages_per_s")[1],
+            latency_pair("systems/fastdpr-int8/passages_per_s")[1]), lambda v: f"{v:g}"),
+    Figure("docs/benchmarks.md", "{}): **issue #21's passage goal (1.0x) is not met**; query p50 {}x and {}x "
+           "faster than OpenVINO", f"{LATENCY_DEFAULT}/t2/latency.json",
+           ("systems/openvino-int8/passages_per_s", *latency_pair("ratios/fastdpr-int8 vs openvino-int8/query_p50")),
+           lambda v: f"{v:g}"),
+    Figure("docs/benchmarks.md", "passages/s {}x / {}x and query p50 {}x / {}x at 256 passages",
+           f"{LATENCY_DEFAULT}/t1/latency.json",
+           (*latency_pair("ratios/fastdpr-int8 vs optimum-ort-int8/passages_per_s"),
+            *latency_pair("ratios/fastdpr-int8 vs optimum-ort-int8/query_p50")), "{:.2f}"),
+)
+
+
+@pytest.mark.parametrize("figure", OPENVINO_DEFAULT_FIGURES, ids=lambda f: f.phrase[:50])
+def test_openvino_default_figures_are_the_result_files(figure: Figure) -> None:
+    assert figure.problem() is None, figure.problem()
