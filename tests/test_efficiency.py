@@ -198,7 +198,9 @@ def test_efficiency_benchmark_on_the_tiny_model(tiny_artifact: Path, tmp_path: P
     for profile in report["profiles"]:  # the GEMM kernels' own rate: the file's op types, as ORT runs them
         # int8 kernels, and the fp32 ones of the nodes the default recipe keeps fp32
         rated = {r["op_type"] for r in profile["kernel_rates"]}
-        assert "MatMulInteger" in rated and rated <= {"MatMulInteger", "QAttention", "MatMul", "Attention"}
+        # (on the 2-layer tiny pair, 4 of its 8 nodes: which ones is the sensitivity pass's call)
+        assert rated & {"MatMulInteger", "QAttention"}
+        assert rated <= {"MatMulInteger", "QAttention", "MatMul", "Attention"}
         assert all(r["gops"] > 0 and r["ms"] > 0 for r in profile["kernel_rates"])
     page = (out / "efficiency.md").read_text(encoding="utf-8")
     assert "lower bound" in page and report["cpu_class"] in page and report["command"] in page
