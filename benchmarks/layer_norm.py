@@ -28,9 +28,8 @@ from benchmarks.common import machine, versions
 SHAPES = (("minilm", 161, 384), ("bert-base", 161, 768), ("bert-base-256", 256, 768))
 
 
-def _session(nodes: list[Any], inputs: list[str], tokens: int, width: int, inits: list[Any],
-             output_type: int = 1) -> Any:
-    import onnxruntime as ort
+def _model(nodes: list[Any], inputs: list[str], tokens: int, width: int, inits: list[Any],
+           output_type: int = 1) -> Any:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, tokens, width])
@@ -39,6 +38,12 @@ def _session(nodes: list[Any], inputs: list[str], tokens: int, width: int, inits
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8
+    return model
+
+
+def _session(model: Any) -> Any:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
@@ -46,24 +51,31 @@ def _session(nodes: list[Any], inputs: list[str], tokens: int, width: int, inits
 
 
 def _normalization_pair(tokens: int, hidden: int) -> dict[str, Any]:
-    from onnx import helper, numpy_helper
+    """ORT's fused node, and what the export writes instead (export/layer_norm.py, applied to it)."""
+    from onnx import ModelProto, helper, numpy_helper
+
+    from fastdpr_export.layer_norm import unfuse_skip_layer_norm
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal(hidden).astype(np.float32), n) for n in ("g", "b", "bias")]
-    fused = [helper.make_node("SkipLayerNormalization", ["x", "s", "g", "b", "bias"], ["y"], domain="com.microsoft",
-                              epsilon=1e-12)]
-    split = [helper.make_node("Add", ["x", "s"], ["sum"]), helper.make_node("Add", ["sum", "bias"], ["biased"]),
-             helper.make_node("LayerNormalization", ["biased", "g", "b"], ["y"], axis=-1, epsilon=1e-12)]
-    return {"SkipLayerNormalization": _session(fused, ["x", "s"], tokens, hidden, inits),
-            "Add + Add + LayerNormalization": _session(split, ["x", "s"], tokens, hidden, inits)}
+    fused = _model([helper.make_node("SkipLayerNormalization", ["x", "s", "g", "b", "bias"], ["y"],
+                                     domain="com.microsoft", epsilon=1e-12)], ["x", "s"], tokens, hidden, inits)
+    split = ModelProto()
+    split.CopyFrom(fused)
+    unfuse_skip_layer_norm(split)
+    return {"SkipLayerNormalization": _session(fused), "Add + Add + LayerNormalization": _session(split)}
 
 
 def _quantization_pair(tokens: int, width: int) -> dict[str, Any]:
+    """The previous per-row chain (written out here: it is the baseline) and what the export writes now
+    (export/row_scales.py's own nodes)."""
     from onnx import TensorProto, helper, numpy_helper
+
+    from fastdpr_export.row_scales import row_quantization_nodes, shared_initializers
 
     inits = [numpy_helper.from_array(np.array(v, dtype=t), n) for n, v, t in (
         ("zp", 128, np.uint8), ("offset", 128.0, np.float32), ("inv127", 1.0 / 127.0, np.float32),
-        ("floor", 1e-12, np.float32), ("flat", [-1], np.int64), ("view", [-1, width], np.int64))]
+        ("floor", 1e-12, np.float32))]
     chain = [helper.make_node("Abs", ["x"], ["abs"]),
              helper.make_node("ReduceMax", ["abs"], ["max"], axes=[-1], keepdims=1),
              helper.make_node("Max", ["max", "floor"], ["safe"]),
@@ -71,17 +83,11 @@ def _quantization_pair(tokens: int, width: int) -> dict[str, Any]:
              helper.make_node("Div", ["x", "scale"], ["div"]), helper.make_node("Round", ["div"], ["round"]),
              helper.make_node("Add", ["round", "offset"], ["shift"]),
              helper.make_node("Cast", ["shift"], ["y"], to=TensorProto.UINT8)]
-    one = [helper.make_node("ReduceMax", ["x"], ["hi"], axes=[-1], keepdims=1),
-           helper.make_node("ReduceMin", ["x"], ["lo"], axes=[-1], keepdims=1),
-           helper.make_node("Neg", ["lo"], ["nlo"]), helper.make_node("Max", ["hi", "nlo", "floor"], ["safe"]),
-           helper.make_node("Mul", ["safe", "inv127"], ["scale"]),
-           helper.make_node("Reshape", ["x", "view"], ["x2d"]), helper.make_node("Reshape", ["scale", "flat"], ["s1d"]),
-           helper.make_node("Shape", ["s1d"], ["rows"]), helper.make_node("Expand", ["zp", "rows"], ["zp1d"]),
-           helper.make_node("QuantizeLinear", ["x2d", "s1d", "zp1d"], ["q2d"], axis=0),
-           helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Reshape", ["q2d", "shape"], ["y"])]
     uint8 = TensorProto.UINT8
-    return {"Abs ... Cast (8 ops)": _session(chain, ["x"], tokens, width, inits, uint8),
-            "ReduceMax/ReduceMin + QuantizeLinear": _session(one, ["x"], tokens, width, inits, uint8)}
+    return {"Abs ... Cast (8 ops)": _session(_model(chain, ["x"], tokens, width, inits, uint8)),
+            "ReduceMax/ReduceMin + QuantizeLinear": _session(_model(
+                row_quantization_nodes("x", "y", "scale", "rows"), ["x"], tokens, width, shared_initializers(),
+                uint8))}
 
 
 def _time_pair(sessions: dict[str, Any], feeds: dict[str, np.ndarray], calls: int, rounds: int) -> dict[str, Any]:
