@@ -155,15 +155,23 @@ QuestionVectors = dict[tuple[Path, str], np.ndarray]
 
 
 def onnx_systems(artifact_dir: Path, precision: str, corpus: Path, questions: list[Question], threads: int,
-                 workdir: Path, label: str, recipe: str | None, encoded: QuestionVectors) -> list[SystemRun]:
+                 workdir: Path, label: str, recipe: str | None, encoded: QuestionVectors,
+                 passage_backend: str = "onnxruntime") -> list[SystemRun]:
     """fastdpr as deployed: an index built by ``build_index``, searched exactly and with HNSW.
+
+    ``passage_backend`` is the index's ``--passage-backend``: every row names it explicitly (``onnxruntime``,
+    or ``openvino`` for an artifact exported with ``--openvino``, labelled ``+openvino-passages``), so a
+    row never depends on what ``auto`` would pick on the machine that runs the benchmark.
 
     Both searches take the same question vectors (``Retriever.search_batch`` is ``search_vectors`` over
     ``encode_questions``), encoded once by the index's own question encoder and kept in ``encoded``.
     """
+    if passage_backend != "onnxruntime":
+        label = f"{label}+{passage_backend}-passages"
     index_dir = workdir / f"index-{label}"
     manifest = build_index(artifact_dir, corpus, index_dir, "jsonl",
-                           IndexOptions(precision=precision, threads=threads, force=True, progress=False))
+                           IndexOptions(precision=precision, threads=threads, force=True, progress=False,
+                                        passage_backend=passage_backend))
     runs = []
     texts = [q.question for q in questions]
     for exact in (True, False):
@@ -348,6 +356,10 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
             step(f"ONNX {label} ...")
             runs.extend(onnx_systems(artifact_dir, "int8", corpus, questions, threads, workdir, label, recipe,
                                      encoded))
+            if (openvino_graph := loaded[recipe].typed.openvino) is not None and openvino_graph.passed:
+                step(f"ONNX {label} questions, OpenVINO passages (export --openvino) ...")
+                runs.extend(onnx_systems(artifact_dir, "int8", corpus, questions, threads, workdir, label, recipe,
+                                         encoded, passage_backend="openvino"))
         if batched_calls and "int8" in artifact.precisions:
             step("ONNX int8 with batched calls (before issue #19) ...")
             runs.append(batched_calls_system(artifact, passages, questions, threads))

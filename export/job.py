@@ -57,6 +57,8 @@ class ExportJob:
     staging: Path
     workdir: Path
     log: Log = field(repr=False)
+    #: Also build the OpenVINO passage backend (``--openvino``; :mod:`.openvino_backend`).
+    openvino: bool = False
 
     @cached_property
     def inputs(self) -> dict[Side, Any]:

@@ -73,6 +73,8 @@ class ExportOptions:
     # The precision questions run at by default in indexes built from the artifact (None: the measured
     # default, :data:`~fastdpr_export.quantize.DEFAULT_QUESTION_PRECISION`; fp32 without int8 models).
     question_precision: str | None = None
+    # Also build, validate and time the OpenVINO passage backend (export/openvino_backend.py).
+    openvino: bool = False
 
     def encoding_plan(self) -> dict[str, Any]:
         """The manifest's ``encoding`` entry: one input per ONNX Runtime call, and each side's default
@@ -110,6 +112,8 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
     started = time.perf_counter()
     model_sources = options.model_sources()
     recipe = None if options.quantize == "none" else get_recipe(options.quantize)
+    if options.openvino and recipe is None:
+        raise ExportError("--openvino builds an int8 passage backend: it needs an int8 recipe, not --quantize none")
     encoding = options.encoding_plan()
     with atomic_directory(Path(options.out), options.force, ExportError) as staging, \
             tempfile.TemporaryDirectory(prefix="fastdpr-export-") as tmp:
@@ -121,6 +125,8 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
         _refuse_failed(verdict, recipe)
         _save_references(staging, reports)
         manifest = _manifest(options, job, encoding, reports, verdict)
+        if options.openvino:
+            manifest["backends"] = {"openvino": _openvino_entry(job, encoding, reports, options.int8_min_recall)}
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         manifest["files"] = file_table(staging)
         write_json(staging / MANIFEST_NAME, manifest)
@@ -135,17 +141,45 @@ def _export_model(job: ExportJob, model: ModelSource) -> ModelReport:
     onnx = onnx_export_stage(job, model)
     checks = validate_stage(job, model, "fp32", onnx.path, tokenizers, reference)
     fusion = fusion_stage(job, model, onnx.path)
-    # The raw graph is as large as the model and nothing reads it after fusion: free the disk before
-    # the next model directory is exported.
-    onnx.path.unlink()
     checks += validate_stage(job, model, "fused", fusion.path, tokenizers, reference)
     if job.recipe is None:
+        # The raw graph is as large as the model and nothing reads it after fusion (but the OpenVINO
+        # stage): free the disk before the next model directory is exported.
+        onnx.path.unlink()
         return ModelReport(model=model, reference=reference, onnx=onnx, fusion=fusion, checks=checks)
     quantization = quantization_stage(job, model, job.recipe, fusion.path, tokenizers)
     checks += validate_stage(job, model, "int8", quantization.path, tokenizers, reference)
     avx2 = avx2_stage(job, model, quantization.path, tokenizers)
+    openvino = None
+    if job.openvino and "context" in model.sides:
+        from .openvino_backend import openvino_stage
+
+        openvino = openvino_stage(job, model, onnx.path, quantization.path, tokenizers,
+                                  reference.embeddings["context"])
+    onnx.path.unlink()
     return ModelReport(model=model, reference=reference, onnx=onnx, fusion=fusion, checks=checks,
-                       quantization=quantization, avx2_u8s8=avx2)
+                       quantization=quantization, avx2_u8s8=avx2, openvino=openvino)
+
+
+def _openvino_entry(job: ExportJob, encoding: dict[str, Any], reports: list[ModelReport],
+                    min_recall: float) -> dict[str, Any]:
+    """The manifest's ``backends.openvino``: the OpenVINO passage graph's checks, the retrieval gate run with
+    questions as indexes will encode them (the encoding plan's precision, ONNX Runtime)."""
+    from .openvino_backend import openvino_manifest, openvino_retrieval_gate
+
+    question_stage = "int8" if encoding["precision"]["question"] == "int8" else "fused"
+    embeddings = {(check.stage, check.side): check.embeddings for report in reports for check in report.checks}
+    report = next(r for r in reports if r.openvino is not None)
+    held_q, held_p = job.probes.held_out_rows("question"), job.probes.held_out_rows("context")
+    agreement = openvino_retrieval_gate(embeddings[("fused", "question")][held_q],
+                                        embeddings[("fused", "context")][held_p],
+                                        embeddings[(question_stage, "question")][held_q],
+                                        report.openvino.embeddings[held_p])
+    entry = openvino_manifest(report.openvino, report.model.name, agreement, min_recall)
+    job.log(f"  [{'✓' if entry['validation']['retrieval']['passed'] else 'x'}] openvino retrieval agrees with fp32: "
+            f"recall@{agreement.k} {agreement.recall_at_k:.4f} (>= {min_recall}); preferred on: "
+            f"{', '.join(entry['preferred_on']) or 'no CPU class (kept for --passage-backend openvino)'}")
+    return entry
 
 
 def _open_job(options: ExportOptions, model_sources: dict[str, tuple[str, tuple[Side, ...]]],
@@ -164,7 +198,7 @@ def _open_job(options: ExportOptions, model_sources: dict[str, tuple[str, tuple[
     probes = options.probes or builtin_probes()
     probes.save(staging / "probes")
     return ExportJob(models=tuple(models), spec=spec, spec_decisions=decisions, recipe=recipe, opset=options.opset,
-                     probes=probes, staging=staging, workdir=workdir, log=log)
+                     probes=probes, staging=staging, workdir=workdir, log=log, openvino=options.openvino)
 
 
 def _describe_source(resolved: ResolvedSource) -> str:

@@ -108,6 +108,7 @@ class ModelReport:
     checks: tuple[StageCheck, ...]
     quantization: QuantizationReport | None = None
     avx2_u8s8: dict[str, Any] | None = None
+    openvino: Any = None  # an openvino_backend.OpenVinoReport with --openvino (its module imports this one)
 
     def seconds(self) -> dict[str, float]:
         """The manifest's ``sides[side].seconds``: how long each graph stage took to write its graph."""

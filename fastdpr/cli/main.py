@@ -122,7 +122,14 @@ def collect_index_options(command: Callable[..., None]) -> Callable[..., None]:
                    "else the artifact's plan.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=DEFAULT_PASSAGE_BATCH_SIZE, show_default=True,
               help="Passages tokenized and length-sorted together. Every ONNX Runtime call embeds one "
-                   "passage, so a passage's vector never depends on this (or on its neighbours).")
+                   "passage (OpenVINO: up to this many of one padded width), so a passage's vector never "
+                   "depends on this (or on its neighbours).")
+@click.option("--passage-backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto",
+              show_default=True,
+              help="Runtime that encodes the passages. auto: the artifact's OpenVINO graph (export --openvino) "
+                   "where it passed the export's checks and was faster on this CPU class and openvino is "
+                   "installed, else ONNX Runtime; the index records which and why. Questions run on ONNX "
+                   "Runtime.")
 @click.option("--threads", type=click.IntRange(1, 256),
               help="Cores to use (default: all): passages are encoded N at a time, one ONNX Runtime thread "
                    "each; hnswlib builds with N threads.")
@@ -212,6 +219,10 @@ def index_command(artifact: Path | None, corpus: Path | None, out: Path, fmt: st
         raise click.UsageError("--resume continues a sharded build: give the same --shard-size as before")
     if ray_address is not None and shard_size is None:
         raise click.UsageError("--ray builds a sharded index: give --shard-size N")
+    if ray_address is not None:
+        if options.passage_backend == "openvino":
+            raise click.UsageError("--ray encodes on ONNX Runtime workers: --passage-backend openvino does not apply")
+        options = dataclasses.replace(options, passage_backend="onnxruntime")
     check_output_dir(out, "index", options.force or resume)  # before the corpus is encoded, not after
     if shard_size is not None:
         from fastdpr.index.build_sharded import build_sharded_index
@@ -234,7 +245,9 @@ def index_command(artifact: Path | None, corpus: Path | None, out: Path, fmt: st
         echo_json(manifest)
         return
     counts, build = manifest["counts"], manifest["build"]
-    click.echo(f"indexed {counts['indexed']} passages into {out} (passages {manifest['precision']}, questions "
+    on_openvino = (build.get("passage_backend") or {}).get("name") == "openvino"
+    click.echo(f"indexed {counts['indexed']} passages into {out} (passages {manifest['precision']}"
+               f"{' on OpenVINO' if on_openvino else ''}, questions "
                f"{manifest['question_encoder']['precision']}, "
                f"{build['passages_per_s']} passages/s)"
                + (f" in {len(manifest['shards'])} shards" if "shards" in manifest else ""))
@@ -265,6 +278,7 @@ def _update_index(artifact: Path | None, corpus: Path | None, out: Path, fmt: st
                                         ("--ray", ray_address is not None), ("--force", options.force),
                                         ("--precision", options.precision is not None),
                                         ("--question-precision", options.question_precision is not None),
+                                        ("--passage-backend", options.passage_backend != "auto"),
                                         ("--vectors", options.vector_settings != type(options)().vector_settings))
                if given]
     if refused:

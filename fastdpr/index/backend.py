@@ -17,6 +17,7 @@ import numpy as np
 from fastdpr.corpus.reader import CorpusReader, CorpusReport, Passage
 from fastdpr.index.ann import build_hnsw, save_hnsw
 from fastdpr.index.chunks import ChunkEncoder
+from fastdpr.model.passage_backend import ONNX_RUNTIME, PassageBackend
 
 #: Called as an HNSW graph grows, with (vectors added, total).
 OnGraphProgress = Callable[[int, int], None]
@@ -50,9 +51,12 @@ class BuildBackend:
     :meth:`build_graph`; :meth:`note` says what the manifest records about where the build ran.
     """
 
-    def __init__(self, encoder: ChunkEncoder, graph: GraphSettings) -> None:
+    def __init__(self, encoder: ChunkEncoder, graph: GraphSettings,
+                 passage_backend: PassageBackend = ONNX_RUNTIME) -> None:
         self.encoder = encoder
         self.graph = graph
+        #: The runtime ``encoder`` runs on (recorded in the index manifest).
+        self.passage_backend = passage_backend
 
     def read(self, reader: CorpusReader) -> PassageSource:
         """The corpus's passages in order, with their report."""

@@ -39,6 +39,7 @@ from fastdpr.index.vector_settings import DEFAULT_NPROBE, DEFAULT_RERANK, Vector
 from fastdpr.index.writer import BuildRecord, GraphProgress, write_index
 from fastdpr.model.artifact import Artifact
 from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE
+from fastdpr.model.passage_backend import ONNX_RUNTIME, PassageBackend
 from fastdpr.model.verify import Int8Verification, verify_int8_here
 
 __all__ = ["IndexOptions", "build_index"]
@@ -72,6 +73,9 @@ class IndexOptions:
     nprobe: int = DEFAULT_NPROBE
     pq_m: int | None = None
     rerank: int = DEFAULT_RERANK
+    #: Which runtime encodes the passages (``--passage-backend``): auto, onnxruntime or openvino
+    #: (:mod:`fastdpr.model.passage_backend`).
+    passage_backend: str = "auto"
 
     @property
     def vector_settings(self) -> VectorSettings:
@@ -104,6 +108,8 @@ class BuildInputs:
     precision: str
     question_precision: str
     reader: CorpusReader
+    #: The runtime that encodes the passages, decided before anything is encoded.
+    passage_backend: PassageBackend = ONNX_RUNTIME
 
     @classmethod
     def open(cls, artifact_dir: Path | str, corpus: Path | str, fmt: str, options: IndexOptions) -> BuildInputs:
@@ -115,21 +121,24 @@ class BuildInputs:
         artifact.model_path("context", precision)
         artifact.model_path("question", question)
         options.vector_settings.check(artifact.spec.dim)  # a --pq-m that does not divide dim: before any encoding
+        backend = artifact.passage_backend(precision, options.passage_backend)
         reader = read_corpus(corpus, fmt, strict=options.strict)  # type: ignore[arg-type]
-        return cls(artifact, precision, question, reader)
+        return cls(artifact, precision, question, reader, backend)
 
 
 def local_backend(artifact: Artifact, precision: str, options: IndexOptions) -> BuildBackend:
-    """A backend that encodes with the artifact's context encoder and builds graphs in this process."""
-    encoder = OnnxChunkEncoder(artifact.encoder("context", precision, options.threads), options.batch_size)
-    return BuildBackend(encoder, options.graph)
+    """A backend that encodes with the artifact's context encoder (on the runtime ``options.passage_backend``
+    chooses) and builds graphs in this process."""
+    chosen = artifact.passage_backend(precision, options.passage_backend)
+    encoder = OnnxChunkEncoder(artifact.passage_encoder(chosen, precision, options.threads), options.batch_size)
+    return BuildBackend(encoder, options.graph, chosen)
 
 
 def int8_check_for_build(inputs: BuildInputs, options: IndexOptions) -> Int8Verification | None:
     """The int8 check on this CPU when either side runs int8 (None otherwise)."""
     if "int8" not in (inputs.precision, inputs.question_precision):
         return None
-    check = verify_int8_here(inputs.artifact, "index build", options.threads)
+    check = verify_int8_here(inputs.artifact, "index build", options.threads, inputs.passage_backend)
     if not check.passed and not options.allow_unverified_int8:
         # Refused before spending hours encoding a corpus with a graph that is wrong on this CPU.
         raise FastDPRError(
@@ -149,7 +158,8 @@ def start_build(inputs: BuildInputs, options: IndexOptions, int8_check: Int8Veri
                          question_precision=inputs.question_precision, source=backend.read(inputs.reader),
                          corpus=inputs.reader.path, corpus_format=inputs.reader.format, hnsw=options.hnsw,
                          int8_check=int8_check, batch_size=options.batch_size, threads=options.threads,
-                         lexical=options.lexical, vectors=options.vector_settings)
+                         lexical=options.lexical, vectors=options.vector_settings,
+                         passage_backend=backend.passage_backend)
     return backend, record
 
 

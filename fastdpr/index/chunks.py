@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from fastdpr.corpus.reader import Passage
-from fastdpr.model.encoder import OnnxEncoder
+from fastdpr.model.encoder import PassageEncoder
 
 #: Called with the number of passages just encoded (a progress bar's ``update``).
 OnEncoded = Callable[[int], None]
@@ -45,7 +45,7 @@ class OnnxChunkEncoder:
 
     window = 1
 
-    def __init__(self, encoder: OnnxEncoder, batch_size: int) -> None:
+    def __init__(self, encoder: PassageEncoder, batch_size: int) -> None:
         self._encoder = encoder
         self._batch_size = batch_size
 

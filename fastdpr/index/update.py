@@ -199,7 +199,11 @@ def _open_appending(current: CurrentIndex, corpus: Path, fmt: str, artifact_dir:
     if present:
         raise CorpusError(f"{corpus}: passage id(s) {_one_line_list(present)} are already in {current.root} "
                           "(to replace a passage, --delete its id in the same command)")
-    return Appending(corpus, reader.format, ids, BuildInputs(artifact, precision, question.precision, reader))
+    # Appended passages are encoded by the runtime that encoded the index (an index never mixes them).
+    build = current.top.raw.get("build") or {}
+    recorded_backend = (build.get("passage_backend") or {}).get("name", "onnxruntime")
+    backend = artifact.passage_backend(precision, recorded_backend)
+    return Appending(corpus, reader.format, ids, BuildInputs(artifact, precision, question.precision, reader, backend))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -211,7 +215,8 @@ def _state(appending: Appending, options: IndexOptions) -> dict[str, Any]:
     # on it, nor the index version or the deletions: the parts hold only the appended passages).
     inputs = appending.inputs
     return {"format": STATE_FORMAT, "artifact": inputs.artifact.identity, "precision": inputs.precision,
-            "strict": options.strict, "corpus": {"path": str(appending.corpus.resolve()), "format": appending.fmt,
+            "passage_backend": inputs.passage_backend.name, "strict": options.strict,
+            "corpus": {"path": str(appending.corpus.resolve()), "format": appending.fmt,
                                                  **corpus_fingerprint(appending.corpus)}}
 
 
@@ -276,7 +281,8 @@ def _encode_parts(staging: Path, appending: Appending, options: IndexOptions, lo
     started = time.perf_counter()
     if (check := _int8_check(inputs, options, index_raw)) is not None:
         record["int8_check"] = check
-    encoder = local_backend(inputs.artifact, inputs.precision, options).encoder
+    encoder = local_backend(inputs.artifact, inputs.precision,
+                            dataclasses.replace(options, passage_backend=inputs.passage_backend.name)).encoder
     timings["setup"] = time.perf_counter() - started
     bar = corpus_bar(appending.corpus, options.progress, initial=done, desc="encoding")
     try:
@@ -595,7 +601,8 @@ def _record(appended: Appended, top: ShardedIndexManifest, options: IndexOptions
                        corpus=appending.corpus, corpus_format=appending.fmt,
                        hnsw=dataclasses.replace(top.hnsw, file="hnsw.bin"), int8_check=None,
                        batch_size=options.batch_size, threads=options.threads,
-                       lexical=None)  # an index with a lexical side is refused (CurrentIndex.open)
+                       lexical=None,  # an index with a lexical side is refused (CurrentIndex.open)
+                       passage_backend=inputs.passage_backend)
 
 
 # ---------------------------------------------------------------------------------------------------

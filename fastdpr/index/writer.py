@@ -42,6 +42,7 @@ from fastdpr.index.store import PassageStoreWriter
 from fastdpr.index.stream import Piece
 from fastdpr.index.vector_settings import COMPRESSED_FILE, CompressedFiles, VectorSettings
 from fastdpr.model.artifact import Artifact
+from fastdpr.model.passage_backend import ONNX_RUNTIME, PassageBackend
 from fastdpr.model.verify import Int8Verification, int8_thresholds
 
 #: Given a graph's size, a context in which it is built, yielding a progress callback (or None).
@@ -81,6 +82,8 @@ class BuildRecord:
     lexical: str | None
     #: How the passage vectors are searched (issue #22): fp32 (the HNSW graph) or a compressed index.
     vectors: VectorSettings = field(default_factory=VectorSettings)
+    #: The runtime that encoded the passages (issue #21); appends encode with the same one.
+    passage_backend: PassageBackend = ONNX_RUNTIME
 
     def provenance(self) -> dict[str, Any]:
         """When and from what: the keys every manifest of the build starts with."""
@@ -102,7 +105,7 @@ class BuildRecord:
     def settings(self, encoded: int, seconds: float) -> dict[str, Any]:
         """The ``build`` entries of a whole index: throughput over ``encoded`` passages, and the settings."""
         return {"passages_per_s": round(encoded / max(seconds, 1e-9), 1), "batch_size": self.batch_size,
-                "threads": self.threads}
+                "threads": self.threads, "passage_backend": self.passage_backend.to_dict()}
 
     def copy_question_encoder(self, root: Path) -> QuestionEncoderFiles:
         """Copy the question encoder (model, tokenizer; an int8 one with its probes) into ``root/encoder``."""

@@ -14,6 +14,8 @@ from fastdpr.common.fields import Fields
 from fastdpr.common.integrity import MANIFEST_NAME, FileTable, Integrity, read_manifest, sha256_file
 from fastdpr.model.batching import INPUTS_PER_CALL
 from fastdpr.model.encoder import OnnxEncoder
+from fastdpr.model.openvino_encoder import OpenVinoEncoder
+from fastdpr.model.passage_backend import OpenVinoEntry, PassageBackend, choose_passage_backend
 from fastdpr.model.probes import Probes
 from fastdpr.model.spec import SIDES, EncoderSpec, Side
 from fastdpr.model.tokenization import SpecTokenizer
@@ -95,6 +97,8 @@ class ArtifactManifest:
     quantization: dict[str, Any] | None
     encoding: EncodingPlan
     files: FileTable
+    #: The OpenVINO passage graph (``fastdpr export --openvino``), None without one.
+    openvino: OpenVinoEntry | None = None
 
     @classmethod
     def parse(cls, fields: Fields, root: Path) -> ArtifactManifest:
@@ -134,7 +138,10 @@ class ArtifactManifest:
         quantization = fields.raw("quantization")
         if quantization is not None and not isinstance(quantization, dict):
             fields.fail("quantization must be an object or null")
-        return cls(spec=spec, sides=sides, probes=probes, min_cosine=min_cosine,
+        backends = fields.optional_obj("backends")
+        openvino_fields = None if backends is None else backends.optional_obj("openvino")
+        openvino = None if openvino_fields is None else OpenVinoEntry.parse(openvino_fields, files.require)
+        return cls(spec=spec, sides=sides, probes=probes, min_cosine=min_cosine, openvino=openvino,
                    int8_recall_at_10=(thresholds.number("int8_retrieval_recall_at_10")
                                       if thresholds.has("int8_retrieval_recall_at_10") else 0.75),
                    quantization=quantization, encoding=EncodingPlan.parse(fields, sides), files=files)
@@ -221,6 +228,20 @@ class Artifact:
         per call."""
         path = self.model_path(side, precision or self.side_precision(side))
         return OnnxEncoder(path, self.tokenizer(side), threads=threads)
+
+    def passage_backend(self, precision: str | None = None, requested: str = "auto") -> PassageBackend:
+        """The runtime that encodes passages at ``precision`` here (:mod:`fastdpr.model.passage_backend`)."""
+        return choose_passage_backend(self.typed.openvino, precision or self.side_precision("context"), requested)
+
+    def passage_encoder(self, backend: PassageBackend, precision: str | None = None,
+                        threads: int | None = None) -> OnnxEncoder | OpenVinoEncoder:
+        """The context encoder on ``backend`` (from :meth:`passage_backend`)."""
+        if backend.name == "openvino":
+            entry = self.typed.openvino
+            assert entry is not None  # chosen only when the artifact has one
+            return OpenVinoEncoder(self.typed.files.path(entry.model), self.tokenizer("context"), threads=threads,
+                                   bucket=entry.bucket_tokens)
+        return self.encoder("context", precision, threads)
 
     def probes(self) -> Probes:
         """The probe texts the export validated on."""

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -17,6 +18,18 @@ from fastdpr.model.spec import Side
 from fastdpr.model.tokenization import Feeds, SpecTokenizer
 
 OUTPUT_NAME = "embedding"
+
+
+class PassageEncoder(Protocol):
+    """What encodes an index's passages: :class:`OnnxEncoder`, or the OpenVINO backend's
+    :class:`~fastdpr.model.openvino_encoder.OpenVinoEncoder`."""
+
+    dim: int
+
+    def encode_passages(self, passages: Sequence[tuple[str, str]], batch_size: int = ...,
+                        on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Embed (title, text) passages, in input order."""
+        ...
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 

@@ -22,6 +22,7 @@ from fastdpr.model.spec import SIDES, Side
 if TYPE_CHECKING:  # loading an index needs only verify_int8_questions: keep artifact/probe imports off that path
     from fastdpr.model.artifact import Artifact
     from fastdpr.model.encoder import OnnxEncoder
+    from fastdpr.model.passage_backend import PassageBackend
 
 RETRIEVAL_K = 10
 
@@ -130,9 +131,13 @@ def int8_thresholds(artifact: Artifact) -> dict[str, float]:
     return {"min_cosine": artifact.typed.min_cosine["int8"], "recall_at_10": artifact.typed.int8_recall_at_10}
 
 
-def verify_int8_here(artifact: Artifact, where: str, threads: int | None = None) -> Int8Verification:
+def verify_int8_here(artifact: Artifact, where: str, threads: int | None = None,
+                     passage_backend: PassageBackend | None = None) -> Int8Verification:
     """Encode the probes with the artifact's int8 graphs on this machine and judge them on the held-out
-    probes against PyTorch fp32 (both sides' min cosine, and retrieval agreement)."""
+    probes against PyTorch fp32 (both sides' min cosine, and retrieval agreement). With ``passage_backend``
+    OpenVINO, the passages are encoded by the artifact's OpenVINO graph (what the index will hold)."""
+    if passage_backend is not None and passage_backend.name != "onnxruntime":
+        where = f"{where} (passages on {passage_backend.name})"
     probes = artifact.probes()
     batch_size = artifact.typed.probes.batch_size
     thresholds = int8_thresholds(artifact)
@@ -142,7 +147,9 @@ def verify_int8_here(artifact: Artifact, where: str, threads: int | None = None)
     sides: dict[str, dict[str, float]] = {}
     for side in SIDES:
         inputs = probes.questions if side == "question" else probes.passage_pairs()
-        embeddings[side] = artifact.encoder(side, "int8", threads).encode(inputs, batch_size=batch_size)
+        encoder = (artifact.passage_encoder(passage_backend, "int8", threads)
+                   if side == "context" and passage_backend is not None else artifact.encoder(side, "int8", threads))
+        embeddings[side] = encoder.encode(inputs, batch_size=batch_size)
         references[side] = artifact.probe_reference(side)
         sides[side] = _held_out_check(side, embeddings[side], references[side], probes.held_out_rows(side),
                                       thresholds["min_cosine"], failures)

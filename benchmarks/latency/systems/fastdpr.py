@@ -67,8 +67,10 @@ def _sha256(path: Path) -> str:
 
 
 class FastdprSystem(System):
-    """``Artifact.encoder("context", ...)`` for passages; ``Retriever.search(q, k=100)`` over an index built
-    with ``build_index`` (HNSW + SQLite store) for questions, its parts timed inside that one call."""
+    """The artifact's context encoder for passages, on the runtime ``fastdpr index`` picks here
+    (``Artifact.passage_backend``: ONNX Runtime, or the artifact's OpenVINO graph where the export measured
+    it faster on this CPU class); ``Retriever.search(q, k=100)`` over an index built with ``build_index``
+    (HNSW + SQLite store) for questions, its parts timed inside that one call."""
 
     def __init__(self, context: SetupContext, precision: str, passages_in_memory: bool = False) -> None:
         from fastdpr.index.build import IndexOptions, build_index
@@ -76,7 +78,9 @@ class FastdprSystem(System):
 
         self.name = f"fastdpr-{precision}" + ("-memory" if passages_in_memory else "")
         self.batch_size = context.batch_size
-        self.context = context.artifact.encoder("context", precision, context.threads)
+        self.passage_backend = context.artifact.passage_backend(precision)
+        self.context = context.artifact.passage_encoder(self.passage_backend, precision, context.threads)
+        context.log(f"    {self.name}: passages on {self.passage_backend.name} ({self.passage_backend.reason})")
         index_dir = context.workdir / f"index-{precision}"
         if index_dir not in _BUILT and _built_before(index_dir, context):
             context.log(f"    reusing {index_dir} (built by an earlier run in this --work directory from the same "
@@ -103,6 +107,10 @@ class FastdprSystem(System):
 
     def encode_passages(self, passages: Sequence[tuple[str, str]]) -> np.ndarray:
         return self.context.encode_passages(passages, self.batch_size)
+
+    def settings(self) -> dict[str, Any]:
+        """What the report records about how fastdpr ran: the passage runtime and why it was chosen."""
+        return {"passage_backend": self.passage_backend.to_dict()}
 
     def query(self, question: str) -> dict[str, float]:
         self._record.clear()
