@@ -47,10 +47,11 @@ from .lazy import require_export_extra
               help="The precision questions run at by default in indexes built from this artifact (both "
                    "models are kept; `fastdpr index --question-precision` overrides it). Default: the measured "
                    "choice (see README, \"Same input, same vector\").")
-@click.option("--openvino", is_flag=True,
-              help="Also build the OpenVINO passage backend: NNCF static int8, held to the same gates, timed "
+@click.option("--openvino/--no-openvino", default=None,
+              help="Also build the OpenVINO passage graph: NNCF static int8, held to the same gates, timed "
                    "against the ONNX int8 graph on this CPU; `fastdpr index` uses it on the CPU class where it "
-                   "passed and was faster. Needs: pip install 'fastdpr[openvino]'.")
+                   "passed and was faster. Default: on when the openvino extra is installed "
+                   "(pip install 'fastdpr[openvino]').")
 @click.option("--list-recipes", is_flag=True, help="List the INT8 recipes and exit.")
 @click.option("--quiet", is_flag=True, hidden=True, help="Indent the log and print no path (for `fastdpr demo`).")
 @user_errors
@@ -58,7 +59,7 @@ def export_command(question_encoder: str | None, context_encoder: str | None, en
                    force: bool, pooling: str | None, normalize: bool | None, token_types: str | None,
                    question_max_length: int | None, passage_max_length: int | None, quantize: str | None,
                    calibration: Path | None, opset: int, int8_min_recall: float, question_precision: str | None,
-                   openvino: bool, list_recipes: bool, quiet: bool) -> None:
+                   openvino: bool | None, list_recipes: bool, quiet: bool) -> None:
     """Export a DPR encoder pair (or one shared encoder) to a validated ONNX artifact.
 
     Every stage (ONNX fp32, fused fp32, int8) is compared with the PyTorch model on built-in probe

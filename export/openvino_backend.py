@@ -1,10 +1,12 @@
 """The optional OpenVINO passage backend of an export (``fastdpr export --openvino``, issue #21).
 
-What it adds to an artifact: the passage encoder as an OpenVINO IR, quantized to static int8 by NNCF
-(``ModelType.TRANSFORMER``, what optimum-intel runs for sentence-transformers) from the same unfused
-fp32 graph the ONNX stages start from, calibrated on the probes' calibration passages fed exactly as the
-runtime feeds them (bucket-padded, :mod:`fastdpr.model.openvino_encoder`). It is held to the ONNX int8
-graph's gates and recorded whether or not it passes:
+What it adds to an artifact (by default when the ``openvino`` extra is installed): the passage encoder as
+an OpenVINO IR, quantized to static int8 by NNCF (``ModelType.TRANSFORMER``, what optimum-intel runs for
+sentence-transformers) from the same unfused fp32 graph the ONNX stages start from, calibrated on the
+probes' calibration passages fed exactly as the runtime feeds them (bucket-padded,
+:mod:`fastdpr.model.openvino_encoder`), with what the ONNX int8 graph runs in fp32 (attention's products
+of activations, and the nodes its recipe measured as most sensitive) left out of int8 here too. It is
+held to the ONNX int8 graph's gates and recorded whether or not it passes:
 
 - min cosine against PyTorch on the held-out probe passages (the int8 threshold);
 - the int8 retrieval gate: questions at the artifact's question precision (ONNX Runtime) against
@@ -61,6 +63,7 @@ class OpenVinoReport:
     speed: dict[str, Any]
     inference_precision: str
     seconds: float
+    kept_fp32: list[str]  # the raw graph's MatMuls NNCF left out of int8
 
     @property
     def passed_cosine(self) -> bool:
@@ -78,18 +81,61 @@ def require_nncf() -> tuple[Any, Any]:
     return openvino, nncf
 
 
-def openvino_stage(job: ExportJob, model: ModelSource, raw: Path, onnx_int8: Path,
+def nodes_kept_fp32(raw: Path, fused: Path, kept: list[str]) -> list[str]:
+    """The raw graph's MatMuls that stay out of int8: what the ONNX int8 graph runs in fp32 too.
+
+    - Products of two activations (attention's scores and its weighted sum of values): ONNX Runtime's
+      ``QAttention`` quantizes the projections and computes these in fp32.
+    - The nodes the ONNX int8 recipe kept fp32 (its sensitivity pass measured them as the ones int8 hurts
+      most): a MatMul keeps its name through fusion; a fused ``Attention`` maps to every MatMul of its
+      layer's self-attention, found by the prefix of its output's name.
+
+    On MiniLM (SQuAD dev, all questions, int8 questions): this choice kept OpenVINO's passages closest to
+    PyTorch (fewest flipped questions at every k) of the variants tried (docs/benchmarks.md, "OpenVINO
+    passages").
+    """
+    import onnx
+
+    graph = onnx.load(str(raw), load_external_data=False).graph
+    constants = {init.name for init in graph.initializer} | {o for n in graph.node if n.op_type == "Constant"
+                                                            for o in n.output}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    raw_names = [n.name for n in matmuls]
+    names = [n.name for n in matmuls if not any(i in constants for i in n.input)]
+    fused_nodes = {n.name: n for n in onnx.load(str(fused), load_external_data=False).graph.node}
+    for name in kept:
+        if name in raw_names:
+            names.append(name)
+        elif name in fused_nodes and fused_nodes[name].op_type == "Attention":
+            prefix = fused_nodes[name].output[0].rsplit("/", 1)[0] + "/"
+            names.extend(m for m in raw_names if m.startswith(prefix))
+    return sorted(set(names))
+
+
+def openvino_export_available() -> bool:
+    """True when the openvino runtime and NNCF import (what ``--openvino`` needs)."""
+    try:
+        require_nncf()
+    except ExportError:
+        return False
+    return True
+
+
+def openvino_stage(job: ExportJob, model: ModelSource, raw: Path, fused: Path, onnx_int8: Path, kept_fp32: list[str],
                    tokenizers: dict[Side, SpecTokenizer], reference: np.ndarray) -> OpenVinoReport:
-    """Quantize ``raw`` (the unfused fp32 graph) with NNCF into ``model.int8.openvino.xml``, then validate,
-    check invariance and time it against ``onnx_int8`` (see the module docstring)."""
+    """Quantize ``raw`` (the unfused fp32 graph) with NNCF into ``model.int8.openvino.xml``, keeping the nodes
+    the ONNX int8 recipe kept fp32 out of int8 too (:func:`nodes_kept_fp32`), then validate, check
+    invariance and time it against ``onnx_int8`` (see the module docstring)."""
     ov, nncf = require_nncf()
     started = time.perf_counter()
+    ignored = nodes_kept_fp32(raw, fused, kept_fp32)
     tokenizer = tokenizers["context"]
     passages = job.inputs["context"]
     calibration_rows = job.probes.calibration_rows("context")
     calibration = [feeds for _, feeds in bucketed_calls(tokenizer, tokenizer.encode(passages[calibration_rows]), 1)]
     quantized = nncf.quantize(ov.Core().read_model(str(raw)), nncf.Dataset(calibration),
-                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration))
+                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
+                              ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
     target = job.model_dir(model) / MODEL_NAME
     # Weights as quantized (save_model would store the fp32 ones that remain as fp16 by default).
     ov.save_model(quantized, str(target), compress_to_fp16=False)
@@ -104,7 +150,7 @@ def openvino_stage(job: ExportJob, model: ModelSource, raw: Path, onnx_int8: Pat
     speed = _speed(encoder, OnnxEncoder(onnx_int8, tokenizer, threads=threads), passages[held_out], threads)
     report = OpenVinoReport(path=target, comparison=comparison, threshold=threshold, embeddings=embeddings,
                             invariance=invariance, speed=speed, inference_precision=encoder.inference_precision(),
-                            seconds=seconds)
+                            seconds=seconds, kept_fp32=ignored)
     job.log(f"  [{'✓' if report.passed_cosine else 'x'}] openvino context min cosine {comparison.min_cosine:.6f} "
             f"(>= {threshold}), mean {comparison.mean_cosine:.6f} (held-out probes; NNCF int8 in {seconds} s, "
             f"rest in {report.inference_precision})")
@@ -167,8 +213,11 @@ def openvino_manifest(report: OpenVinoReport, model_name: str, agreement: Retrie
         "passages": {"model": f"{model_name}/{MODEL_NAME}", "weights": f"{model_name}/{Path(MODEL_NAME).stem}.bin"},
         "bucket_tokens": BUCKET_TOKENS,
         "quantization": "nncf.quantize, ModelType.TRANSFORMER (static int8), calibrated on the probes' "
-                        "calibration passages, bucket-padded as the runtime feeds them",
+                        "calibration passages, bucket-padded as the runtime feeds them; what the ONNX int8 "
+                        "graph runs fp32 (attention's activation products, the recipe's kept nodes) ignored",
         "inference_precision": report.inference_precision,
+        # The nodes the ONNX int8 recipe kept fp32, kept out of int8 here too (bf16/fp32 per OpenVINO).
+        "kept_fp32": report.kept_fp32,
         "seconds": report.seconds,
         "validation": {
             "cpu_class": this_cpu().int8_class,

@@ -73,8 +73,9 @@ class ExportOptions:
     # The precision questions run at by default in indexes built from the artifact (None: the measured
     # default, :data:`~fastdpr_export.quantize.DEFAULT_QUESTION_PRECISION`; fp32 without int8 models).
     question_precision: str | None = None
-    # Also build, validate and time the OpenVINO passage backend (export/openvino_backend.py).
-    openvino: bool = False
+    # Also build, validate and time the OpenVINO passage graph (export/openvino_backend.py). None: when the
+    # openvino extra (openvino + NNCF) is installed and the export quantizes.
+    openvino: bool | None = None
 
     def encoding_plan(self) -> dict[str, Any]:
         """The manifest's ``encoding`` entry: one input per ONNX Runtime call, and each side's default
@@ -114,10 +115,11 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
     recipe = None if options.quantize == "none" else get_recipe(options.quantize)
     if options.openvino and recipe is None:
         raise ExportError("--openvino builds an int8 passage backend: it needs an int8 recipe, not --quantize none")
+    with_openvino = _with_openvino(options, recipe, log)
     encoding = options.encoding_plan()
     with atomic_directory(Path(options.out), options.force, ExportError) as staging, \
             tempfile.TemporaryDirectory(prefix="fastdpr-export-") as tmp:
-        job = _open_job(options, model_sources, recipe, staging, Path(tmp), log)
+        job = _open_job(options, model_sources, recipe, staging, Path(tmp), log, with_openvino)
         reports = [_export_model(job, model) for model in job.models]
         retrieval = None if recipe is None else retrieval_gate(job, reports, options.int8_min_recall)
         verdict = Verdict(checks=tuple(check for report in reports for check in report.checks),
@@ -125,7 +127,7 @@ def export_artifact(options: ExportOptions, log: Log = print) -> Path:
         _refuse_failed(verdict, recipe)
         _save_references(staging, reports)
         manifest = _manifest(options, job, encoding, reports, verdict)
-        if options.openvino:
+        if with_openvino:
             manifest["backends"] = {"openvino": _openvino_entry(job, encoding, reports, options.int8_min_recall)}
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         manifest["files"] = file_table(staging)
@@ -154,7 +156,8 @@ def _export_model(job: ExportJob, model: ModelSource) -> ModelReport:
     if job.openvino and "context" in model.sides:
         from .openvino_backend import openvino_stage
 
-        openvino = openvino_stage(job, model, onnx.path, quantization.path, tokenizers,
+        openvino = openvino_stage(job, model, onnx.path, fusion.path, quantization.path,
+                                  list(quantization.details.get("kept_fp32", {})), tokenizers,
                                   reference.embeddings["context"])
     onnx.path.unlink()
     return ModelReport(model=model, reference=reference, onnx=onnx, fusion=fusion, checks=checks,
@@ -182,8 +185,23 @@ def _openvino_entry(job: ExportJob, encoding: dict[str, Any], reports: list[Mode
     return entry
 
 
+def _with_openvino(options: ExportOptions, recipe: QuantRecipe | None, log: Log) -> bool:
+    """Whether this export builds the OpenVINO passage graph (``options.openvino``; None: when it can)."""
+    if options.openvino is not None:
+        return options.openvino
+    if recipe is None:
+        return False
+    from .openvino_backend import openvino_export_available
+
+    if not openvino_export_available():
+        log("openvino: not installed, no OpenVINO passage graph (pip install 'fastdpr[openvino]' to add one)")
+        return False
+    log("openvino: building the OpenVINO passage graph too (the openvino extra is installed; --no-openvino skips it)")
+    return True
+
+
 def _open_job(options: ExportOptions, model_sources: dict[str, tuple[str, tuple[Side, ...]]],
-              recipe: QuantRecipe | None, staging: Path, workdir: Path, log: Log) -> ExportJob:
+              recipe: QuantRecipe | None, staging: Path, workdir: Path, log: Log, openvino: bool) -> ExportJob:
     """Resolve the sources, load their tokenizers, decide the spec and stage the probes: the job the
     stages share."""
     models = []
@@ -198,7 +216,7 @@ def _open_job(options: ExportOptions, model_sources: dict[str, tuple[str, tuple[
     probes = options.probes or builtin_probes()
     probes.save(staging / "probes")
     return ExportJob(models=tuple(models), spec=spec, spec_decisions=decisions, recipe=recipe, opset=options.opset,
-                     probes=probes, staging=staging, workdir=workdir, log=log, openvino=options.openvino)
+                     probes=probes, staging=staging, workdir=workdir, log=log, openvino=openvino)
 
 
 def _describe_source(resolved: ResolvedSource) -> str:

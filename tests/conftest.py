@@ -90,6 +90,10 @@ def export(out: Path, **kwargs: object) -> Path:
     sources = [str(kwargs[key]) for key in ("question_encoder", "context_encoder", "encoder") if kwargs.get(key)]
     if sources and not all(source.startswith("builtin:") for source in sources):
         kwargs.setdefault("int8_min_recall", TINY_INT8_MIN_RECALL)
+        # The OpenVINO passage graph (on by default where the openvino extra is installed, as in CI) costs
+        # each tiny export a few seconds: tests of it ask for it (tests/test_openvino_backend.py); the real
+        # model's exports (builtin:) keep the default.
+        kwargs.setdefault("openvino", False)
 
     return export_artifact(ExportOptions(out=out, **kwargs), log=lambda line: None)  # type: ignore[arg-type]
 

@@ -163,7 +163,8 @@ def test_registry_finds_every_adapter_and_ratios_compare_targets_with_baselines(
     assert DEFAULT_SYSTEMS == ("pytorch-fp32-padded", "pytorch-fp32-sorted", "optimum-ort-int8", "openvino-int8",
                                "fastdpr-fp32", "fastdpr-int8")
     assert SYSTEMS == ("pytorch-fp32-padded", "pytorch-fp32-sorted", "optimum-ort-int8", "optimum-ort-int8-hnsw",
-                       "openvino-int8", "fastdpr-fp32", "fastdpr-int8", "fastdpr-int8-memory")
+                       "openvino-int8", "openvino-int8-bucketed", "fastdpr-fp32", "fastdpr-int8",
+                       "fastdpr-int8-memory", "fastdpr-int8-onnxruntime-passages")
     assert ratio_pairs(["pytorch-fp32-sorted", "openvino-int8", "fastdpr-fp32", "fastdpr-int8"]) == [
         ("fastdpr-int8", "pytorch-fp32-sorted"), ("fastdpr-fp32", "pytorch-fp32-sorted"),
         ("openvino-int8", "pytorch-fp32-sorted"), ("fastdpr-int8", "openvino-int8"),

@@ -58,6 +58,8 @@ def test_export_records_the_checks_and_the_measured_speed(openvino_artifact: Pat
     assert entry["bucket_tokens"] == BUCKET_TOKENS
     typed = Artifact.load(openvino_artifact).typed.openvino
     assert typed is not None and typed.passed and typed.preferred_on == tuple(entry["preferred_on"])
+    info = run_cli(["info", openvino_artifact]).output
+    assert "openvino passages: passed the export's checks" in info and "fastdpr index here encodes passages on" in info
 
 
 def test_an_embedding_is_bitwise_the_same_alone_in_any_batch_order_and_thread_count(openvino_artifact: Path,
@@ -135,6 +137,8 @@ def test_index_and_append_encode_with_the_recorded_backend(openvino_artifact: Pa
     # The append encodes with the index's backend whatever auto would pick (no --passage-backend given).
     run_cli(["index", openvino_artifact, "--out", index, "--append", more, "--threads", "1"])
     assert np.array_equal(_vectors(index), expected)
+    info = run_cli(["info", index]).output
+    assert "passages on OpenVINO (16-token buckets)" in info
     hits = [json.loads(line) for line in
             run_cli(["search", index, "the for statement", "-k", "3", "--json"]).stdout.splitlines()]
     assert [hit["rank"] for hit in hits] == [1, 2, 3]

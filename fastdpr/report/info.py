@@ -80,6 +80,7 @@ def describe(path: Path, verify: bool = False, threads: int | None = None) -> di
             "integrity_check": integrity,
             "cpu": here.to_dict(),
             "int8": int8_graph(manifest, here.int8_class),
+            "openvino": _openvino_report(artifact, manifest),
         }
         if verify:
             from fastdpr.model.verify import verify_artifact, verify_int8_here
@@ -100,6 +101,16 @@ def describe(path: Path, verify: bool = False, threads: int | None = None) -> di
     if kind == SHARDED_INDEX_FORMAT:
         return _index_report(path, "sharded index", load_sharded_manifest(path, integrity), here, verify, threads)
     raise FastDPRError(f"{path}: unknown manifest format {kind!r}")
+
+
+def _openvino_report(artifact: Any, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The artifact's OpenVINO passage graph: what the export found, and what ``fastdpr index`` picks here."""
+    entry = (manifest.get("backends") or {}).get("openvino")
+    if entry is None:
+        return None
+    chosen = artifact.passage_backend()
+    return {"validation": entry["validation"], "speed": entry["speed"], "preferred_on": entry["preferred_on"],
+            "index_here": chosen.to_dict()}
 
 
 def describe_index(typed: IndexManifest | ShardedIndexManifest) -> dict[str, Any]:
@@ -231,6 +242,17 @@ def render(report: dict[str, Any]) -> str:
         if agreement:
             lines.append(f"  int8 retrieval agreement with fp32: recall@{agreement['k']} "
                          f"{agreement['recall_at_k']:.4f}")
+        openvino = report.get("openvino")
+        if openvino:
+            validation, speed = openvino["validation"], openvino["speed"]
+            verdict = "passed" if validation["passed"] else "FAILED"
+            lines.append(f"  openvino passages: {verdict} the export's checks on {validation['cpu_class']} "
+                         f"(min cosine {validation['min_cosine']['min_cosine']:.4f}, "
+                         f"recall@10 vs fp32 {validation['retrieval']['recall_at_k']:.4f}, "
+                         f"{validation['invariance']['identical']}/{validation['invariance']['passages']} bitwise "
+                         f"invariant); {speed['speedup']}x ONNX int8 passages/s there")
+            lines.append(f"  fastdpr index here encodes passages on {openvino['index_here']['name']}: "
+                         f"{openvino['index_here']['reason']}")
         total = sum(report["files"].values())
         lines.append(f"  {len(report['files'])} files, {total / 1e6:.1f} MB")
         int8 = report.get("int8")
@@ -249,8 +271,11 @@ def render(report: dict[str, Any]) -> str:
         lines.append("  " + _version_line(report.get("version") or {}))
         question = report.get("question_encoder", {}).get("precision", report.get("precision"))
         compressed = (report.get("vector_search") or {}).get("kind", "fp32") != "fp32"
-        lines.append(f"  precision: passages {report.get('precision')}, questions {question}; one input per ONNX "
-                     f"Runtime call; hnsw: {'none (compressed vectors)' if compressed else report.get('hnsw')}")
+        backend = (report.get("build") or {}).get("passage_backend") or {"name": "onnxruntime"}
+        calls = ("passages on OpenVINO (16-token buckets), questions one input per ONNX Runtime call"
+                 if backend["name"] == "openvino" else "one input per ONNX Runtime call")
+        lines.append(f"  precision: passages {report.get('precision')}, questions {question}; {calls}; "
+                     f"hnsw: {'none (compressed vectors)' if compressed else report.get('hnsw')}")
         lines.append(f"  artifact: {report.get('artifact', {}).get('path')}")
         lines.append(_vectors_line(report.get("vector_search")))
         lines.append(_lexical_line(report.get("lexical")))

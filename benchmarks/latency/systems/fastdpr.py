@@ -72,13 +72,15 @@ class FastdprSystem(System):
     it faster on this CPU class); ``Retriever.search(q, k=100)`` over an index built with ``build_index``
     (HNSW + SQLite store) for questions, its parts timed inside that one call."""
 
-    def __init__(self, context: SetupContext, precision: str, passages_in_memory: bool = False) -> None:
+    def __init__(self, context: SetupContext, precision: str, passages_in_memory: bool = False,
+                 passage_backend: str = "auto") -> None:
         from fastdpr.index.build import IndexOptions, build_index
         from fastdpr.search.retriever import Retriever
 
-        self.name = f"fastdpr-{precision}" + ("-memory" if passages_in_memory else "")
+        self.name = (f"fastdpr-{precision}" + ("-memory" if passages_in_memory else "")
+                     + ("" if passage_backend == "auto" else f"-{passage_backend}-passages"))
         self.batch_size = context.batch_size
-        self.passage_backend = context.artifact.passage_backend(precision)
+        self.passage_backend = context.artifact.passage_backend(precision, passage_backend)
         self.context = context.artifact.passage_encoder(self.passage_backend, precision, context.threads)
         context.log(f"    {self.name}: passages on {self.passage_backend.name} ({self.passage_backend.reason})")
         index_dir = context.workdir / f"index-{precision}"
@@ -143,6 +145,9 @@ ADAPTERS = (
                "SQLite fetch", lambda context: FastdprSystem(context, "fp32"), order=20),
     SystemSpec("fastdpr-int8", "fastdpr", "fastdpr runtime, fused int8 ONNX; Retriever.search: HNSW top-100, "
                "SQLite fetch", lambda context: FastdprSystem(context, "int8"), order=21),
+    SystemSpec("fastdpr-int8-onnxruntime-passages", "fastdpr", "fastdpr-int8 with its passages on ONNX Runtime "
+               "whatever the artifact's OpenVINO graph measured (--passage-backend onnxruntime)",
+               lambda context: FastdprSystem(context, "int8", passage_backend="onnxruntime"), order=23, default=False),
     SystemSpec("fastdpr-int8-memory", "fastdpr", "fastdpr-int8 loaded with passages_in_memory=True: hits fetched "
                "from a list instead of SQLite", lambda context: FastdprSystem(context, "int8", passages_in_memory=True),
                order=22, default=False),
