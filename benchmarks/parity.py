@@ -411,6 +411,10 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
             "systems": {run.name: ranked_id_agreement(reference.ranked_ids, run.ranked_ids)
                         for run in runs if run is not reference}},
         "passages_per_s": {run.name: round(run.passages_per_s, 2) for run in runs if run.passages_per_s},
+        # What `fastdpr index` (--passage-backend auto) encodes each int8 artifact's passages with on this machine:
+        # its rows are the ones "as deployed" here (`+openvino-passages` for OpenVINO).
+        "passage_backend_here": {label: loaded[label].passage_backend("int8").to_dict() for label in artifacts
+                                 if "int8" in loaded[label].precisions},
         "passage_encoding_interleaved": {
             "passages_per_s": speed,
             "speedup_vs_onnx_fp32": {name: round(v / speed["onnx-fp32"], 3) for name, v in speed.items()},

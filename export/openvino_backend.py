@@ -21,6 +21,9 @@ was at least :data:`MIN_SPEEDUP` faster; ``fastdpr index`` uses it there (``--pa
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -133,9 +136,13 @@ def openvino_stage(job: ExportJob, model: ModelSource, raw: Path, fused: Path, o
     passages = job.inputs["context"]
     calibration_rows = job.probes.calibration_rows("context")
     calibration = [feeds for _, feeds in bucketed_calls(tokenizer, tokenizer.encode(passages[calibration_rows]), 1)]
-    quantized = nncf.quantize(ov.Core().read_model(str(raw)), nncf.Dataset(calibration),
-                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
-                              ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
+    # NNCF logs every ignored node and draws progress bars on stdout, where `fastdpr export` prints the
+    # artifact's path: our own log line says what happened.
+    nncf.set_log_level(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        quantized = nncf.quantize(ov.Core().read_model(str(raw)), nncf.Dataset(calibration),
+                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
+                                  ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
     target = job.model_dir(model) / MODEL_NAME
     # Weights as quantized (save_model would store the fp32 ones that remain as fp16 by default).
     ov.save_model(quantized, str(target), compress_to_fp16=False)

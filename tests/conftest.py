@@ -284,15 +284,21 @@ def parity_reuses_squad_index(monkeypatch: pytest.MonkeyPatch, minilm_dpr_artifa
 
     import benchmarks.parity as parity
     from fastdpr.index.build import IndexOptions
+    from fastdpr.model.artifact import Artifact
 
     real = parity.build_index
     wanted = IndexOptions(**SQUAD_INDEX_OPTIONS_KW)
+    # The session index was built with --passage-backend auto; the benchmark names its backend explicitly.
+    artifact = Artifact.load(minilm_dpr_artifact, "sizes")
+    session_backend = artifact.passage_backend("int8", wanted.passage_backend).name
     corpus_bytes = squad_corpus.read_bytes()
     copied: list[Path] = []
 
     def build_index(artifact_dir: Path | str, corpus: Path | str, out: Path | str, fmt: str = "auto",
                     options: IndexOptions | None = None) -> dict[str, Any]:
-        same = (options is not None and dataclasses.replace(options, force=False) == wanted and fmt == "jsonl"
+        same = (options is not None and fmt == "jsonl"
+                and dataclasses.replace(options, force=False, passage_backend=wanted.passage_backend) == wanted
+                and artifact.passage_backend("int8", options.passage_backend).name == session_backend
                 and Path(artifact_dir).resolve() == minilm_dpr_artifact.resolve()
                 and Path(corpus).read_bytes() == corpus_bytes)
         if not same:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import export, require_export, run_cli
+from conftest import TINY_INT8_MIN_RECALL, require_export, run_cli
 from requires import require_module
 
 from fastdpr.common.cpu import this_cpu
@@ -23,12 +23,26 @@ require_module("nncf", "the openvino extra: pip install -e '.[openvino]'")
 
 
 @pytest.fixture(scope="module")
-def openvino_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_dpr_pair: tuple[Path, Path]) -> Path:
-    """The tiny pair exported with the default recipe and the OpenVINO passage graph."""
+def openvino_export(tmp_path_factory: pytest.TempPathFactory, tiny_dpr_pair: tuple[Path, Path]) -> tuple[Path, Any]:
+    """The tiny pair exported by `fastdpr export --openvino` with the default recipe, and the CLI's result."""
     require_export()
     q, c = tiny_dpr_pair
-    return export(tmp_path_factory.mktemp("ov") / "tiny-ov", question_encoder=str(q), context_encoder=str(c),
-                  openvino=True)
+    out = tmp_path_factory.mktemp("ov") / "tiny-ov"
+    result = run_cli(["export", "--question-encoder", q, "--context-encoder", c, "--out", out, "--openvino",
+                      "--int8-min-recall", TINY_INT8_MIN_RECALL])
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def openvino_artifact(openvino_export: tuple[Path, Any]) -> Path:
+    return openvino_export[0]
+
+
+def test_export_prints_the_path_and_its_own_log_only(openvino_export: tuple[Path, Any]) -> None:
+    out, result = openvino_export
+    assert result.stdout.strip() == str(out)  # NNCF's progress bars and INFO lines are not printed
+    assert "INFO:nncf" not in result.output and "━" not in result.output
+    assert "openvino context:" in result.stderr and "bitwise the same alone" in result.stderr
 
 
 def _entry(passed: bool = True, preferred_on: tuple[str, ...] = ()) -> OpenVinoEntry:
