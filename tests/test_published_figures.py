@@ -1358,3 +1358,91 @@ OPENVINO_DEFAULT_FIGURES: tuple[Figure, ...] = (
 @pytest.mark.parametrize("figure", OPENVINO_DEFAULT_FIGURES, ids=lambda f: f.phrase[:50])
 def test_openvino_default_figures_are_the_result_files(figure: Figure) -> None:
     assert figure.problem() is None, figure.problem()
+
+
+# ---------------------------------------------------------------------------------------------------
+# OpenVINO passages (issue #21): docs/benchmarks.md "OpenVINO passages: a second runtime, chosen per CPU"
+
+PARITY_OPENVINO_VNNI = "parity-openvino-x86-avx512-vnni/parity.json"
+OPENVINO_VARIANTS = "parity-openvino-x86-avx512-vnni/variants.json"
+LATENCY_OPENVINO = "latency-minilm-openvino-x86-avx512-vnni"
+KS_POINTS = ("1", "5", "20", "50", "100")
+
+
+def _deltas(system: str) -> tuple[str, ...]:
+    return tuple(f"delta_vs_pytorch/{system}/{k}" for k in KS_POINTS)
+
+
+def _variant(name: str) -> tuple[str, ...]:
+    return (*(f"variants/{name}/points_vs_pytorch/{k}" for k in KS_POINTS), f"variants/{name}/flipped_questions/5")
+
+
+def _signed_or_count(value: float) -> str:
+    return f"{value:+.2f}" if isinstance(value, float) else f"{value}"
+
+
+OPENVINO_PASSAGE_FIGURES: tuple[Figure, ...] = (
+    Figure("docs/benchmarks.md", "OpenVINO passages + HNSW {} / {} / {} / {} / {} (issue #19's 0.25 met at every k",
+           PARITY_OPENVINO_VNNI, _deltas("onnx-int8+openvino-passages-hnsw"), points),
+    Figure("docs/benchmarks.md", "ONNX Runtime passages in the same run: {} / {} / {} / {} / {});",
+           PARITY_OPENVINO_VNNI, _deltas("onnx-int8-hnsw"), points),
+    Figure("docs/benchmarks.md", "int8 questions, exact search) {} / {} / {} / {} / {}.", PARITY_OPENVINO_VNNI,
+           _deltas("openvino-int8-exact"), points),
+    Figure("docs/benchmarks.md", "every MatMul int8 {} / {} / {} / {} / {} ({} flipped)", OPENVINO_VARIANTS,
+           _variant("A-none"), _signed_or_count),
+    Figure("docs/benchmarks.md", "the recipe's kept nodes fp32 {} / {} / {} / {} / {} ({})", OPENVINO_VARIANTS,
+           _variant("B-kept"), _signed_or_count),
+    Figure("docs/benchmarks.md", "those and attention's products fp32 {} / {} / {} / {} / {} ({}, the fewest",
+           OPENVINO_VARIANTS, _variant("C-kept+scores"), _signed_or_count),
+    Figure("docs/benchmarks.md", "attention's products alone {} / {} / {} / {} / {} ({})", OPENVINO_VARIANTS,
+           _variant("E-scores"), _signed_or_count),
+    Figure("docs/benchmarks.md", "SmoothQuant alpha 0.5 {} / {} / {} / {} / {} ({})", OPENVINO_VARIANTS,
+           _variant("F-kept-sq0.5"), _signed_or_count),
+    Figure("docs/benchmarks.md", "The choice costs speed: {} / {} passages/s at 1 / 2 threads against {} / {} with "
+           "every MatMul int8", OPENVINO_VARIANTS,
+           ("speed_interleaved/threads_1/C-kept+scores", "speed_interleaved/threads_2/C-kept+scores",
+            "speed_interleaved/threads_1/A-none", "speed_interleaved/threads_2/A-none"), "{:.1f}"),
+    Figure("docs/benchmarks.md", "{} / {} passages/s at 1 / 2 threads against {} / {} with 8-token and {} / {} with "
+           "32-token buckets", OPENVINO_VARIANTS,
+           tuple(f"bucket_sizes/threads_{t}/bucket{b}-batch8" for b in (16, 8, 32) for t in (1, 2)), "{:.1f}"),
+    Figure("docs/benchmarks.md", "`--passage-backend onnxruntime` {}x passages/s at 2 threads; against the OpenVINO "
+           "peer {}x passages/s at 2 threads ({} vs {})", f"{LATENCY_OPENVINO}/t2/latency.json",
+           ("ratios/fastdpr-int8 vs fastdpr-int8-onnxruntime-passages/passages_per_s",
+            "ratios/fastdpr-int8 vs openvino-int8/passages_per_s", "systems/fastdpr-int8/passages_per_s",
+            "systems/openvino-int8/passages_per_s"), lambda v: f"{v:g}"),
+    Figure("docs/benchmarks.md", "the peer's own graph runs {} (`openvino-int8-bucketed`). Query p50 {}x faster",
+           f"{LATENCY_OPENVINO}/t2/latency.json",
+           ("systems/openvino-int8-bucketed/passages_per_s", "ratios/fastdpr-int8 vs openvino-int8/query_p50"),
+           lambda v: f"{v:g}"),
+)
+
+
+@pytest.mark.parametrize("figure", OPENVINO_PASSAGE_FIGURES, ids=lambda f: f.phrase[:50])
+def test_openvino_passage_figures_are_the_result_files(figure: Figure) -> None:
+    assert figure.problem() is None, figure.problem()
+
+
+def test_the_openvino_parity_run_measured_what_fastdpr_index_picks_there() -> None:
+    report = result(PARITY_OPENVINO_VNNI)
+    assert [entry["name"] for entry in report["passage_backend_here"].values()] == ["openvino"]
+    assert report["machine"]["int8_class"]["int8_class"] == "x86-avx512-vnni"
+    notes = result(f"{LATENCY_OPENVINO}/t2/latency.json")["system_notes"]
+    assert notes["fastdpr-int8"]["passage_backend"]["name"] == "openvino"
+    assert notes["fastdpr-int8-onnxruntime-passages"]["passage_backend"]["name"] == "onnxruntime"
+
+
+OPENVINO_README_FIGURES: tuple[Figure, ...] = (
+    Figure("README.md", "int8 questions + OpenVINO passages + HNSW {} / {} / {} / {} / {} at Top-1/5/20/50/100",
+           PARITY_OPENVINO_VNNI, _deltas("onnx-int8+openvino-passages-hnsw"), points),
+    Figure("README.md", "passages {}x the same artifact on ONNX Runtime at 2 threads, {}x the OpenVINO peer",
+           f"{LATENCY_OPENVINO}/t2/latency.json",
+           ("ratios/fastdpr-int8 vs fastdpr-int8-onnxruntime-passages/passages_per_s",
+            "ratios/fastdpr-int8 vs openvino-int8/passages_per_s"), "{:.2f}"),
+    Figure("README.md", "which loses {} points at Top-5", PARITY_OPENVINO_VNNI,
+           (lambda d: -d["delta_vs_pytorch"]["openvino-int8-exact"]["5"],), lambda v: f"{v * 100:.2f}"),
+)
+
+
+@pytest.mark.parametrize("figure", OPENVINO_README_FIGURES, ids=lambda f: f.phrase[:50])
+def test_openvino_readme_figures_are_the_result_files(figure: Figure) -> None:
+    assert figure.problem() is None, figure.problem()
