@@ -160,6 +160,15 @@ def test_index_and_append_encode_with_the_recorded_backend(openvino_artifact: Pa
     assert np.array_equal(_vectors(index), expected)
     info = run_cli(["info", index]).output
     assert "passages on OpenVINO (16-token buckets)" in info
+    # fastdpr serve's POST /embed of passages answers with the runtime that encoded the index: the same bits.
+    from fastdpr.search.retriever import Retriever
+    from fastdpr.serve.loading import open_passage_encoder
+
+    warnings: list[str] = []
+    with Retriever.load(index, threads=1) as retriever:
+        served = open_passage_encoder(retriever, None, 1, warnings.append)
+    assert isinstance(served, OpenVinoEncoder) and not warnings
+    assert np.array_equal(served.encode_passages([(row["title"], row["text"]) for row in rows[:5]]), expected[:5])
     hits = [json.loads(line) for line in
             run_cli(["search", index, "the for statement", "-k", "3", "--json"]).stdout.splitlines()]
     assert [hit["rank"] for hit in hits] == [1, 2, 3]

@@ -14,7 +14,7 @@ from fastdpr.common.fields import Fields
 from fastdpr.common.integrity import MANIFEST_NAME, FileTable, Integrity, read_manifest, sha256_file
 from fastdpr.model.batching import INPUTS_PER_CALL
 from fastdpr.model.encoder import OnnxEncoder
-from fastdpr.model.openvino_encoder import OpenVinoEncoder
+from fastdpr.model.openvino_encoder import OpenVinoEncoder, SideEncoder
 from fastdpr.model.passage_backend import OpenVinoEntry, PassageBackend, choose_passage_backend
 from fastdpr.model.probes import Probes
 from fastdpr.model.spec import SIDES, EncoderSpec, Side
@@ -234,7 +234,7 @@ class Artifact:
         return choose_passage_backend(self.typed.openvino, precision or self.side_precision("context"), requested)
 
     def passage_encoder(self, backend: PassageBackend, precision: str | None = None,
-                        threads: int | None = None) -> OnnxEncoder | OpenVinoEncoder:
+                        threads: int | None = None) -> SideEncoder:
         """The context encoder on ``backend`` (from :meth:`passage_backend`)."""
         if backend.name == "openvino":
             entry = self.typed.openvino

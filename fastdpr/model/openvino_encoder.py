@@ -26,6 +26,7 @@ from tokenizers import Encoding
 
 from fastdpr.common.errors import ArtifactError, MissingDependencyError
 from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE, DEFAULT_QUESTION_BATCH_SIZE
+from fastdpr.model.encoder import OnnxEncoder
 from fastdpr.model.session import default_threads
 from fastdpr.model.spec import Side
 from fastdpr.model.tokenization import Feeds, SpecTokenizer
@@ -166,3 +167,7 @@ class OpenVinoEncoder:
                         on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Embed (title, text) passages."""
         return self.encode(passages, batch_size, on_batch)
+
+
+#: An encoder of the artifact's context side on either runtime (what ``Artifact.passage_encoder`` returns).
+SideEncoder = OnnxEncoder | OpenVinoEncoder

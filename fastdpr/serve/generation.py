@@ -22,7 +22,7 @@ from typing import Any
 
 from fastdpr.common.errors import IndexLoadError
 from fastdpr.common.integrity import MANIFEST_NAME
-from fastdpr.model.encoder import OnnxEncoder
+from fastdpr.model.openvino_encoder import SideEncoder
 from fastdpr.search.retriever import Retriever
 
 #: Hex digits of the manifest's sha256 that name a version (in the X-Index-Version header).
@@ -69,7 +69,7 @@ class IndexVersion:
 class Generation:
     """One loaded index and what belongs to it; closed once it is retired and its last user is done."""
 
-    def __init__(self, retriever: Retriever, passage_encoder: OnnxEncoder | None, version: IndexVersion,
+    def __init__(self, retriever: Retriever, passage_encoder: SideEncoder | None, version: IndexVersion,
                  info: dict[str, Any]) -> None:
         self.retriever = retriever
         #: The artifact's context encoder (None: the server answers no passage embeddings). A reload of an

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastdpr.common.errors import FastDPRError, IndexLoadError
-from fastdpr.model.encoder import OnnxEncoder
+from fastdpr.model.openvino_encoder import SideEncoder
 from fastdpr.report.info import describe_index
 from fastdpr.search.retriever import Retriever
 from fastdpr.serve.batcher import run_batch
@@ -29,7 +29,7 @@ LOAD_ATTEMPTS = 3
 
 
 def open_passage_encoder(retriever: Retriever, artifact_dir: Path | None, threads: int,
-                         warn: Callable[[str], None]) -> OnnxEncoder | None:
+                         warn: Callable[[str], None]) -> SideEncoder | None:
     """The context encoder of the artifact the index was built from (for POST /embed of passages):
     ``artifact_dir``, or the path the index manifest recorded when it still holds that artifact."""
     from fastdpr.model.artifact import Artifact
@@ -50,7 +50,16 @@ def open_passage_encoder(retriever: Retriever, artifact_dir: Path | None, thread
             raise FastDPRError(message)
         warn(f"passage embeddings are off: {message}; give --artifact")
         return None
-    return artifact.encoder("context", retriever.typed_manifest.precision, threads=threads)
+    # The runtime that encoded the index's passages (OpenVINO or ONNX Runtime): /embed answers what the index
+    # holds, bitwise, or not at all.
+    recorded = (retriever.typed_manifest.raw.get("build") or {}).get("passage_backend") or {}
+    try:
+        backend = artifact.passage_backend(retriever.typed_manifest.precision, recorded.get("name", "onnxruntime"))
+    except FastDPRError as exc:
+        warn(f"passage embeddings are off: the index's passages were encoded on {recorded.get('name')}, which "
+             f"cannot run here ({exc})")
+        return None
+    return artifact.passage_encoder(backend, retriever.typed_manifest.precision, threads=threads)
 
 
 def _changed(index: Path, before: str) -> bool:
@@ -106,7 +115,7 @@ class IndexSource:
             retriever.close()
             raise
 
-    def passage_encoder(self, retriever: Retriever, previous: Generation | None) -> OnnxEncoder | None:
+    def passage_encoder(self, retriever: Retriever, previous: Generation | None) -> SideEncoder | None:
         """The passage encoder for ``retriever``: the previous generation's when both indexes come from
         the same artifact, else the new index's own (``--artifact`` is for the index the server started with)."""
         if previous is None:
@@ -125,7 +134,7 @@ class IndexSource:
         return encoder
 
     @staticmethod
-    def warm(retriever: Retriever, passage_encoder: OnnxEncoder | None, previous: Generation,
+    def warm(retriever: Retriever, passage_encoder: SideEncoder | None, previous: Generation,
              warm_batch: int) -> None:
         """Run what requests will run, once, before any request does (first ONNX Runtime calls allocate)."""
         run_batch(retriever, [READY_PROBE], [1], 1)

@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 
 from fastdpr import __version__
 from fastdpr.model.batching import DEFAULT_PASSAGE_BATCH_SIZE
-from fastdpr.model.encoder import OnnxEncoder
+from fastdpr.model.openvino_encoder import SideEncoder
 from fastdpr.search.hybrid import DENSE, Ranking
 from fastdpr.search.retriever import Retriever
 from fastdpr.serve.batcher import QuestionBatcher, QuestionResult, ShuttingDown, describe_batching
@@ -98,7 +98,7 @@ class ServerState:
         return self.generations.current.retriever
 
     @property
-    def passage_encoder(self) -> OnnxEncoder | None:
+    def passage_encoder(self) -> SideEncoder | None:
         """The current generation's passage encoder (None: no passage embeddings)."""
         return self.generations.current.passage_encoder
 
@@ -139,7 +139,7 @@ class ServerState:
         return Embedded([r.embedding for r in results], [r.tokens for r in results], [r.truncated for r in results],
                         generation)
 
-    def require_passage_encoder(self, generation: Generation | None = None) -> OnnxEncoder:
+    def require_passage_encoder(self, generation: Generation | None = None) -> SideEncoder:
         """The context encoder of ``generation``'s artifact (default: the current one's); a 400 without one."""
         encoder = (generation or self.generations.current).passage_encoder
         if encoder is None:
