@@ -184,8 +184,9 @@ def onnx_systems(artifact_dir: Path, precision: str, corpus: Path, questions: li
             runs.append(SystemRun(name, [[h.id for h in row] for row in hits],
                                   passages_per_s=manifest["build"]["passages_per_s"], recipe=recipe,
                                   question_precision=deployed))
-            if precision == "int8":
-                # The frontier of issue #19: the same int8 passage vectors with the other question encoder.
+            if precision == "int8" and passage_backend == "onnxruntime":
+                # The frontier of issue #19 (ONNX Runtime's passages): the same int8 passage vectors with the
+                # other question encoder.
                 other_precision = "fp32" if deployed == "int8" else "int8"
                 if (artifact_dir, other_precision) not in encoded:
                     encoded[artifact_dir, other_precision] = Artifact.load(artifact_dir, check_hashes=False).encoder(

@@ -244,6 +244,15 @@ def pair_layout(recipe_files: tuple[str, ...] = MODEL_FILES) -> set[str]:
     return {f"{side}/{name}" for side in ("question", "context") for name in recipe_files} | set(PROBE_FILES)
 
 
+def openvino_layout(directory: str) -> set[str]:
+    """The OpenVINO passage graph a default export adds where the openvino extra is installed (as in CI)."""
+    from fastdpr_export.openvino_backend import openvino_export_available
+
+    if not openvino_export_available():
+        return set()
+    return {f"{directory}/model.int8.openvino.{ext}" for ext in ("xml", "bin")}
+
+
 # ---------------------------------------------------------------------------------------------- fixtures
 
 
@@ -570,7 +579,8 @@ def test_minilm_as_itself(minilm_artifact: Path) -> None:
     assert manifest["spec"] == {"dim": 384, "pooling": "mean", "normalize": True, "token_types": "pair",
                                 "question_max_length": 256, "passage_max_length": 256, "lowercase": True,
                                 "pad_token_id": 0, "similarity": "dot"}
-    assert files_on_disk(minilm_artifact) == {f"encoder/{name}" for name in MODEL_FILES} | set(PROBE_FILES)
+    assert files_on_disk(minilm_artifact) == ({f"encoder/{name}" for name in MODEL_FILES} | set(PROBE_FILES)
+                                              | openvino_layout("encoder"))
     for side in ("question", "context"):
         assert manifest["sides"][side]["dir"] == "encoder"
         assert manifest["sides"][side]["source"]["source"] == "builtin:all-MiniLM-L6-v2"
@@ -626,7 +636,7 @@ def test_minilm_as_dpr_pair(minilm_dpr_artifact: Path) -> None:
     assert manifest["spec"] == {"dim": 384, "pooling": "cls", "normalize": False, "token_types": "zeros",
                                 "question_max_length": 64, "passage_max_length": 256, "lowercase": True,
                                 "pad_token_id": 0, "similarity": "dot"}
-    assert files_on_disk(minilm_dpr_artifact) == pair_layout()
+    assert files_on_disk(minilm_dpr_artifact) == pair_layout() | openvino_layout("context")
     for side, cls in (("question", "DPRQuestionEncoder"), ("context", "DPRContextEncoder")):
         assert manifest["sides"][side]["source"]["class"] == cls
         assert manifest["sides"][side]["source"]["source"] == "builtin:all-MiniLM-L6-v2-dpr"
