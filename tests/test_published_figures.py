@@ -1498,3 +1498,11 @@ BERT_OPENVINO_FIGURES: tuple[Figure, ...] = (
 @pytest.mark.parametrize("figure", BERT_OPENVINO_FIGURES, ids=lambda f: f.phrase[:50])
 def test_bert_base_openvino_figures_are_the_result_files(figure: Figure) -> None:
     assert figure.problem() is None, figure.problem()
+
+
+def test_bert_base_question_threads_figures_are_the_result_file() -> None:
+    figure = Figure("docs/benchmarks.md", "the two question models take {} / {} ms at 1 thread and {} / {} ms at 2",
+                    "latency-bert-base-openvino-x86-avx512-vnni/question-threads.json",
+                    ("median_ms/threads_1/fastdpr", "median_ms/threads_1/optimum", "median_ms/threads_2/fastdpr",
+                     "median_ms/threads_2/optimum"), lambda v: f"{v:g}")
+    assert figure.problem() is None, figure.problem()
