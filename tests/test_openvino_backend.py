@@ -81,6 +81,8 @@ def test_export_records_the_checks_and_the_measured_speed(openvino_artifact: Pat
     assert typed is not None and typed.passed and typed.preferred_on == tuple(entry["preferred_on"])
     info = run_cli(["info", openvino_artifact]).output
     assert "openvino passages: passed the export's checks" in info and "fastdpr index here encodes passages on" in info
+    verified = run_cli(["info", openvino_artifact, "--verify"]).output
+    assert "[✓] int8 with OpenVINO passages on this machine" in verified and "PASSED" in verified
 
 
 def test_an_embedding_is_bitwise_the_same_alone_in_any_batch_order_and_thread_count(openvino_artifact: Path,

@@ -83,13 +83,22 @@ def describe(path: Path, verify: bool = False, threads: int | None = None) -> di
             "openvino": _openvino_report(artifact, manifest),
         }
         if verify:
+            from fastdpr.model.openvino_encoder import openvino_available
+            from fastdpr.model.passage_backend import PassageBackend
             from fastdpr.model.verify import verify_artifact, verify_int8_here
 
             results = verify_artifact(artifact, threads=threads)
             int8_here = verify_int8_here(artifact, "info --verify", threads) if "int8" in artifact.precisions else None
-            report["verified"] = {"passed": all(r.passed for r in results) and (int8_here is None or int8_here.passed),
+            # The OpenVINO passage graph, when this machine can run it: the same check with its passages.
+            openvino_here = None
+            if artifact.typed.openvino is not None and openvino_available():
+                openvino_here = verify_int8_here(artifact, "info --verify", threads,
+                                                 PassageBackend("openvino", "info --verify"))
+            report["verified"] = {"passed": all(r.passed for r in results) and all(
+                                      check is None or check.passed for check in (int8_here, openvino_here)),
                                   "results": [r.to_dict() for r in results],
-                                  "int8_here": None if int8_here is None else int8_here.to_dict()}
+                                  "int8_here": None if int8_here is None else int8_here.to_dict(),
+                                  "openvino_here": None if openvino_here is None else openvino_here.to_dict()}
         return report
     from fastdpr.index.manifest import INDEX_FORMAT, load_index_manifest
 
@@ -297,6 +306,11 @@ def render(report: dict[str, Any]) -> str:
             parts.append(f"recall@10 vs fp32 {check['recall_at_10']:.3f}")
         lines.append(f"  [{'✓' if check['passed'] else 'x'}] int8 on this machine ({check['cpu']['int8_class']}, "
                      f"held-out probes): {', '.join(parts)}")
+    if report.get("verified", {}).get("openvino_here"):
+        check = report["verified"]["openvino_here"]
+        lines.append(f"  [{'✓' if check['passed'] else 'x'}] int8 with OpenVINO passages on this machine "
+                     f"({check['cpu']['int8_class']}, held-out probes): context min cosine "
+                     f"{check['sides']['context']['min_cosine']:.4f}, recall@10 vs fp32 {check['recall_at_10']:.3f}")
     if "verified" in report:
         verdict = "PASSED" if report["verified"]["passed"] else "FAILED"
         lines.append(f"  runtime reproduces PyTorch on the probes: {verdict}")
