@@ -317,7 +317,9 @@ def encode_cost(artifacts: dict[str, Path], squad: Path, passages: int, rounds: 
 
     rows = list(synthetic_passages(squad, passages, 1))
     options = IndexOptions(threads=threads, progress=False)
-    encoders = {name: local_backend(Artifact.load(path), "int8", options).encoder for name, path in artifacts.items()}
+    loaded = {name: Artifact.load(path) for name, path in artifacts.items()}
+    encoders = {name: local_backend(artifact, "int8", options, artifact.passage_backend("int8")).encoder
+                for name, artifact in loaded.items()}
     seconds: dict[str, list[float]] = {name: [] for name in encoders}
     for encoder in encoders.values():  # warm-up: the first calls allocate
         encoder.encode_chunks([rows[:16]], None)

@@ -10,7 +10,7 @@ held to the ONNX int8 graph's gates and recorded whether or not it passes:
 
 - min cosine against PyTorch on the held-out probe passages (the int8 threshold);
 - the int8 retrieval gate: questions at the artifact's question precision (ONNX Runtime) against
-  OpenVINO's passages, recall@10 of fp32's top-10 (:func:`openvino_retrieval_gate`);
+  OpenVINO's passages, recall@10 of fp32's top-10 (written into the manifest by :func:`openvino_manifest`);
 - same input, same vector: every held-out passage bitwise the same alone, in calls of 8, in reverse
   order and at 1 and N threads;
 - speed, side by side: passages/s of OpenVINO against the ONNX int8 graph on this CPU, interleaved.
@@ -41,7 +41,7 @@ from fastdpr.model.openvino_encoder import BUCKET_TOKENS, INSTALL_HINT, OpenVino
 from fastdpr.model.session import default_threads
 from fastdpr.model.spec import Side
 from fastdpr.model.tokenization import SpecTokenizer
-from fastdpr.model.verify import Comparison, RetrievalAgreement, compare, retrieval_agreement
+from fastdpr.model.verify import Comparison, RetrievalAgreement, compare
 
 from .job import ExportJob, ModelSource
 from .validate import STAGE_THRESHOLDS
@@ -202,12 +202,6 @@ def _speed(openvino: OpenVinoEncoder, onnx: OnnxEncoder, passages: Any, threads:
             "threads": threads, "passages": len(pairs), "rounds": SPEED_ROUNDS,
             "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "cpu_class": this_cpu().int8_class}
-
-
-def openvino_retrieval_gate(questions_reference: np.ndarray, passages_reference: np.ndarray,
-                            questions: np.ndarray, passages: np.ndarray) -> RetrievalAgreement:
-    """Recall@10 of (questions as deployed, OpenVINO passages) against fp32's top-10 (held-out probes)."""
-    return retrieval_agreement(questions_reference, passages_reference, questions, passages)
 
 
 def openvino_manifest(report: OpenVinoReport, model_name: str, agreement: RetrievalAgreement,

@@ -168,17 +168,19 @@ def _openvino_entry(job: ExportJob, encoding: dict[str, Any], reports: list[Mode
                     min_recall: float) -> dict[str, Any]:
     """The manifest's ``backends.openvino``: the OpenVINO passage graph's checks, the retrieval gate run with
     questions as indexes will encode them (the encoding plan's precision, ONNX Runtime)."""
-    from .openvino_backend import openvino_manifest, openvino_retrieval_gate
+    from fastdpr.model.verify import retrieval_agreement
+
+    from .openvino_backend import openvino_manifest
 
     question_stage = "int8" if encoding["precision"]["question"] == "int8" else "fused"
     embeddings = {(check.stage, check.side): check.embeddings for report in reports for check in report.checks}
-    report = next(r for r in reports if r.openvino is not None)
+    name, openvino = next((r.model.name, r.openvino) for r in reports if r.openvino is not None)
     held_q, held_p = job.probes.held_out_rows("question"), job.probes.held_out_rows("context")
-    agreement = openvino_retrieval_gate(embeddings[("fused", "question")][held_q],
-                                        embeddings[("fused", "context")][held_p],
-                                        embeddings[(question_stage, "question")][held_q],
-                                        report.openvino.embeddings[held_p])
-    entry = openvino_manifest(report.openvino, report.model.name, agreement, min_recall)
+    agreement = retrieval_agreement(embeddings[("fused", "question")][held_q],
+                                    embeddings[("fused", "context")][held_p],
+                                    embeddings[(question_stage, "question")][held_q],
+                                    openvino.embeddings[held_p])
+    entry = openvino_manifest(openvino, name, agreement, min_recall)
     job.log(f"  [{'✓' if entry['validation']['retrieval']['passed'] else 'x'}] openvino retrieval agrees with fp32: "
             f"recall@{agreement.k} {agreement.recall_at_k:.4f} (>= {min_recall}); preferred on: "
             f"{', '.join(entry['preferred_on']) or 'no CPU class (kept for --passage-backend openvino)'}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from .calibration import calibration_batches
 from .job import PROBE_BATCH_SIZE, ExportJob, ModelSource
 from .quantize import QuantRecipe
 from .validate import STAGE_THRESHOLDS
+
+if TYPE_CHECKING:
+    from .openvino_backend import OpenVinoReport
 
 # ------------------------------------------------------------------------------------------ reports
 
@@ -108,7 +111,7 @@ class ModelReport:
     checks: tuple[StageCheck, ...]
     quantization: QuantizationReport | None = None
     avx2_u8s8: dict[str, Any] | None = None
-    openvino: Any = None  # an openvino_backend.OpenVinoReport with --openvino (its module imports this one)
+    openvino: OpenVinoReport | None = None  # the OpenVINO passage graph, when the export builds one
 
     def seconds(self) -> dict[str, float]:
         """The manifest's ``sides[side].seconds``: how long each graph stage took to write its graph."""

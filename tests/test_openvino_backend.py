@@ -191,3 +191,15 @@ def test_export_openvino_needs_an_int8_recipe(tiny_dpr_pair: tuple[Path, Path], 
     result = run_cli(["export", "--question-encoder", q, "--context-encoder", c, "--out", tmp_path / "a",
                       "--quantize", "none", "--openvino"], code=1)
     assert "needs an int8 recipe" in result.output
+
+
+def test_a_ray_build_refuses_passages_on_openvino(openvino_artifact: Path) -> None:
+    require_module("ray", "the ray extra: pip install -e '.[ray]'")
+    from fastdpr.cluster.build import ray_backend
+    from fastdpr.common.errors import FastDPRError
+    from fastdpr.index.build import IndexOptions
+    from fastdpr.model.passage_backend import PassageBackend
+
+    make = ray_backend(None)
+    with pytest.raises(FastDPRError, match="Ray workers encode on ONNX Runtime"):
+        make(Artifact.load(openvino_artifact), "int8", IndexOptions(), PassageBackend("openvino", "asked for"))

@@ -23,7 +23,8 @@ import numpy as np
 from benchmarks.synthetic_corpus import SYNTHETIC_NOTE, synthetic_passages
 from fastdpr.corpus.reader import Passage
 from fastdpr.model.artifact import Artifact
-from fastdpr.model.encoder import OnnxEncoder
+from fastdpr.model.encoder import PassageEncoder
+from fastdpr.model.passage_backend import PassageBackend
 
 #: Where the background's ids start: not a SQuAD paragraph id.
 ID_PREFIX = "synthetic-"
@@ -70,7 +71,7 @@ class BackgroundChunkEncoder:
 
     window = 1
 
-    def __init__(self, encoder: OnnxEncoder, background: Background, batch_size: int) -> None:
+    def __init__(self, encoder: PassageEncoder, background: Background, batch_size: int) -> None:
         self._encoder = encoder
         self._rows = background.by_id
         self._vectors = background.vectors
@@ -111,9 +112,11 @@ def build_index_with_background(artifact_dir: Path, corpus: Path, out: Path, pre
     options = IndexOptions(precision=precision, threads=threads, batch_size=batch_size, force=True, progress=False)
     inputs = BuildInputs.open(artifact_dir, corpus, "jsonl", options)
 
-    def backend(artifact: Artifact, side_precision: str, build: IndexOptions) -> BuildBackend:
-        encoder = artifact.encoder("context", side_precision, build.threads)
-        return BuildBackend(BackgroundChunkEncoder(encoder, background, build.batch_size), build.graph)
+    def backend(artifact: Artifact, side_precision: str, build: IndexOptions,
+                passage_backend: PassageBackend) -> BuildBackend:
+        encoder = artifact.passage_encoder(passage_backend, side_precision, build.threads)
+        return BuildBackend(BackgroundChunkEncoder(encoder, background, build.batch_size), build.graph,
+                            passage_backend)
 
     built, record = start_build(inputs, options, None, backend)
     with atomic_directory(out, True, IndexLoadError) as staging:

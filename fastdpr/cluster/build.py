@@ -37,6 +37,7 @@ from fastdpr.index.backend import BuildBackend, GraphSettings, OnGraphProgress, 
 from fastdpr.index.build import BackendFactory, IndexOptions
 from fastdpr.index.chunks import OnEncoded
 from fastdpr.model.artifact import Artifact
+from fastdpr.model.passage_backend import PassageBackend
 
 #: Chunks read ahead per encoder actor: each window of chunks is one Ray Data run, so more chunks per
 #: actor spread the pool's start-up and the wait for the window's last chunk over more work.
@@ -240,7 +241,13 @@ def ray_backend(address: str | None, encoders: int | None = None,
     (None or empty: a local cluster). Fails now, before any file is written, when Ray is missing."""
     require_ray()
 
-    def make(artifact: Artifact, precision: str, options: IndexOptions) -> BuildBackend:
+    def make(artifact: Artifact, precision: str, options: IndexOptions,
+             passage_backend: PassageBackend) -> BuildBackend:
+        if passage_backend.name != "onnxruntime":
+            # Workers run the artifact's ONNX graphs; vectors from another runtime would not be the index's.
+            raise FastDPRError(f"Ray workers encode on ONNX Runtime, but this build's passages run on "
+                               f"{passage_backend.name} ({passage_backend.reason}): build with "
+                               "passage_backend='onnxruntime' (--passage-backend onnxruntime)")
         return RayBuildBackend(artifact, precision, options, address=address, encoders=encoders,
                                block_bytes=block_bytes)
 

@@ -95,8 +95,10 @@ class IndexOptions:
                             ef_search=self.ef_search)
 
 
-#: Makes the backend of a build (this process: :func:`local_backend`; Ray: :mod:`fastdpr.cluster.build`).
-BackendFactory = Callable[[Artifact, str, IndexOptions], BuildBackend]
+#: Makes the backend of a build (this process: :func:`local_backend`; Ray: :mod:`fastdpr.cluster.build`) for the
+#: artifact, the passages' precision, the options and the passage runtime :class:`BuildInputs` decided (a factory
+#: that cannot run it refuses).
+BackendFactory = Callable[[Artifact, str, IndexOptions, PassageBackend], BuildBackend]
 
 
 @dataclass(frozen=True)
@@ -126,12 +128,12 @@ class BuildInputs:
         return cls(artifact, precision, question, reader, backend)
 
 
-def local_backend(artifact: Artifact, precision: str, options: IndexOptions) -> BuildBackend:
-    """A backend that encodes with the artifact's context encoder (on the runtime ``options.passage_backend``
-    chooses) and builds graphs in this process."""
-    chosen = artifact.passage_backend(precision, options.passage_backend)
-    encoder = OnnxChunkEncoder(artifact.passage_encoder(chosen, precision, options.threads), options.batch_size)
-    return BuildBackend(encoder, options.graph, chosen)
+def local_backend(artifact: Artifact, precision: str, options: IndexOptions,
+                  passage_backend: PassageBackend) -> BuildBackend:
+    """A backend that encodes with the artifact's context encoder on ``passage_backend`` and builds graphs in
+    this process."""
+    encoder = artifact.passage_encoder(passage_backend, precision, options.threads)
+    return BuildBackend(OnnxChunkEncoder(encoder, options.batch_size), options.graph, passage_backend)
 
 
 def int8_check_for_build(inputs: BuildInputs, options: IndexOptions) -> Int8Verification | None:
@@ -153,7 +155,7 @@ def start_build(inputs: BuildInputs, options: IndexOptions, int8_check: Int8Veri
                 make_backend: BackendFactory) -> tuple[BuildBackend, BuildRecord]:
     """The backend of a build and the record its manifests share; the corpus is read through the backend
     (``record.source``)."""
-    backend = make_backend(inputs.artifact, inputs.precision, options)
+    backend = make_backend(inputs.artifact, inputs.precision, options, inputs.passage_backend)
     record = BuildRecord(artifact=inputs.artifact, precision=inputs.precision,
                          question_precision=inputs.question_precision, source=backend.read(inputs.reader),
                          corpus=inputs.reader.path, corpus_format=inputs.reader.format, hnsw=options.hnsw,

@@ -281,8 +281,7 @@ def _encode_parts(staging: Path, appending: Appending, options: IndexOptions, lo
     started = time.perf_counter()
     if (check := _int8_check(inputs, options, index_raw)) is not None:
         record["int8_check"] = check
-    encoder = local_backend(inputs.artifact, inputs.precision,
-                            dataclasses.replace(options, passage_backend=inputs.passage_backend.name)).encoder
+    encoder = local_backend(inputs.artifact, inputs.precision, options, inputs.passage_backend).encoder
     timings["setup"] = time.perf_counter() - started
     bar = corpus_bar(appending.corpus, options.progress, initial=done, desc="encoding")
     try:
