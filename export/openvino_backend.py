@@ -5,7 +5,7 @@ an OpenVINO IR, quantized to static int8 by NNCF (``ModelType.TRANSFORMER``, wha
 sentence-transformers) from the same unfused fp32 graph the ONNX stages start from, calibrated on the
 probes' calibration passages fed exactly as the runtime feeds them (bucket-padded,
 :mod:`fastdpr.model.openvino_encoder`), with what the ONNX int8 graph runs in fp32 (attention's products
-of activations, and the nodes its recipe measured as most sensitive) left out of int8 here too. It is
+of activations, and the two nodes its recipe measured as most sensitive) left out of int8 here too. It is
 held to the ONNX int8 graph's gates and recorded whether or not it passes:
 
 - min cosine against PyTorch on the held-out probe passages (the int8 threshold);
@@ -52,6 +52,13 @@ MIN_SPEEDUP = 1.05
 #: Interleaved rounds of the speed comparison (median).
 SPEED_ROUNDS = 3
 MODEL_NAME = "model.int8.openvino.xml"
+#: How many of the nodes the ONNX recipe's sensitivity pass kept fp32 (its most sensitive first) stay out of
+#: NNCF's int8 too. Not all of them: OpenVINO quantizes differently (static per-tensor activation scales), and
+#: on MiniLM-as-DPR (all SQuAD dev, x86-avx512-vnni) the recipe's top two, the FFN output projections of layers
+#: 3 and 0, took 61% of the OpenVINO graph's probe error away, its other two (an FFN input projection and layer
+#: 5's Q/K/V) 3% each, for 7% and 8% of its passages/s; keeping the top two was 7% faster than keeping all
+#: four at the same answer recall (docs/benchmarks.md, "Which graph").
+RECIPE_NODES_KEPT = 2
 
 
 @dataclass(frozen=True)
@@ -89,13 +96,14 @@ def nodes_kept_fp32(raw: Path, fused: Path, kept: list[str]) -> list[str]:
 
     - Products of two activations (attention's scores and its weighted sum of values): ONNX Runtime's
       ``QAttention`` quantizes the projections and computes these in fp32.
-    - The nodes the ONNX int8 recipe kept fp32 (its sensitivity pass measured them as the ones int8 hurts
-      most): a MatMul keeps its name through fusion; a fused ``Attention`` maps to every MatMul of its
-      layer's self-attention, found by the prefix of its output's name.
+    - ``kept``: nodes the ONNX int8 recipe kept fp32 (its sensitivity pass measured them as the ones int8
+      hurts most; the caller passes its :data:`RECIPE_NODES_KEPT` most sensitive): a MatMul keeps its name
+      through fusion; a fused ``Attention`` maps to every MatMul of its layer's self-attention, found by the
+      prefix of its output's name.
 
-    On MiniLM (SQuAD dev, all questions, int8 questions): this choice kept OpenVINO's passages closest to
-    PyTorch (fewest flipped questions at every k) of the variants tried (docs/benchmarks.md, "OpenVINO
-    passages").
+    On MiniLM (SQuAD dev, all questions, int8 questions): of the nine variants tried, this choice kept
+    OpenVINO's passages as close to PyTorch as keeping all the recipe's nodes, and faster (docs/benchmarks.md,
+    "OpenVINO passages").
     """
     import onnx
 
@@ -126,12 +134,13 @@ def openvino_export_available() -> bool:
 
 def openvino_stage(job: ExportJob, model: ModelSource, raw: Path, fused: Path, onnx_int8: Path, kept_fp32: list[str],
                    tokenizers: dict[Side, SpecTokenizer], reference: np.ndarray) -> OpenVinoReport:
-    """Quantize ``raw`` (the unfused fp32 graph) with NNCF into ``model.int8.openvino.xml``, keeping the nodes
-    the ONNX int8 recipe kept fp32 out of int8 too (:func:`nodes_kept_fp32`), then validate, check
-    invariance and time it against ``onnx_int8`` (see the module docstring)."""
+    """Quantize ``raw`` (the unfused fp32 graph) with NNCF into ``model.int8.openvino.xml``, keeping
+    attention's activation products and the :data:`RECIPE_NODES_KEPT` most sensitive of the nodes the ONNX
+    int8 recipe kept fp32 (``kept_fp32``, most sensitive first) out of int8 (:func:`nodes_kept_fp32`), then
+    validate, check invariance and time it against ``onnx_int8`` (see the module docstring)."""
     ov, nncf = require_nncf()
     started = time.perf_counter()
-    ignored = nodes_kept_fp32(raw, fused, kept_fp32)
+    ignored = nodes_kept_fp32(raw, fused, kept_fp32[:RECIPE_NODES_KEPT])
     tokenizer = tokenizers["context"]
     passages = job.inputs["context"]
     calibration_rows = job.probes.calibration_rows("context")
@@ -214,11 +223,13 @@ def openvino_manifest(report: OpenVinoReport, model_name: str, agreement: Retrie
         "passages": {"model": f"{model_name}/{MODEL_NAME}", "weights": f"{model_name}/{Path(MODEL_NAME).stem}.bin"},
         "bucket_tokens": BUCKET_TOKENS,
         "quantization": "nncf.quantize, ModelType.TRANSFORMER (static int8), calibrated on the probes' "
-                        "calibration passages, bucket-padded as the runtime feeds them; what the ONNX int8 "
-                        "graph runs fp32 (attention's activation products, the recipe's kept nodes) ignored",
+                        "calibration passages, bucket-padded as the runtime feeds them; attention's activation "
+                        f"products and the recipe's {RECIPE_NODES_KEPT} most sensitive kept nodes ignored",
         "inference_precision": report.inference_precision,
-        # The nodes the ONNX int8 recipe kept fp32, kept out of int8 here too (bf16/fp32 per OpenVINO).
+        # The raw graph's MatMuls left out of int8 (bf16/fp32 per OpenVINO): attention's activation products
+        # and the recipe's most sensitive kept nodes.
         "kept_fp32": report.kept_fp32,
+        "recipe_nodes_kept": RECIPE_NODES_KEPT,
         "seconds": report.seconds,
         "validation": {
             "cpu_class": this_cpu().int8_class,
