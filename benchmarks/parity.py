@@ -32,8 +32,9 @@ from fastdpr.search.retriever import Retriever
 
 KS = (1, 5, 20, 50, 100)
 PYTORCH = "pytorch-fp32-exact"
-#: The OpenVINO int8 peer (NNCF), searched exactly (``--openvino``).
+#: The OpenVINO int8 peer (NNCF), searched exactly and with its own hnswlib graph (``--openvino``).
 OPENVINO = "openvino-int8-exact"
+OPENVINO_HNSW = "openvino-int8-hnsw"
 #: Issue #5's goal for the default int8 recipe: largest loss (points of answer recall, int8 + HNSW minus
 #: PyTorch fp32) per k, and the smallest passage-encoding speed-up over fused fp32 (issue #19: at least
 #: the previous default's, 1.8x on VNNI/AMX and 1.45x on AVX2).
@@ -256,12 +257,15 @@ def question_latency(models: dict[str, Path], artifact: Artifact, questions: lis
 
 
 def openvino_system(artifact: Artifact, artifact_dir: Path, corpus: Path, passages: list[Passage],
-                    questions: list[Question], threads: int, workdir: Path) -> SystemRun:
+                    questions: list[Question], threads: int, workdir: Path) -> list[SystemRun]:
     """The OpenVINO int8 peer of the latency benchmark (:mod:`benchmarks.latency.systems.openvino`: NNCF int8
-    on the same calibration batches, HF tokenizer, length-sorted batches), exact search: its recall on the
-    same questions, in the same run as fastdpr's."""
+    on the same calibration batches, HF tokenizer, length-sorted batches): its recall on the same questions,
+    in the same run as fastdpr's, searched exactly and through an hnswlib graph of its own vectors at
+    fastdpr's default settings (M, ef_construction, ef: what fastdpr's own HNSW rows run)."""
     from benchmarks.latency.systems.base import SetupContext
     from benchmarks.latency.systems.openvino import openvino_encoders
+    from fastdpr.index.ann import build_hnsw
+    from fastdpr.index.defaults import DEFAULT_EF
     from fastdpr.model.batching import DEFAULT_QUESTION_BATCH_SIZE
     from fastdpr_export.sources import resolve_source
 
@@ -275,8 +279,16 @@ def openvino_system(artifact: Artifact, artifact_dir: Path, corpus: Path, passag
     passage_vectors = encoders["context"].encode([(p.title, p.text) for p in passages], DEFAULT_PASSAGE_BATCH_SIZE)
     seconds = time.perf_counter() - start
     question_vectors = encoders["question"].encode([q.question for q in questions], DEFAULT_QUESTION_BATCH_SIZE)
-    ranked = exact_top_ids(question_vectors, passage_vectors, [p.id for p in passages], max(KS))
-    return SystemRun(OPENVINO, ranked, passages_per_s=len(passages) / seconds)
+    ids = [p.id for p in passages]
+    exact = SystemRun(OPENVINO, exact_top_ids(question_vectors, passage_vectors, ids, max(KS)),
+                      passages_per_s=len(passages) / seconds)
+    # One thread: the same graph for the same vectors on every run.
+    graph = build_hnsw(np.ascontiguousarray(passage_vectors, dtype=np.float32), threads=1)
+    graph.set_ef(max(DEFAULT_EF, max(KS)))
+    labels, _ = graph.knn_query(np.ascontiguousarray(question_vectors, dtype=np.float32), k=min(max(KS), len(ids)),
+                                num_threads=threads)
+    hnsw = SystemRun(OPENVINO_HNSW, [[ids[label] for label in row] for row in labels.tolist()])
+    return [exact, hnsw]
 
 
 def speed_sample(passages: list[Passage], sample: int = 256) -> list[tuple[str, str]]:
@@ -366,7 +378,7 @@ def run_parity(squad: Path, out: Path, artifacts: dict[str, Path], questions_n: 
             runs.append(batched_calls_system(artifact, passages, questions, threads))
         if openvino:
             step("OpenVINO int8 (NNCF) ...")
-            runs.append(openvino_system(artifact, first, corpus, passages, questions, threads, workdir))
+            runs.extend(openvino_system(artifact, first, corpus, passages, questions, threads, workdir))
 
     step("passage-encoding speed and question latency, interleaved ...")
     speed_models: dict[str, tuple[Path, int | None]] = {"onnx-fp32": (artifact.model_path("context", "fp32"), None)}
@@ -653,7 +665,7 @@ def plot_frontier(report: dict[str, Any], path: Path) -> None:
 @click.option("--quantize", "recipes", multiple=True, help="Recipes to measure (repeatable; default: the default).")
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
 @click.option("--openvino/--no-openvino", default=False, show_default=True,
-              help="Also measure the OpenVINO int8 peer (NNCF; the bench extra), exact search.")
+              help="Also measure the OpenVINO int8 peer (NNCF; the bench extra), exact search and its own HNSW graph.")
 @click.option("--batched-calls/--no-batched-calls", default=True, show_default=True,
               help="Also the recall of int8 with calls holding whole batches (before issue #19): every passage "
                    "and question encoded once more.")
