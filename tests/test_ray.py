@@ -269,7 +269,7 @@ def test_the_readme_commands_work(local_ray: Any, tmp_path: Path, tiny_artifact:
     assert [command[:2] for command in commands] == [["fastdpr", "index"], ["fastdpr", "search"]]
     assert "in 4 shards" in run_cli(commands[0][1:]).output  # --ray auto: the module's cluster
     assert stored_rows(tmp_path / "wiki") == stored_rows(local_sharded)
-    rows = [json.loads(line) for line in run_cli(commands[1][1:]).output.splitlines()]
+    rows = [json.loads(line) for line in run_cli(commands[1][1:]).stdout.splitlines()]
     assert len(rows) == 5
 
 

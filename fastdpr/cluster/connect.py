@@ -35,10 +35,13 @@ def connect(address: str | None) -> ModuleType:
     (``ray.init`` called by the caller) keeps its connection, whatever ``address`` says."""
     ray = require_ray()
     if not ray.is_initialized():
+        # log_to_driver=False: Ray copies its workers' and raylet's log lines (a raylet's "disk over 95% full"
+        # included) to this process's stdout, where fastdpr prints results (JSON lines for scripts). They stay
+        # in the Ray session's log files; a worker's exception still reaches us as a Python exception.
         if address:
-            ray.init(address=address, logging_level=logging.WARNING)
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
-            ray.init(logging_level=logging.WARNING, include_dashboard=False)
+            ray.init(logging_level=logging.WARNING, include_dashboard=False, log_to_driver=False)
     return ray
 
 
