@@ -125,18 +125,17 @@ class ListSearch(System):
         if self.ann:
             import hnswlib
 
-            from fastdpr.index.defaults import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+            from fastdpr.index.ann import build_hnsw
+            from fastdpr.index.defaults import DEFAULT_EF
 
-            self.graph = hnswlib.Index(space="ip", dim=self.vectors.shape[1])
             digest = hashlib.sha256(self.vectors.tobytes()).hexdigest()
             record = None if self.graph_cache is None else self.graph_cache.with_name(self.graph_cache.name + ".sha256")
             if self.graph_cache is not None and record is not None and record.is_file() and \
                     record.read_text(encoding="utf-8") == digest:
+                self.graph = hnswlib.Index(space="ip", dim=self.vectors.shape[1])
                 self.graph.load_index(str(self.graph_cache), max_elements=len(self.vectors))
             else:
-                self.graph.init_index(max_elements=len(self.vectors), M=DEFAULT_M,
-                                      ef_construction=DEFAULT_EF_CONSTRUCTION, random_seed=100)
-                self.graph.add_items(self.vectors, np.arange(len(self.vectors)), num_threads=self.threads)
+                self.graph = build_hnsw(self.vectors, threads=self.threads)  # fastdpr's builder and defaults
                 if self.graph_cache is not None and record is not None:
                     self.graph.save_index(str(self.graph_cache))
                     record.write_text(digest, encoding="utf-8")
