@@ -16,8 +16,9 @@ REQUIRED_FUSIONS = ("Attention", "EmbedLayerNormalization")
 def fuse(source: Path, target: Path, num_heads: int, hidden_size: int, num_layers: int) -> dict[str, int]:
     """Fuse ``source`` into ``target`` and return the fused-operator counts.
 
-    Raises :class:`ExportError` unless every layer got an Attention node and the embeddings one
-    EmbedLayerNormalization.
+    ``num_layers``: the layers whose self-attention runs over every token (a first-token final layer,
+    :class:`~.torch_model.FirstTokenLayer`, has none to fuse). Raises :class:`ExportError` unless each of
+    them got an Attention node and the embeddings one EmbedLayerNormalization.
     """
     from onnxruntime.transformers.optimizer import optimize_model
 

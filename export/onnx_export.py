@@ -13,6 +13,7 @@ import torch
 
 from fastdpr.model.encoder import INPUT_NAMES, OUTPUT_NAME
 
+from .first_token import FINAL_LAYER_SCOPE, final_layer_prefix
 from .torch_model import PooledEncoder
 
 DEFAULT_OPSET = 17
@@ -43,12 +44,14 @@ def export_onnx(module: PooledEncoder, path: Path, opset: int = DEFAULT_OPSET) -
             do_constant_folding=True,
             dynamo=False,
         )
-    _pin_embedding_dim(path, dim)
+    final_index = module.final_layer.index if module.final_layer is not None else None
+    _tidy(path, dim, final_index)
 
 
-def _pin_embedding_dim(path: Path, dim: int) -> None:
-    """Declare the output as ``[batch, dim]``: after L2 normalization the TorchScript
-    exporter names the embedding axis symbolically (``Divembedding_dim_1``), hiding the size."""
+def _tidy(path: Path, dim: int, final_index: int | None) -> None:
+    """Declare the output as ``[batch, dim]`` (after L2 normalization the TorchScript exporter names the
+    embedding axis symbolically, ``Divembedding_dim_1``, hiding the size), and give the first-token final
+    layer's nodes the names the full model gives that layer (``/backbone/encoder/layer.N/...``)."""
     import onnx
 
     model = onnx.load(str(path))
@@ -56,4 +59,9 @@ def _pin_embedding_dim(path: Path, dim: int) -> None:
     if axis.dim_value != dim:
         axis.Clear()
         axis.dim_value = dim
-        onnx.save(model, str(path))
+    if final_index is not None:
+        prefix = final_layer_prefix(final_index)
+        for node in model.graph.node:
+            if node.name.startswith(FINAL_LAYER_SCOPE):
+                node.name = prefix + node.name[len(FINAL_LAYER_SCOPE):]
+    onnx.save(model, str(path))

@@ -133,14 +133,16 @@ def openvino_export_available() -> bool:
 
 
 def openvino_stage(job: ExportJob, model: ModelSource, raw: Path, fused: Path, onnx_int8: Path, kept_fp32: list[str],
-                   tokenizers: dict[Side, SpecTokenizer], reference: np.ndarray) -> OpenVinoReport:
+                   row_products: list[str], tokenizers: dict[Side, SpecTokenizer],
+                   reference: np.ndarray) -> OpenVinoReport:
     """Quantize ``raw`` (the unfused fp32 graph) with NNCF into ``model.int8.openvino.xml``, keeping
-    attention's activation products and the :data:`RECIPE_NODES_KEPT` most sensitive of the nodes the ONNX
-    int8 recipe kept fp32 (``kept_fp32``, most sensitive first) out of int8 (:func:`nodes_kept_fp32`), then
-    validate, check invariance and time it against ``onnx_int8`` (see the module docstring)."""
+    attention's activation products, the :data:`RECIPE_NODES_KEPT` most sensitive of the nodes the ONNX
+    int8 recipe kept fp32 (``kept_fp32``, most sensitive first) and the one-row products of a first-token
+    final layer (``row_products``) out of int8 (:func:`nodes_kept_fp32`), then validate, check invariance and
+    time it against ``onnx_int8`` (see the module docstring)."""
     ov, nncf = require_nncf()
     started = time.perf_counter()
-    ignored = nodes_kept_fp32(raw, fused, kept_fp32[:RECIPE_NODES_KEPT])
+    ignored = nodes_kept_fp32(raw, fused, [*kept_fp32[:RECIPE_NODES_KEPT], *row_products])
     tokenizer = tokenizers["context"]
     passages = job.inputs["context"]
     calibration_rows = job.probes.calibration_rows("context")

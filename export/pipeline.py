@@ -142,14 +142,14 @@ def _export_model(job: ExportJob, model: ModelSource) -> ModelReport:
     reference = reference_stage(job, model, tokenizers)
     onnx = onnx_export_stage(job, model)
     checks = validate_stage(job, model, "fp32", onnx.path, tokenizers, reference)
-    fusion = fusion_stage(job, model, onnx.path)
+    fusion = fusion_stage(job, model, onnx)
     checks += validate_stage(job, model, "fused", fusion.path, tokenizers, reference)
     if job.recipe is None:
         # The raw graph is as large as the model and nothing reads it after fusion (but the OpenVINO
         # stage): free the disk before the next model directory is exported.
         onnx.path.unlink()
         return ModelReport(model=model, reference=reference, onnx=onnx, fusion=fusion, checks=checks)
-    quantization = quantization_stage(job, model, job.recipe, fusion.path, tokenizers)
+    quantization = quantization_stage(job, model, job.recipe, fusion.path, tokenizers, onnx.row_products)
     checks += validate_stage(job, model, "int8", quantization.path, tokenizers, reference)
     avx2 = avx2_stage(job, model, quantization.path, tokenizers)
     openvino = None
@@ -157,7 +157,7 @@ def _export_model(job: ExportJob, model: ModelSource) -> ModelReport:
         from .openvino_backend import openvino_stage
 
         openvino = openvino_stage(job, model, onnx.path, fusion.path, quantization.path,
-                                  list(quantization.details.get("kept_fp32", {})), tokenizers,
+                                  list(quantization.details.get("kept_fp32", {})), onnx.row_products, tokenizers,
                                   reference.embeddings["context"])
     onnx.path.unlink()
     return ModelReport(model=model, reference=reference, onnx=onnx, fusion=fusion, checks=checks,
@@ -278,6 +278,7 @@ def _manifest(options: ExportOptions, job: ExportJob, encoding: dict[str, Any], 
             "recipe": recipe.name, "settings": recipe.settings(),
             "per_model": {report.model.name: report.quantization_dict() for report in reports}},
         "encoding": encoding,
+        "graph": {report.model.name: report.onnx.to_dict() for report in reports},
         "fusion": {report.model.name: report.fusion.operators for report in reports},
         "opset": job.opset,
         "probes": {"dir": "probes", "source": probes.source,

@@ -51,6 +51,11 @@ class QuantRecipe:
     instead of ``keep_fp32`` (None: the same). A question is short, so a few fp32 MatMuls cost it little
     latency, and its int8 error is what moves the ranking most (measured: docs/benchmarks.md, "The
     question side"). :meth:`for_model` gives the recipe one model is quantized with.
+    ``row_products_fp32``: the products of a first-token final layer that multiply one row per input
+    (:func:`~.first_token.row_product_nodes`) stay fp32. In a passage model they cost nothing measurable and
+    the query product was the most sensitive node by far once it ran on one row; in a question-only model
+    (``for_model``: False) the four fp32 GEMVs cost a short question ~8% of its latency (measured,
+    x86-avx512-vnni), so there they are ranked by the sensitivity pass like any other node.
     """
 
     name: str
@@ -62,6 +67,7 @@ class QuantRecipe:
     quantize_embeddings: bool = True
     row_scales: bool = False
     question_keep_fp32: int | None = None
+    row_products_fp32: bool = True
 
     def __post_init__(self) -> None:
         if self.row_scales and not self.reduce_range:
@@ -81,7 +87,7 @@ class QuantRecipe:
         if encodes_passages:
             return self
         keep = self.keep_fp32 if self.question_keep_fp32 is None else self.question_keep_fp32
-        return replace(self, row_scales=False, keep_fp32=keep, question_keep_fp32=None)
+        return replace(self, row_scales=False, keep_fp32=keep, question_keep_fp32=None, row_products_fp32=False)
 
     def settings(self) -> dict[str, Any]:
         """What the manifest records (JSON types: tuples become lists)."""
@@ -196,14 +202,16 @@ def _mean_cosine_error(test: np.ndarray, reference: np.ndarray) -> float:
     return float(1.0 - cosine.mean())
 
 
-def sensitivity(fused: Path, calibration: Sequence[Feeds], recipe: QuantRecipe, workdir: Path) -> dict[str, float]:
-    """Mean ``1 - cosine`` to fp32 when only that node is quantized, for each MatMul/Attention node."""
+def sensitivity(fused: Path, calibration: Sequence[Feeds], recipe: QuantRecipe, workdir: Path,
+                skip: Sequence[str] = ()) -> dict[str, float]:
+    """Mean ``1 - cosine`` to fp32 when only that node is quantized, for each MatMul/Attention node (but
+    ``skip``: nodes that stay fp32 anyway)."""
     import onnx
 
     graph = onnx.load(str(fused), load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
-    candidates = [n.name for n in graph.node
-                  if n.op_type in ("MatMul", "Attention") and len(n.input) > 1 and n.input[1] in weights]
+    candidates = [n.name for n in graph.node if n.op_type in ("MatMul", "Attention") and len(n.input) > 1
+                  and n.input[1] in weights and n.name not in skip]
     reference = _embed(fused, calibration)
     errors: dict[str, float] = {}
     # Minutes on a real model: show progress on a terminal (tqdm stays quiet when stderr is piped).
@@ -215,7 +223,7 @@ def sensitivity(fused: Path, calibration: Sequence[Feeds], recipe: QuantRecipe, 
 
 
 def _smooth(fused: Path, recipe: QuantRecipe, calibration: Sequence[Feeds], workdir: Path,
-            alpha: float | None) -> tuple[Path, Path | None, dict[str, Any]]:
+            alpha: float | None, exclude: Sequence[str] = ()) -> tuple[Path, Path | None, dict[str, Any]]:
     """Smooth ``fused`` with the given ``alpha``, or with the recipe's alpha that, once quantized, is
     closest to fp32 on the calibration inputs. Returns the smoothed graph, its int8 graph when the
     search already made it (else None), and what was decided."""
@@ -232,7 +240,7 @@ def _smooth(fused: Path, recipe: QuantRecipe, calibration: Sequence[Feeds], work
     smoothed, quantized = workdir / "candidate.onnx", workdir / "candidate.int8.onnx"
     for candidate in tqdm(alphas, desc="      smoothing alpha", unit="alpha", leave=False, disable=None):
         decided = smooth_model(fused, smoothed, act_max, candidate)
-        _quantize_dynamic(smoothed, quantized, recipe)
+        _quantize_dynamic(smoothed, quantized, recipe, nodes_to_exclude=list(exclude) or None)
         error = _mean_cosine_error(_embed(quantized, calibration), reference)
         search[str(candidate)] = round(error, 8)
         if best is None or error < best[0]:
@@ -244,18 +252,51 @@ def _smooth(fused: Path, recipe: QuantRecipe, calibration: Sequence[Feeds], work
     return best_smoothed, best_int8, {**best[1], "search_mean_cosine_error": search}
 
 
+def replayed_nodes(graph: Any, names: list[str], fused: Path) -> tuple[list[str], list[str]]:
+    """``(nodes of graph to keep fp32, names left int8)`` for ``names``, nodes an earlier quantization kept fp32.
+
+    A name missing here but inside a fused ``Attention``'s self-attention (its output's name prefix, e.g.
+    ``/backbone/encoder/layer.5/attention/self/``) is left int8: an artifact whose last layer runs for the
+    first token only (:class:`~.torch_model.FirstTokenLayer`) has that layer's query, key and value as
+    separate MatMuls, which a full export of the same model (the benchmarks' optimum peer) fuses into one
+    node. Keeping the whole ``Attention`` fp32 for one of them would slow the peer beyond what the artifact
+    keeps; leaving it int8 keeps the peer at most as fp32 as the artifact. Anything else missing is an
+    :class:`ExportError`.
+    """
+    present = {node.name for node in graph.node}
+    attention_scopes = [node.output[0].rsplit("/", 1)[0] + "/" for node in graph.node if node.op_type == "Attention"]
+    replayed, left_int8, missing = [], [], []
+    for name in names:
+        if name in present:
+            replayed.append(name)
+        elif any(name.startswith(scope) for scope in attention_scopes):
+            left_int8.append(name)
+        else:
+            missing.append(name)
+    if missing:
+        raise ExportError(f"{fused}: cannot replay kept fp32 nodes {missing}: not in this graph")
+    return replayed, left_int8
+
+
 def quantize(fused: Path, target: Path, recipe: QuantRecipe, calibration: Sequence[Feeds] | None = None,
-             decisions: dict[str, Any] | None = None) -> dict[str, Any]:
+             decisions: dict[str, Any] | None = None, row_products: Sequence[str] = ()) -> dict[str, Any]:
     """Quantize ``fused`` into ``target`` with ``recipe``; return operator counts and what the
     calibration-driven steps decided (for the manifest).
 
     ``decisions`` (the dict an earlier ``quantize`` returned) replays that run's choices (smoothing
     alpha, nodes kept fp32) instead of searching again: the benchmarks quantize an unpooled copy of a
     model exactly as its artifact was quantized.
+    ``row_products``: nodes that multiply one row per input (a first-token final layer's,
+    :func:`~.first_token.row_product_nodes`): always fp32, outside the recipe's ``keep_fp32`` count, and
+    recorded as ``row_products_fp32``.
     """
     import onnx
 
     decisions = decisions or {}
+    if row_products:
+        present = {node.name for node in onnx.load(str(fused), load_external_data=False).graph.node}
+        if missing := [name for name in row_products if name not in present]:
+            raise ExportError(f"{fused}: the one-row products {missing} are not in this graph")
     if recipe.needs_calibration and not calibration:
         raise ExportError(f"recipe {recipe.name} needs calibration inputs")
     details: dict[str, Any] = {}
@@ -263,24 +304,27 @@ def quantize(fused: Path, target: Path, recipe: QuantRecipe, calibration: Sequen
         source, searched_int8 = fused, None
         if recipe.smooth_alphas:
             chosen = decisions.get("smoothing", {}).get("alpha")
-            source, searched_int8, details["smoothing"] = _smooth(fused, recipe, calibration or [], Path(tmp), chosen)
+            source, searched_int8, details["smoothing"] = _smooth(fused, recipe, calibration or [], Path(tmp), chosen,
+                                                                  exclude=row_products)
             details["smoothing"]["calibration_batches"] = len(calibration or [])
         exclude: list[str] = []
         if "kept_fp32" in decisions:
-            exclude = list(decisions["kept_fp32"])
-            present = {node.name for node in onnx.load(str(source), load_external_data=False).graph.node}
-            missing = [name for name in exclude if name not in present]
-            if missing:
-                raise ExportError(f"{fused}: cannot replay kept fp32 nodes {missing}: not in this graph")
-            details["kept_fp32"] = dict(decisions["kept_fp32"])
+            exclude, left_int8 = replayed_nodes(onnx.load(str(source), load_external_data=False).graph,
+                                                list(decisions["kept_fp32"]), fused)
+            details["kept_fp32"] = {name: error for name, error in decisions["kept_fp32"].items() if name in exclude}
+            if left_int8:
+                details["kept_fp32_left_int8"] = left_int8
         elif recipe.keep_fp32:
             batches = list(calibration or [])
             stride = max(1, -(-len(batches) // SENSITIVITY_MAX_BATCHES))
-            ranked = sensitivity(source, batches[::stride], recipe, Path(tmp))
+            ranked = sensitivity(source, batches[::stride], recipe, Path(tmp), skip=row_products)
             exclude = list(ranked)[: recipe.keep_fp32]
             details["kept_fp32"] = {name: round(ranked[name], 8) for name in exclude}
-        if searched_int8 is not None and not exclude:
-            shutil.move(searched_int8, target)  # the alpha search already quantized the winner
+        if row_products:
+            details["row_products_fp32"] = list(row_products)
+            exclude = [*exclude, *(name for name in row_products if name not in exclude)]
+        if searched_int8 is not None and set(exclude) == set(row_products):
+            shutil.move(searched_int8, target)  # the alpha search already quantized the winner, so excluding
         else:
             _quantize_dynamic(source, target, recipe, nodes_to_exclude=exclude or None)
     counts = Counter(node.op_type for node in onnx.load(str(target), load_external_data=False).graph.node)

@@ -46,10 +46,29 @@ class ReferenceReport:
 
 @dataclass(frozen=True)
 class OnnxExportReport:
-    """The raw (unfused) fp32 graph and the seconds ``torch.onnx.export`` took."""
+    """The raw (unfused) fp32 graph, the seconds ``torch.onnx.export`` took, and whether its last layer runs
+    for the first token only (``final_layer``: ``"first-token"`` or ``"every-token"``)."""
 
     path: Path
     seconds: float
+    layers: int
+    final_layer: str
+
+    @property
+    def attention_layers(self) -> int:
+        """The layers whose self-attention runs over every token (what fusion turns into ``Attention``)."""
+        return self.layers - 1 if self.final_layer == "first-token" else self.layers
+
+    @property
+    def row_products(self) -> list[str]:
+        """The nodes that multiply one row per input (a first-token final layer's), kept fp32."""
+        from .first_token import row_product_nodes
+
+        return row_product_nodes(self.layers) if self.final_layer == "first-token" else []
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``graph`` entry for this model."""
+        return {"layers": self.layers, "final_layer": self.final_layer}
 
 
 @dataclass(frozen=True)
@@ -224,30 +243,34 @@ def onnx_export_stage(job: ExportJob, model: ModelSource) -> OnnxExportReport:
 
     started = time.perf_counter()
     raw = job.workdir / f"{model.name}.raw.onnx"
-    export_onnx(build_pooled_encoder(model.resolved, job.spec), raw, job.opset)
+    module = build_pooled_encoder(model.resolved, job.spec)
+    export_onnx(module, raw, job.opset)
     seconds = round(time.perf_counter() - started, 2)
-    job.log(f"{model.name}: exported to ONNX (opset {job.opset}) in {seconds} s")
-    return OnnxExportReport(path=raw, seconds=seconds)
+    final_layer = "first-token" if module.final_layer is not None else "every-token"
+    job.log(f"{model.name}: exported to ONNX (opset {job.opset}, last layer: {final_layer}) in {seconds} s")
+    return OnnxExportReport(path=raw, seconds=seconds, layers=int(model.resolved.config["num_hidden_layers"]),
+                            final_layer=final_layer)
 
 
-def fusion_stage(job: ExportJob, model: ModelSource, raw: Path) -> FusionReport:
+def fusion_stage(job: ExportJob, model: ModelSource, raw: OnnxExportReport) -> FusionReport:
     """Fuse the raw graph with ONNX Runtime's BERT optimizer into the artifact's ``model.onnx``."""
     from .fusion import fuse
 
     started = time.perf_counter()
     config = model.resolved.config
     fused = job.model_dir(model) / "model.onnx"
-    operators = fuse(raw, fused, int(config["num_attention_heads"]), int(config["hidden_size"]),
-                     int(config["num_hidden_layers"]))
+    operators = fuse(raw.path, fused, int(config["num_attention_heads"]), int(config["hidden_size"]),
+                     raw.attention_layers)
     seconds = round(time.perf_counter() - started, 2)
     job.log(f"{model.name}: fused {operators} in {seconds} s")
     return FusionReport(path=fused, operators=operators, seconds=seconds)
 
 
 def quantization_stage(job: ExportJob, model: ModelSource, recipe: QuantRecipe, fused: Path,
-                       tokenizers: dict[Side, SpecTokenizer]) -> QuantizationReport:
+                       tokenizers: dict[Side, SpecTokenizer], row_products: list[str]) -> QuantizationReport:
     """Quantize the fused graph into ``model.int8.onnx`` with ``recipe``, calibrating (when the recipe
-    reads data) on the probes' calibration rows only: the int8 checks use the others."""
+    reads data) on the probes' calibration rows only: the int8 checks use the others. ``row_products``
+    (:attr:`OnnxExportReport.row_products`) stay fp32 where the model's recipe says so."""
     from .quantize import quantize
 
     started = time.perf_counter()
@@ -258,7 +281,8 @@ def quantization_stage(job: ExportJob, model: ModelSource, recipe: QuantRecipe, 
     # Per-row scales serve passages; a question-only model has its own settings (QuantRecipe.for_model).
     model_recipe = recipe.for_model(encodes_passages="context" in model.sides)
     target = job.model_dir(model) / "model.int8.onnx"
-    details = quantize(fused, target, model_recipe, calibration)
+    details = quantize(fused, target, model_recipe, calibration,
+                       row_products=row_products if model_recipe.row_products_fp32 else ())
     report = QuantizationReport(path=target, recipe=model_recipe, details=details,
                                 seconds=round(time.perf_counter() - started, 2))
     job.log(f"{model.name}: quantized with {recipe.name} {report.to_dict()} in {report.seconds} s")

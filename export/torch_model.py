@@ -5,6 +5,7 @@ Pooling lives inside the graph so only ``[batch, dim]`` leaves the ONNX session.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -21,14 +22,20 @@ _NAMES_SHOWN = 4
 
 
 class PooledEncoder(nn.Module):
-    """``(input_ids, attention_mask, token_type_ids) -> embedding [batch, dim]``."""
+    """``(input_ids, attention_mask, token_type_ids) -> embedding [batch, dim]``.
 
-    def __init__(self, backbone: nn.Module, projection: nn.Module | None, pooling: str, normalize: bool) -> None:
+    With ``final_layer`` (a :class:`FirstTokenLayer`), ``backbone`` holds every layer but the last and
+    ``final_layer`` computes the last one for the first token only: CLS and pooler pooling read nothing else.
+    """
+
+    def __init__(self, backbone: nn.Module, projection: nn.Module | None, pooling: str, normalize: bool,
+                 final_layer: FirstTokenLayer | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.projection = projection
         self.pooling = pooling
         self.normalize = normalize
+        self.final_layer = final_layer
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor) -> torch.Tensor:
@@ -36,7 +43,12 @@ class PooledEncoder(nn.Module):
         outputs = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                 token_type_ids=token_type_ids, return_dict=True)
         hidden = outputs.last_hidden_state
-        if self.pooling == "pooler":  # BERT's trained pooler: tanh(dense(CLS))
+        if self.final_layer is not None:
+            first = self.final_layer(hidden, attention_mask)
+            # BERT's trained pooler (tanh(dense(CLS))), applied to the final layer's CLS vector.
+            pooler: Any = self.backbone.pooler
+            pooled = pooler.activation(pooler.dense(first)) if self.pooling == "pooler" else first
+        elif self.pooling == "pooler":  # BERT's trained pooler: tanh(dense(CLS))
             pooled = outputs.pooler_output
         elif self.pooling == "cls":
             pooled = hidden[:, 0]
@@ -48,6 +60,83 @@ class PooledEncoder(nn.Module):
         if self.normalize:
             pooled = nn.functional.normalize(pooled, p=2.0, dim=-1)
         return pooled
+
+
+class _FirstTokenSelfAttention(nn.Module):
+    """BERT self-attention whose queries are the first token only; keys and values are every token."""
+
+    def __init__(self, attention: Any) -> None:
+        super().__init__()
+        self.query, self.key, self.value = attention.query, attention.key, attention.value
+        self.heads = int(attention.num_attention_heads)
+        self.head_size = int(attention.attention_head_size)
+
+    def forward(self, first: torch.Tensor, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        batch = hidden.shape[0]
+        query = self.query(first).view(batch, 1, self.heads, self.head_size).transpose(1, 2)
+        key = self.key(hidden).view(batch, -1, self.heads, self.head_size).transpose(1, 2)
+        value = self.value(hidden).view(batch, -1, self.heads, self.head_size).transpose(1, 2)
+        scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.head_size)
+        # The mask as BERT's eager attention adds it: padded keys get the dtype's lowest value.
+        scores = scores + (1.0 - attention_mask[:, None, None, :].to(scores.dtype)) * torch.finfo(scores.dtype).min
+        context = torch.matmul(scores.softmax(dim=-1), value)
+        return context.transpose(1, 2).reshape(batch, 1, self.heads * self.head_size)
+
+
+class _FirstTokenAttention(nn.Module):
+    def __init__(self, attention: Any) -> None:
+        super().__init__()
+        self.self = _FirstTokenSelfAttention(attention.self)
+        self.output = attention.output  # dense, dropout, LayerNorm(x + first)
+
+    def forward(self, first: torch.Tensor, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.output(self.self(first, hidden, attention_mask), first)
+
+
+class FirstTokenLayer(nn.Module):
+    """A BERT layer computed for the first token only: ``(hidden [b, s, h], mask [b, s]) -> [b, h]``.
+
+    CLS pooling reads one row of the last layer, and in that layer only attention's keys and values
+    need every token: the query, the attention output, both feed-forward products and the LayerNorms
+    run on one row instead of ``s``. The same weights and arithmetic as the layer, one row of it (what it
+    buys, measured side by side: docs/benchmarks.md, "The last layer for the first token only"). Submodules
+    are named as in ``BertLayer`` so the exported nodes take its names
+    (:func:`~.first_token.final_layer_prefix`).
+    """
+
+    def __init__(self, layer: Any, index: int) -> None:
+        super().__init__()
+        self.index = index  # the layer's position in the model (its name in a full export)
+        self.attention = _FirstTokenAttention(layer.attention)
+        self.intermediate = layer.intermediate
+        self.output = layer.output
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The layer's output row of the first token."""
+        first = hidden[:, :1]
+        attended = self.attention(first, hidden, attention_mask)
+        return self.output(self.intermediate(attended), attended)[:, 0]
+
+
+def first_token_applies(backbone: Any, pooling: str) -> bool:
+    """Whether the last layer can run for the first token only: CLS or pooler pooling, BERT's absolute
+    position embeddings (relative ones add terms to the scores that :class:`FirstTokenLayer` does not
+    compute) and at least two layers (the int8 graph needs one fused attention to quantize as QAttention)."""
+    config = getattr(backbone, "config", None)
+    return (pooling in ("cls", "pooler") and config is not None
+            and getattr(config, "position_embedding_type", "absolute") == "absolute"
+            and not getattr(config, "is_decoder", False) and len(backbone.encoder.layer) >= 2)
+
+
+def with_first_token_layer(backbone: Any, projection: nn.Module | None, pooling: str,
+                           normalize: bool) -> PooledEncoder:
+    """A :class:`PooledEncoder` whose last layer runs for the first token only, when that applies (else
+    the plain one). Takes ``backbone``'s last layer out of it: pass a freshly loaded model."""
+    if not first_token_applies(backbone, pooling):
+        return PooledEncoder(backbone, projection, pooling, normalize)
+    layers = list(backbone.encoder.layer)
+    backbone.encoder.layer = nn.ModuleList(layers[:-1])
+    return PooledEncoder(backbone, projection, pooling, normalize, FirstTokenLayer(layers[-1], len(layers) - 1))
 
 
 def load_hf_model(resolved: ResolvedSource, eager_attention: bool) -> nn.Module:
@@ -114,15 +203,21 @@ def check_pooling(resolved: ResolvedSource, pooling: str) -> None:
                           f"{resolved.source} ({resolved.architecture}) has none: use --pooling cls")
 
 
-def build_pooled_encoder(resolved: ResolvedSource, spec: EncoderSpec) -> PooledEncoder:
-    """Wrap a freshly loaded source model for export."""
+def build_pooled_encoder(resolved: ResolvedSource, spec: EncoderSpec, first_token: bool = True) -> PooledEncoder:
+    """Wrap a freshly loaded source model for export. ``first_token``: run the last layer for the first
+    token only where the pooling allows it (:func:`with_first_token_layer`); False gives the full model
+    (what the benchmarks' OpenVINO peer exports, as its users do)."""
     check_pooling(resolved, spec.pooling)
     model = load_hf_model(resolved, eager_attention=True)
+    backbone: Any = model
+    projection = None
     if resolved.kind == "dpr":
         inner: Any = model.question_encoder if resolved.architecture == "DPRQuestionEncoder" else model.ctx_encoder
         projection = inner.encode_proj if getattr(inner, "projection_dim", 0) > 0 else None
-        return PooledEncoder(inner.bert_model, projection, spec.pooling, spec.normalize).eval()
-    return PooledEncoder(model, None, spec.pooling, spec.normalize).eval()
+        backbone = inner.bert_model
+    if first_token:
+        return with_first_token_layer(backbone, projection, spec.pooling, spec.normalize).eval()
+    return PooledEncoder(backbone, projection, spec.pooling, spec.normalize).eval()
 
 
 def embedding_dim(resolved: ResolvedSource) -> int:

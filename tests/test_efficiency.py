@@ -28,12 +28,16 @@ def _tiny_config(artifact: Artifact) -> tuple[int, int, int]:
 
 
 def _by_hand(layers: int, hidden: int, ffn: int, batch: int, sequence: int) -> tuple[int, int]:
-    """(weight MACs, attention MACs) of a BERT encoder call: per layer and token, Q, K, V and the output
-    projection (4 x hidden^2) and the two FFN products (2 x hidden x ffn); per layer and sequence, scores
-    (sequence^2 x hidden over all heads) and the context (the same)."""
+    """(weight MACs, attention MACs) of a BERT encoder call with CLS pooling. Every layer but the last, per
+    token: Q, K, V and the output projection (4 x hidden^2) and the two FFN products (2 x hidden x ffn); per
+    sequence: scores (sequence^2 x hidden over all heads) and the context (the same). The last layer runs for
+    the first token only (export/torch_model.py, FirstTokenLayer): K and V for every token (2 x hidden^2),
+    Q, the output projection and the FFN for one row per input; scores and context one row each."""
     tokens = batch * sequence
-    return (layers * tokens * (4 * hidden * hidden + 2 * hidden * ffn),
-            layers * batch * sequence * sequence * 2 * hidden)
+    full = (layers - 1) * tokens * (4 * hidden * hidden + 2 * hidden * ffn)
+    last = tokens * 2 * hidden * hidden + batch * (2 * hidden * hidden + 2 * hidden * ffn)
+    attention = (layers - 1) * batch * sequence * sequence * 2 * hidden + batch * sequence * 2 * hidden
+    return full + last, attention
 
 
 @pytest.mark.parametrize("batch,sequence", [(1, 1), (1, 9), (3, 5)])
@@ -42,13 +46,15 @@ def test_work_of_the_tiny_pair_is_the_hand_count(tiny_artifact: Path, batch: int
     layers, hidden, ffn = _tiny_config(artifact)
     assert (layers, hidden, ffn) == (2, 32, 64)  # the fixture's shape: the numbers below are hand-checkable
     weights, attention = _by_hand(layers, hidden, ffn, batch, sequence)
-    # e.g. batch 3 x 5 tokens: 2 x 15 x (4 x 1024 + 2 x 2048) = 245,760 weight MACs; 2 x 3 x 25 x 64 = 9,600
+    # e.g. batch 3 x 5 tokens: 15 x 8,192 + 15 x 2,048 + 3 x 6,144 = 172,032 weight MACs;
+    # 3 x 25 x 64 + 3 x 5 x 64 = 5,760 attention MACs
     fp32 = WorkCounter(artifact.model_path("context", "fp32")).count(batch, sequence)
     assert (fp32.macs("int8_gemm"), fp32.macs("fp32_gemm"), fp32.macs("fp32_attention")) == (0, weights, attention)
     int8 = WorkCounter(artifact.model_path("context", "int8")).count(batch, sequence)
-    # The default recipe keeps the passage encoder's 4 most sensitive nodes fp32: their MACs count as fp32 GEMM.
+    # The default recipe keeps the passage encoder's 4 most sensitive nodes fp32, and the last layer's 4 one-row
+    # products stay fp32 too: their MACs count as fp32 GEMM.
     kept = [n for n in int8.nodes if "fp32_gemm" in n.macs]
-    assert len(kept) == 4 and all(n.op_type in ("MatMul", "Attention") for n in kept)
+    assert len(kept) == 4 + 4 and all(n.op_type in ("MatMul", "Attention") for n in kept)
     assert int8.macs("int8_gemm") + int8.macs("fp32_gemm") == weights and int8.macs("fp32_gemm") > 0
     assert int8.macs("fp32_attention") == attention
     assert int8.ops() == 2 * (weights + attention)

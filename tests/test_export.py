@@ -299,6 +299,8 @@ def minilm_artifact(demo_run: DemoRun) -> Path:
 
 
 def test_tiny_pair_artifact_layout_manifest_and_graphs(tiny_artifact: Path, tiny_dpr_pair: tuple[Path, Path]) -> None:
+    import onnx
+
     manifest: Any = read_manifest(tiny_artifact)
     assert {p.name for p in tiny_artifact.iterdir()} == {"question", "context", "probes", "manifest.json"}
     assert files_on_disk(tiny_artifact) == pair_layout()
@@ -315,8 +317,10 @@ def test_tiny_pair_artifact_layout_manifest_and_graphs(tiny_artifact: Path, tiny
         assert sides[side]["source"]["source"] == str(source)
         assert sides[side]["source"]["kind"] == "dpr"
         assert sides[side]["source"]["class"] == cls
-        assert (tiny_artifact / side / "model.int8.onnx").stat().st_size < \
-            (tiny_artifact / side / "model.onnx").stat().st_size
+        # int8 weights (on this tiny model the fp32 embedding tables, not the layers, make most of the file).
+        int8_weights = [init for init in onnx.load(str(tiny_artifact / side / "model.int8.onnx")).graph.initializer
+                        if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 2]
+        assert int8_weights
         for model in ("model.onnx", "model.int8.onnx"):
             check_graph(tiny_artifact / side / model, TINY_HIDDEN)
     quantization = manifest["quantization"]
@@ -325,11 +329,25 @@ def test_tiny_pair_artifact_layout_manifest_and_graphs(tiny_artifact: Path, tiny
     fusion = manifest["fusion"]
     assert set(fusion) == set(quantization["per_model"]) == {"question", "context"}
     for name in fusion:
-        assert fusion[name]["Attention"] == TINY_LAYERS
+        # CLS pooling: the last layer runs for the first token only, so only the others fuse to Attention.
+        assert manifest["graph"][name] == {"layers": TINY_LAYERS, "final_layer": "first-token"}
+        assert fusion[name]["Attention"] == TINY_LAYERS - 1
         assert fusion[name]["EmbedLayerNormalization"] == 1
         details = quantization["per_model"][name]
         kept_attention = [node for node in details.get("kept_fp32", {}) if node.startswith("Attention")]
-        assert details["operators"]["QAttention"] + len(kept_attention) == TINY_LAYERS
+        assert details["operators"].get("QAttention", 0) + len(kept_attention) == TINY_LAYERS - 1
+        # The passage model's last-layer products of one row per input (query, attention output, FFN) stay
+        # fp32, by name, beside the recipe's own count; the sensitivity pass never ranks them. The question
+        # model ranks them like any other node (QuantRecipe.row_products_fp32).
+        if name == "question":
+            assert "row_products_fp32" not in details
+            continue
+        row_products = details["row_products_fp32"]
+        assert len(row_products) == 4
+        assert all(product.startswith(f"/backbone/encoder/layer.{TINY_LAYERS - 1}/") for product in row_products)
+        assert not set(row_products) & set(details.get("kept_fp32", {}))
+        int8_nodes = {n.name: n.op_type for n in onnx.load(str(tiny_artifact / name / "model.int8.onnx")).graph.node}
+        assert all(int8_nodes.get(product) == "MatMul" for product in row_products)
         assert len(details.get("kept_fp32", {})) == RECIPES[DEFAULT_RECIPE].for_model(name == "context").keep_fp32
     check_validation(manifest)
     check_probes(tiny_artifact, manifest, TINY_HIDDEN)
@@ -349,7 +367,7 @@ def test_projection_pair_has_projected_dim(projection_artifact: Path, projection
     for side in ("question", "context"):
         for model in ("model.onnx", "model.int8.onnx"):
             check_graph(projection_artifact / side / model, PROJECTION_DIM)
-        assert manifest["fusion"][side]["Attention"] == TINY_LAYERS
+        assert manifest["fusion"][side]["Attention"] == TINY_LAYERS - 1  # the last layer: first token only
     check_validation(manifest)
     check_probes(projection_artifact, manifest, PROJECTION_DIM)
     check_integrity(projection_artifact)
@@ -422,7 +440,9 @@ def test_shared_encoder_layout_and_manifest(shared_artifact: Path) -> None:
     assert manifest["spec"]["pooling"] == "pooler" and manifest["spec"]["token_types"] == "pair"
     assert manifest["spec"]["dim"] == TINY_HIDDEN
     assert set(manifest["fusion"]) == {"encoder"}
-    assert manifest["fusion"]["encoder"]["Attention"] == TINY_LAYERS
+    # The pooler reads the CLS vector only: the last layer runs for the first token.
+    assert manifest["graph"]["encoder"] == {"layers": TINY_LAYERS, "final_layer": "first-token"}
+    assert manifest["fusion"]["encoder"]["Attention"] == TINY_LAYERS - 1
     assert manifest["fusion"]["encoder"]["EmbedLayerNormalization"] == 1
     check_validation(manifest)
     check_integrity(shared_artifact)
@@ -586,6 +606,8 @@ def test_minilm_as_itself(minilm_artifact: Path) -> None:
         assert manifest["sides"][side]["source"]["source"] == "builtin:all-MiniLM-L6-v2"
         assert manifest["sides"][side]["source"]["kind"] == "sentence-transformers"
         assert manifest["sides"][side]["source"]["class"] == "BertModel"
+    # Mean pooling reads every token: every layer runs in full.
+    assert manifest["graph"]["encoder"] == {"layers": 6, "final_layer": "every-token"}
     assert manifest["fusion"]["encoder"]["Attention"] == 6
     assert manifest["fusion"]["encoder"]["EmbedLayerNormalization"] == 1
     assert manifest["quantization"]["per_model"]["encoder"]["operators"]["QAttention"] == 6
@@ -640,7 +662,8 @@ def test_minilm_as_dpr_pair(minilm_dpr_artifact: Path) -> None:
     for side, cls in (("question", "DPRQuestionEncoder"), ("context", "DPRContextEncoder")):
         assert manifest["sides"][side]["source"]["class"] == cls
         assert manifest["sides"][side]["source"]["source"] == "builtin:all-MiniLM-L6-v2-dpr"
-        assert manifest["fusion"][side]["Attention"] == 6
+        assert manifest["graph"][side] == {"layers": 6, "final_layer": "first-token"}
+        assert manifest["fusion"][side]["Attention"] == 5
         assert manifest["fusion"][side]["EmbedLayerNormalization"] == 1
         for model in ("model.onnx", "model.int8.onnx"):
             check_graph(minilm_dpr_artifact / side / model, 384)

@@ -187,11 +187,13 @@ def test_pooler_checkpoint_defaults_are_the_cards(tf_bert_artifact: Path) -> Non
     source = manifest["sides"]["question"]["source"]
     assert source["kind"] == "bert" and source["class"] == "BertModel" and source["pooler_weights"] is True
     assert source["weights"] == {"format": "keras-h5", "file": "tf_model.h5", "sharded": False, "also_present": []}
-    assert manifest["fusion"]["encoder"]["Attention"] == 2
+    # The pooler reads the CLS vector only: the last of the 2 layers runs for the first token (no Attention).
+    assert manifest["graph"]["encoder"] == {"layers": 2, "final_layer": "first-token"}
+    assert manifest["fusion"]["encoder"]["Attention"] == 1
     quantized = manifest["quantization"]["per_model"]["encoder"]
-    # Every layer's attention is int8, unless the default recipe's sensitivity pass kept it fp32.
+    # Every fused attention is int8, unless the default recipe's sensitivity pass kept it fp32.
     kept_attention = [name for name in quantized.get("kept_fp32", {}) if name.startswith("Attention")]
-    assert quantized["operators"].get("QAttention", 0) + len(kept_attention) == 2
+    assert quantized["operators"].get("QAttention", 0) + len(kept_attention) == 1
     assert manifest["validation"]["passed"] is True
 
 

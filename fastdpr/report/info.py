@@ -70,7 +70,10 @@ def describe(path: Path, verify: bool = False, threads: int | None = None) -> di
             "path": str(path),
             "spec": manifest["spec"],
             "sides": {side: {"dir": s["dir"], "source": s["source"]["source"], "class": s["source"]["class"],
-                             "models": s["models"]} for side, s in manifest["sides"].items()},
+                             "models": s["models"],
+                             # Artifacts from before the first-token final layer have no ``graph`` entry.
+                             "graph": manifest.get("graph", {}).get(s["dir"])}
+                      for side, s in manifest["sides"].items()},
             "quantization": manifest["quantization"],
             "encoding": {**artifact.typed.encoding.to_dict(), "recorded": artifact.typed.encoding.recorded},
             "validation": manifest["validation"],
@@ -239,7 +242,11 @@ def render(report: dict[str, Any]) -> str:
                      f"token types {spec['token_types']}, max length q{spec['question_max_length']}/"
                      f"p{spec['passage_max_length']}, similarity {spec['similarity']}")
         for side, s in report["sides"].items():
-            lines.append(f"  {side}: {s['dir']}/ from {s['source']} ({s['class']}); models {', '.join(s['models'])}")
+            graph = s.get("graph")
+            layers = "" if not graph else (f"; {graph['layers']} layers, the last for the first token only"
+                                           if graph["final_layer"] == "first-token" else f"; {graph['layers']} layers")
+            lines.append(f"  {side}: {s['dir']}/ from {s['source']} ({s['class']}); models {', '.join(s['models'])}"
+                         + layers)
         quant = report["quantization"]
         lines.append(f"  int8 recipe: {quant['recipe'] if quant else 'none (fp32 only)'}")
         lines.append("  " + _encoding_line(report["encoding"]))

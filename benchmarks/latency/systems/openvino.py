@@ -1,7 +1,8 @@
 """OpenVINO int8: the CPU backend sentence-transformers documents as its fastest (``OpenVINO-qint8``).
 
 What its user gets: the ``openvino`` runtime reading an ONNX export of the encoder (here fastdpr's own
-pooled TorchScript export, so pooling and DPR's projection are inside the graph as in fastdpr), quantized
+pooled TorchScript export of the full model, so pooling and DPR's projection are inside the graph as in
+fastdpr, but every layer runs over every token, as in the export its users make), quantized
 to int8 by NNCF's post-training quantization (``nncf.quantize``, ``ModelType.TRANSFORMER``: static
 int8 activations and weights, what optimum-intel's ``OVQuantizer`` runs for sentence-transformers'
 ``export_static_quantized_openvino_model``), calibrated on the same calibration batches fastdpr's int8
@@ -42,7 +43,9 @@ def quantized_openvino_model(context: SetupContext, side: Side) -> Any:
     directory = context.workdir / f"openvino-{side}"
     directory.mkdir(parents=True, exist_ok=True)
     onnx_path = directory / "model.onnx"
-    export_onnx(build_pooled_encoder(context.resolved[side], context.spec), onnx_path)
+    # The full model (every token through every layer), as its users export it with optimum-intel or
+    # sentence-transformers: running the last layer for CLS only is fastdpr's own export.
+    export_onnx(build_pooled_encoder(context.resolved[side], context.spec, first_token=False), onnx_path)
     calibration = artifact_calibration_batches(context.artifact, served_sides(context.artifact, side))
     start = time.perf_counter()
     quantized = nncf.quantize(ov.Core().read_model(str(onnx_path)), nncf.Dataset(calibration),
