@@ -1,12 +1,14 @@
 """``python -m benchmarks parity|hybrid|hybrid-latency|latency|encode-dump|serve|scale|scale-projection|append``
 ``append-ab``, ``scale-vectors``, ``rerank-footprint``, ``vectors-recall``, ``query-ab``, ``store-fetch``,
-``efficiency``, ``concurrent-calls`` and ``layer-norm``: run from a checkout (benchmarks are not installed)."""
+``efficiency``, ``concurrent-calls``, ``layer-norm`` and ``artifact-ab``: run from a checkout (benchmarks
+are not installed)."""
 
 from __future__ import annotations
 
 import click
 
 from benchmarks.append import append_ab_command, append_command
+from benchmarks.artifact_ab import artifact_ab_command
 from benchmarks.concurrent_calls import concurrent_calls_command
 from benchmarks.efficiency.run import efficiency_command
 from benchmarks.encode_dump import encode_dump_command
@@ -48,6 +50,7 @@ main.add_command(rerank_footprint_command)
 main.add_command(concurrent_calls_command)
 main.add_command(efficiency_command)
 main.add_command(layer_norm_command)
+main.add_command(artifact_ab_command)
 
 if __name__ == "__main__":
     main()
