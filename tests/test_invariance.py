@@ -108,6 +108,24 @@ def test_the_vector_does_not_depend_on_the_thread_count(tiny_artifact: Path, sid
     assert_thread_count_invariant(artifact, side, precision, inputs)
 
 
+def test_an_encoder_keeps_working_once_its_model_file_is_gone(tiny_artifact: Path, tmp_path: Path) -> None:
+    """A Ray worker loads the encoder from a temporary copy and removes it (fastdpr/cluster/build.py): every
+    session the encoder uses (the one for concurrent calls too) must be made by ``load_sessions``."""
+    import shutil
+
+    artifact = Artifact.load(tiny_artifact)
+    copy = tmp_path / "model.int8.onnx"
+    shutil.copy2(artifact.model_path("context", "int8"), copy)
+    encoder = OnnxEncoder(copy, artifact.tokenizer("context"), threads=2)
+    encoder.load_sessions()
+    copy.unlink()
+    passages = pydoc_pairs(32)
+    got = encoder.encode_passages(passages, 8)  # two concurrent single-threaded calls at 2 threads
+    expected = OnnxEncoder(artifact.model_path("context", "int8"), artifact.tokenizer("context"),
+                           threads=1).encode_passages(passages, 8)
+    assert np.array_equal(got, expected)
+
+
 def index_vectors(index: Path) -> np.ndarray:
     """Every stored vector of an index, in label order (shards concatenated)."""
     manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))

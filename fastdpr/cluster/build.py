@@ -61,14 +61,17 @@ class _ChunkEncoder:
 
         if isinstance(model, ray.ObjectRef):
             model = ray.get(model)
-        # The files are written on the worker's own disk: no shared filesystem is assumed.
-        self._dir = tempfile.TemporaryDirectory(prefix="fastdpr-encoder-")
-        model_path, tokenizer_path = Path(self._dir.name) / "model.onnx", Path(self._dir.name) / "tokenizer.json"
-        model_path.write_bytes(model)
-        tokenizer_path.write_bytes(tokenizer)
-        spec_ = EncoderSpec.from_dict(spec)
-        # ORT ignores OMP_NUM_THREADS: its intra-op pool is sized here, to the CPUs Ray reserved for us.
-        self._encoder = OnnxEncoder(model_path, SpecTokenizer(tokenizer_path, spec_, "context"), threads=threads)
+        # The files are written on the worker's own disk (no shared filesystem is assumed) and removed once
+        # loaded: Ray ends actors without running finalizers, so a directory kept for the actor's life
+        # stayed behind in /tmp after every build.
+        with tempfile.TemporaryDirectory(prefix="fastdpr-encoder-") as tmp:
+            model_path, tokenizer_path = Path(tmp) / "model.onnx", Path(tmp) / "tokenizer.json"
+            model_path.write_bytes(model)
+            tokenizer_path.write_bytes(tokenizer)
+            spec_ = EncoderSpec.from_dict(spec)
+            # ORT ignores OMP_NUM_THREADS: its intra-op pool is sized here, to the CPUs Ray reserved for us.
+            self._encoder = OnnxEncoder(model_path, SpecTokenizer(tokenizer_path, spec_, "context"), threads=threads)
+            self._encoder.load_sessions()
         self._batch_size = batch_size
         self._cpu = this_cpu().int8_class
 

@@ -118,6 +118,12 @@ class OnnxEncoder:
             pool.shutdown(wait=True, cancel_futures=True)
         return out
 
+    def load_sessions(self) -> None:
+        """Create now every session this encoder may use (the one for concurrent calls is otherwise made on
+        first use), so its model file may be removed afterwards (a Ray worker's temporary copy)."""
+        if self.threads > 1:
+            self._single_threaded_session()
+
     def _single_threaded_session(self) -> ort.InferenceSession:
         """The session that concurrent calls share (one intra-op thread each), created on first use."""
         with self._concurrent_session_lock:
