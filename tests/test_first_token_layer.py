@@ -41,7 +41,7 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _backbone(directory: Path, side: str, tmp_path: Path) -> tuple[Any, Any]:
     """(a fresh backbone, DPR's projection or None) of the checkpoint in ``directory``."""
-    resolved = resolve_source(str(directory), side, tmp_path)  # type: ignore[arg-type]
+    resolved = resolve_source(str(directory), side, tmp_path)
     model: Any = load_hf_model(resolved, eager_attention=True)
     inner = model.question_encoder if side == "question" else model.ctx_encoder
     projection = inner.encode_proj if getattr(inner, "projection_dim", 0) > 0 else None
