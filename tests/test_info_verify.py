@@ -65,6 +65,10 @@ def test_info_without_verify_reports_without_encoding(tiny_artifact: Path) -> No
     assert report["sides"]["question"]["class"] == "DPRQuestionEncoder"
     assert report["sides"]["context"]["class"] == "DPRContextEncoder"
     assert report["files"]["question/model.onnx"] == (tiny_artifact / "question" / "model.onnx").stat().st_size
+    # Which graph each side runs: CLS pooling, so the last layer is computed for the first token only.
+    assert report["sides"]["context"]["graph"] == {"layers": 2, "final_layer": "first-token"}
+    text = invoke("info", str(tiny_artifact))
+    assert "models fp32, int8; 2 layers, the last for the first token only" in text.output
 
 
 @pytest.mark.parametrize("relative", ["probes/question.npy", "context/model.int8.onnx", "question/tokenizer.json"])
