@@ -1624,3 +1624,10 @@ def test_readme_names_the_first_token_recall_of_the_default() -> None:
                     "and with OpenVINO passages",
                     PARITY_OPENVINO_VNNI, _deltas("onnx-int8-hnsw"), points)
     assert figure.problem() is None, figure.problem()
+
+
+def test_readme_names_the_other_bert_base_two_thread_run() -> None:
+    figure = Figure("README.md", "in the query run of the same day fastdpr-int8 was {}x",
+                    QUERY_RUNS["BERT-base, 64, 2 threads"], ("ratios/fastdpr-int8 vs optimum-ort-int8/query_p50",),
+                    "{:.2f}")
+    assert figure.problem() is None, figure.problem()
