@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+#: Seconds a background job stopped at the session's end gets to exit after Ctrl-C before it is killed.
+STOP_GRACE_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,19 @@ class Runner:
         return self.finished[name]
 
     def stop(self) -> None:
-        """End of the session: kill a job still running (an interrupted or partial run) and clean up."""
+        """End of the session: stop a job still running (an interrupted or partial run) and clean up.
+
+        Ctrl-C first, as a user stops an export: it removes its temporary directories (in /tmp, outside
+        ``root``) on the way out, where a kill left them behind; killed only if it has not ended in
+        :data:`STOP_GRACE_S`."""
         self.stopping = True
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         if self.thread is not None:
             self.thread.join(timeout=30)
         if self.root is not None:
@@ -115,8 +127,11 @@ class Runner:
         assert self.root is not None  # made with the jobs
         log_path = self.root / f"{name}.log"
         with open(log_path, "wb") as log:
+            # SIGINT back to its default in the child: a shell runs background jobs with it ignored, and the
+            # child would inherit that (stop() relies on Ctrl-C reaching it).
             self.process = subprocess.Popen(job.argv, cwd=job.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+                                            stdin=subprocess.DEVNULL,
+                                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             exit_code = self.process.wait()
         return Finished(exit_code, log_path.read_text(encoding="utf-8", errors="replace"))
 
