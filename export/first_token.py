@@ -9,6 +9,13 @@ layer first among every node, 5x the next one, once it ran on one row).
 
 from __future__ import annotations
 
+from typing import Literal
+
+#: What the manifest's ``graph.<model>.final_layer`` says: the last layer for the first token only, or in full.
+FinalLayer = Literal["first-token", "every-token"]
+FIRST_TOKEN: FinalLayer = "first-token"
+EVERY_TOKEN: FinalLayer = "every-token"
+
 #: The ONNX node-name prefix of :class:`~.torch_model.PooledEncoder`'s ``final_layer`` as the TorchScript
 #: exporter names it (before :func:`final_layer_prefix` renames it).
 FINAL_LAYER_SCOPE = "/final_layer/"

@@ -293,8 +293,12 @@ def quantize(fused: Path, target: Path, recipe: QuantRecipe, calibration: Sequen
     import onnx
 
     decisions = decisions or {}
+    # Node names and Attention outputs are what the checks below read; smoothing changes neither, so the
+    # fused graph is read once for them (an empty graph when nothing reads it).
+    graph = (onnx.load(str(fused), load_external_data=False).graph if row_products or "kept_fp32" in decisions
+             else onnx.GraphProto())
     if row_products:
-        present = {node.name for node in onnx.load(str(fused), load_external_data=False).graph.node}
+        present = {node.name for node in graph.node}
         if missing := [name for name in row_products if name not in present]:
             raise ExportError(f"{fused}: the one-row products {missing} are not in this graph")
     if recipe.needs_calibration and not calibration:
@@ -309,8 +313,7 @@ def quantize(fused: Path, target: Path, recipe: QuantRecipe, calibration: Sequen
             details["smoothing"]["calibration_batches"] = len(calibration or [])
         exclude: list[str] = []
         if "kept_fp32" in decisions:
-            exclude, left_int8 = replayed_nodes(onnx.load(str(source), load_external_data=False).graph,
-                                                list(decisions["kept_fp32"]), fused)
+            exclude, left_int8 = replayed_nodes(graph, list(decisions["kept_fp32"]), fused)
             details["kept_fp32"] = {name: error for name, error in decisions["kept_fp32"].items() if name in exclude}
             if left_int8:
                 details["kept_fp32_left_int8"] = left_int8
@@ -324,7 +327,8 @@ def quantize(fused: Path, target: Path, recipe: QuantRecipe, calibration: Sequen
             details["row_products_fp32"] = list(row_products)
             exclude = [*exclude, *(name for name in row_products if name not in exclude)]
         if searched_int8 is not None and set(exclude) == set(row_products):
-            shutil.move(searched_int8, target)  # the alpha search already quantized the winner, so excluding
+            # The alpha search already quantized the winner, with exactly these nodes left fp32.
+            shutil.move(searched_int8, target)
         else:
             _quantize_dynamic(source, target, recipe, nodes_to_exclude=exclude or None)
     counts = Counter(node.op_type for node in onnx.load(str(target), load_external_data=False).graph.node)

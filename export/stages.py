@@ -25,6 +25,7 @@ from fastdpr.model.tokenization import SpecTokenizer
 from fastdpr.model.verify import Comparison, RetrievalAgreement, compare, retrieval_agreement
 
 from .calibration import calibration_batches
+from .first_token import EVERY_TOKEN, FIRST_TOKEN, FinalLayer, row_product_nodes
 from .job import PROBE_BATCH_SIZE, ExportJob, ModelSource
 from .quantize import QuantRecipe
 from .validate import STAGE_THRESHOLDS
@@ -52,19 +53,17 @@ class OnnxExportReport:
     path: Path
     seconds: float
     layers: int
-    final_layer: str
+    final_layer: FinalLayer
 
     @property
     def attention_layers(self) -> int:
         """The layers whose self-attention runs over every token (what fusion turns into ``Attention``)."""
-        return self.layers - 1 if self.final_layer == "first-token" else self.layers
+        return self.layers - 1 if self.final_layer == FIRST_TOKEN else self.layers
 
     @property
     def row_products(self) -> list[str]:
         """The nodes that multiply one row per input (a first-token final layer's), kept fp32."""
-        from .first_token import row_product_nodes
-
-        return row_product_nodes(self.layers) if self.final_layer == "first-token" else []
+        return row_product_nodes(self.layers) if self.final_layer == FIRST_TOKEN else []
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest's ``graph`` entry for this model."""
@@ -246,7 +245,7 @@ def onnx_export_stage(job: ExportJob, model: ModelSource) -> OnnxExportReport:
     module = build_pooled_encoder(model.resolved, job.spec)
     export_onnx(module, raw, job.opset)
     seconds = round(time.perf_counter() - started, 2)
-    final_layer = "first-token" if module.final_layer is not None else "every-token"
+    final_layer = FIRST_TOKEN if module.final_layer is not None else EVERY_TOKEN
     job.log(f"{model.name}: exported to ONNX (opset {job.opset}, last layer: {final_layer}) in {seconds} s")
     return OnnxExportReport(path=raw, seconds=seconds, layers=int(model.resolved.config["num_hidden_layers"]),
                             final_layer=final_layer)

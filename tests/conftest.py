@@ -378,15 +378,6 @@ def run_cli(args: list[Any], code: int = 0) -> Result:
     return result
 
 
-def default_sigint() -> None:
-    """``preexec_fn`` for a child that a test interrupts with SIGINT: a shell runs background jobs with
-    SIGINT ignored, the child inherits that, and Python then never raises KeyboardInterrupt (seen when
-    .ci/run was started with ``&``). Ctrl-C in a terminal always has the default disposition."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def rewrite_hashes(root: Path) -> None:
     """Make a manifest's file table match the files on disk again (integrity then passes)."""
     from fastdpr.common.integrity import MANIFEST_NAME, file_table, write_json

@@ -30,6 +30,13 @@ import pytest
 STOP_GRACE_S = 20.0
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that is interrupted with SIGINT: a shell runs background jobs with
+    SIGINT ignored, the child inherits that, and Python then never raises KeyboardInterrupt (seen when
+    .ci/run was started with ``&``). Ctrl-C in a terminal always has the default disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass(frozen=True)
 class Job:
     """One background command: ``argv`` run in ``cwd`` with ``env`` (over a clean copy of os.environ)."""
@@ -127,11 +134,9 @@ class Runner:
         assert self.root is not None  # made with the jobs
         log_path = self.root / f"{name}.log"
         with open(log_path, "wb") as log:
-            # SIGINT back to its default in the child: a shell runs background jobs with it ignored, and the
-            # child would inherit that (stop() relies on Ctrl-C reaching it).
+            # stop() relies on Ctrl-C reaching the child.
             self.process = subprocess.Popen(job.argv, cwd=job.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL,
-                                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                            stdin=subprocess.DEVNULL, preexec_fn=default_sigint)
             exit_code = self.process.wait()
         return Finished(exit_code, log_path.read_text(encoding="utf-8", errors="replace"))
 

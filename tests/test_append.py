@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import default_sigint, run_cli
+from conftest import run_cli
 from doc_blocks import block, shell_commands
+from head_start import default_sigint
 
 from fastdpr.common.errors import FastDPRError
 from fastdpr.corpus.builtin import pydoc_topic_passages

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import default_sigint
+from head_start import default_sigint
 
 from fastdpr.common.errors import IndexLoadError
 from fastdpr.corpus.builtin import pydoc_topic_passages

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SHARD_SIZE, SHARDED_OPTIONS_KW, count_pydoc_passages, default_sigint, run_cli
+from conftest import SHARD_SIZE, SHARDED_OPTIONS_KW, count_pydoc_passages, run_cli
 from doc_blocks import block, shell_commands
+from head_start import default_sigint
 
 from fastdpr.common.errors import FastDPRError, IndexLoadError
 from fastdpr.corpus.builtin import pydoc_topic_passages

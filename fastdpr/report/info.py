@@ -231,6 +231,14 @@ def _lexical_line(lexical: dict[str, Any] | None) -> str:
             f"{lexical['bytes'] / 1e6:.1f} MB ({share:.0%} of the index)")
 
 
+def _graph_note(graph: dict[str, Any] | None) -> str:
+    """``; 6 layers, the last for the first token only`` (empty for an artifact that does not say)."""
+    if not graph:
+        return ""
+    last = ", the last for the first token only" if graph["final_layer"] == "first-token" else ""
+    return f"; {graph['layers']} layers{last}"
+
+
 def render(report: dict[str, Any]) -> str:
     """A readable summary of :func:`describe`'s report."""
     checked = report.get("integrity_check", "sha256")
@@ -242,11 +250,8 @@ def render(report: dict[str, Any]) -> str:
                      f"token types {spec['token_types']}, max length q{spec['question_max_length']}/"
                      f"p{spec['passage_max_length']}, similarity {spec['similarity']}")
         for side, s in report["sides"].items():
-            graph = s.get("graph")
-            layers = "" if not graph else (f"; {graph['layers']} layers, the last for the first token only"
-                                           if graph["final_layer"] == "first-token" else f"; {graph['layers']} layers")
             lines.append(f"  {side}: {s['dir']}/ from {s['source']} ({s['class']}); models {', '.join(s['models'])}"
-                         + layers)
+                         + _graph_note(s.get("graph")))
         quant = report["quantization"]
         lines.append(f"  int8 recipe: {quant['recipe'] if quant else 'none (fp32 only)'}")
         lines.append("  " + _encoding_line(report["encoding"]))
